@@ -1,0 +1,1 @@
+"""Everything that turns audio + avatar into frames, and its training and evaluation."""

@@ -1,0 +1,102 @@
+"""Log-mel features on the 25 fps grid, offline and as a stateful stream that gives the same numbers.
+
+Mel frame m is the window of ``win_samples`` that *ends* at sample ``hop_samples * (m + 1)``: a causal layout,
+so video frame n (samples [640n, 640(n+1))) owns mel frames 4n .. 4n+3 and needs no audio from later frames.
+The signal is taken as zero before its start.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import AudioConfig
+from .errors import AudioError
+
+
+def mel_filterbank(cfg: AudioConfig) -> np.ndarray:
+    """Slaney-style triangular mel filters, shape (n_mels, n_fft // 2 + 1)."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    fft_hz = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    edges_hz = mel_to_hz(
+        np.linspace(hz_to_mel(np.array(cfg.fmin_hz)), hz_to_mel(np.array(cfg.fmax_hz)), cfg.n_mels + 2)
+    )
+    lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (fft_hz[None] - lower) / (centre - lower)
+    falling = (upper - fft_hz[None]) / (upper - centre)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= 2.0 / (upper - lower)  # equal area per filter
+    return weights.astype(np.float32)
+
+
+class MelExtractor:
+    """Stateful log-mel extractor: ``push(chunk)`` returns the mel frames completed by that chunk.
+
+    Any split of the same signal into chunks gives the same frames as one ``push`` of the whole.
+    """
+
+    def __init__(self, cfg: AudioConfig = AudioConfig()) -> None:
+        self.cfg = cfg
+        self.window = np.hanning(cfg.win_samples + 2)[1:-1].astype(np.float32)
+        self.filters = mel_filterbank(cfg)
+        self.reset()
+
+    def reset(self) -> None:
+        # Zeros stand for the signal before its start, so the first windows are complete.
+        self._buffer = np.zeros(self.cfg.win_samples - self.cfg.hop_samples, np.float32)
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """chunk: float32 samples at 16 kHz, any length. Returns (new_mel_frames, n_mels)."""
+        cfg = self.cfg
+        self._buffer = np.concatenate([self._buffer, np.asarray(chunk, np.float32).reshape(-1)])
+        n = (len(self._buffer) - cfg.win_samples) // cfg.hop_samples + 1
+        if n <= 0:
+            return np.zeros((0, cfg.n_mels), np.float32)
+        idx = np.arange(cfg.win_samples)[None, :] + cfg.hop_samples * np.arange(n)[:, None]
+        frames = self._buffer[idx] * self.window
+        power = np.abs(np.fft.rfft(frames, n=cfg.n_fft, axis=1)) ** 2
+        mel = np.log(np.maximum(power @ self.filters.T, cfg.log_floor)).astype(np.float32)
+        self._buffer = self._buffer[n * cfg.hop_samples :]
+        return mel
+
+
+def log_mel(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """Offline log-mel of a whole signal: (mel_frames, n_mels), mel_frames = samples // hop."""
+    return MelExtractor(cfg).push(audio_16k)
+
+
+def frames_for_audio(num_samples: int, cfg: AudioConfig = AudioConfig()) -> int:
+    """How many whole 25 fps video frames a signal of ``num_samples`` covers."""
+    return num_samples // cfg.samples_per_frame
+
+
+def mel_per_video_frame(mel: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """Group mel frames by video frame: (mel_frames, n_mels) -> (video_frames, mels_per_frame * n_mels)."""
+    k = cfg.mels_per_frame
+    n = len(mel) // k
+    return mel[: n * k].reshape(n, k * mel.shape[1])
+
+
+def check_speech(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig(), name: str = "audio") -> None:
+    """Refuse audio that cannot drive a face: empty, non-finite, or silent throughout."""
+    if audio_16k.size < cfg.samples_per_frame:
+        raise AudioError(f"{name} is shorter than one video frame (40 ms): give at least a second of speech.")
+    if not np.all(np.isfinite(audio_16k)):
+        raise AudioError(f"{name} contains NaN or infinite samples: re-export it as plain PCM.")
+    rms = float(np.sqrt(np.mean(np.square(audio_16k, dtype=np.float64))))
+    if rms < cfg.silence_rms:
+        raise AudioError(
+            f"{name} is silent (RMS {rms:.2e}): nothing to lip-sync. Check the microphone or the file's volume."
+        )
+
+
+def frame_energy(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """RMS per video frame, shape (video_frames,)."""
+    n = frames_for_audio(len(audio_16k), cfg)
+    x = audio_16k[: n * cfg.samples_per_frame].reshape(n, cfg.samples_per_frame)
+    return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1)).astype(np.float32)

@@ -1,0 +1,46 @@
+"""The small protocol the engine calls to run its networks; ``export`` implements it (torch, onnxruntime, TensorRT).
+
+Everything crosses it as float32 numpy arrays, so a backend needs nothing from torch.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Backend(Protocol):
+    name: str
+
+    def a2l(
+        self, mel_frames: np.ndarray, speaker: np.ndarray, reference_px: np.ndarray, state: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """mel_frames (1, T, 320), speaker (1, 256), reference_px (1, 68, 2), state (layers, 1, hidden)
+        -> displacements (1, T, 37, 2) in crop pixels, new state."""
+        ...
+
+    def denoise(
+        self,
+        noisy: np.ndarray,
+        timestep: np.ndarray,
+        masked: np.ndarray,
+        identity: np.ndarray,
+        previous: np.ndarray,
+        heatmaps: np.ndarray,
+        driven_px: np.ndarray,
+        mel_window: np.ndarray,
+    ) -> np.ndarray:
+        """One L2V call: latents (B, C, 32, 32), timestep (B,) int64, heatmaps (B, 3, 32, 32),
+        driven_px (B, 37, 2), mel_window (B, 5, 320) -> predicted clean latent (B, C, 32, 32)."""
+        ...
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """(B, C, h, 32) latents -> (B, 3, 8h, 256) images in [-1, 1]."""
+        ...
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) images in [-1, 1] -> (B, C, H/8, W/8) latents."""
+        ...
+
+    def a2l_state_shape(self) -> tuple[int, ...]: ...

@@ -1,0 +1,65 @@
+"""Model folders: ``config.json`` + one safetensors file per network. A checkpoint loads without training state."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .errors import WeightsError
+from .models.a2l import A2L
+from .models.autoencoder import LatentCodec
+from .models.l2v import L2V
+
+PARTS = ("autoencoder", "a2l", "l2v")
+DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+
+
+def build(part: str, cfg: ModelConfig) -> torch.nn.Module:
+    if part == "autoencoder":
+        return LatentCodec(cfg.autoencoder)
+    if part == "a2l":
+        return A2L(cfg.a2l, cfg.audio, cfg.face)
+    if part == "l2v":
+        return L2V(cfg.l2v, cfg.audio, cfg.face, cfg.autoencoder)
+    raise ValueError(f"unknown model part {part!r}; parts are {PARTS}")
+
+
+def save_part(module: torch.nn.Module, model_dir: Path, part: str) -> Path:
+    path = Path(model_dir) / f"{part}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise WeightsError(f"no config.json in model folder {model_dir}: give a folder made by `facecast train`.")
+    return ModelConfig.load(path)
+
+
+def load_part(model_dir: Path, part: str, cfg: ModelConfig | None = None) -> torch.nn.Module:
+    cfg = cfg or load_config(model_dir)
+    path = Path(model_dir) / f"{part}.safetensors"
+    if not path.is_file():
+        raise WeightsError(f"missing weights file {path}: train it with `facecast train {part}` or restore the file.")
+    module = build(part, cfg)
+    try:
+        module.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        raise WeightsError(f"{path} does not match {Path(model_dir) / 'config.json'}: {str(e)[:300]}") from e
+    return module.eval()
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

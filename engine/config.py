@@ -1,0 +1,138 @@
+"""Every default lives here, once, as a small frozen dataclass.
+
+Units are in the names: ``_samples`` at 16 kHz, ``_frames`` at 25 fps video frames, ``_px`` in the 256² crop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    sample_rate: int = 16_000
+    fps: int = 25
+    n_fft: int = 512
+    win_samples: int = 400  # 25 ms analysis window
+    hop_samples: int = 160  # 10 ms: 4 mel frames per video frame
+    n_mels: int = 80
+    fmin_hz: float = 55.0
+    fmax_hz: float = 7_600.0
+    log_floor: float = 1e-5
+    silence_rms: float = 1e-4  # below this RMS over the whole clip, the audio counts as silent
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.sample_rate // self.fps
+
+    @property
+    def mels_per_frame(self) -> int:
+        return self.samples_per_frame // self.hop_samples
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    crop_px: int = 256
+    # Where the alignment template puts the eye centres and the nose bottom in the crop (x, y in pixels).
+    left_eye_px: tuple[float, float] = (96.0, 84.0)
+    right_eye_px: tuple[float, float] = (160.0, 84.0)
+    nose_px: tuple[float, float] = (128.0, 128.0)  # nose bottom (iBUG 33)
+    smooth_frames: int = 9  # centred moving average of the crop transform over a video
+    min_face_px: int = 32  # faces whose eye-to-mouth height is smaller are refused
+    max_image_px: int = 4096  # larger sides are downscaled before detection
+    detect_max_px: int = 640  # detection runs on a copy no larger than this
+    feather_px: int = 12  # blur radius of the paste-back mask edge
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    latent_channels: int = 8
+    # diffusers' AutoencoderTiny layout; its blocks need one width per network. 4 blocks -> downscale factor 8.
+    encoder_channels: int = 24
+    encoder_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    decoder_channels: int = 16  # the decoder sets CPU speed (DESIGN.md's budget): keep it narrow
+    decoder_blocks: tuple[int, ...] = (1, 2, 2, 1)
+    latent_scale: float = 1.0  # set after training so that latents have unit standard deviation
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.encoder_blocks) - 1)
+
+
+@dataclass(frozen=True)
+class A2LConfig:
+    hidden: int = 192
+    layers: int = 2
+    lookahead_frames: int = 2  # frame n is predicted once the audio of frame n + lookahead has arrived
+    speaker_dim: int = 256  # Resemblyzer's embedding size
+    speaker_hidden: int = 64
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class L2VConfig:
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    layers_per_block: int = 1
+    cross_attention_dim: int = 64
+    attention_head_dim: int = 8
+    prior_channels: int = 1  # the 1x1-conv bottleneck of the previous generated latent (paper 001)
+    heatmap_channels: int = 3  # jaw, outer lip, inner lip drawn at latent resolution
+    audio_context_frames: int = 2  # audio tokens cover frames n-2 .. n+2
+    num_train_timesteps: int = 1000
+    prediction_type: str = "sample"  # x0-prediction: what makes 1-2 step DDIM usable
+    mask_top_px: int = 120  # rows at and below this are regenerated, rows above stay clean (paper 002)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    a2l: A2LConfig = field(default_factory=A2LConfig)
+    l2v: L2VConfig = field(default_factory=L2VConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(**{f.name: build_dataclass(f.type_cls, d.get(f.name, {})) for f in _fields(cls)})
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    steps: int = 2  # DDIM steps per frame
+    seed: int = 0
+    eta: float = 0.0
+
+
+class _Field:
+    def __init__(self, name: str, type_cls: type) -> None:
+        self.name, self.type_cls = name, type_cls
+
+
+def _fields(cls: type) -> list[_Field]:
+    defaults = cls()
+    return [_Field(f.name, type(getattr(defaults, f.name))) for f in dataclasses.fields(cls)]
+
+
+def build_dataclass(cls: type[T], values: dict[str, Any]) -> T:
+    """Build ``cls`` from a JSON dict: unknown keys are an error, lists become tuples, missing keys default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

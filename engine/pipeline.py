@@ -1,0 +1,201 @@
+"""The lip-sync pipeline as a streaming session: audio chunks in, finished video frames out.
+
+Offline ``generate`` is the same session fed a whole file, so streaming and offline give the same frames.
+
+Per video frame n (40 ms, audio samples [640n, 640(n+1))):
+  mel (4 frames) -> A2L step (GRU state carried) -> displacement for frame n - lookahead
+  -> landmarks in the avatar frame's pose -> heatmaps + tokens
+  -> few-step DDIM in latent space (upper rows clean, lower rows denoised; previous generated latent as prior)
+  -> decode the lower rows -> paste into the avatar frame with a feathered mask.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import crop
+from .audio import MelExtractor
+from .avatar import Avatar, pose_to_frame
+from .backend import Backend
+from .config import InferenceConfig, ModelConfig
+from .ddim import DDIMSchedule, ddim_step
+from .landmarks import DRIVEN, apply_affine, render_heatmaps
+
+DECODE_MARGIN_ROWS = 2  # latent rows above the regenerated region that are decoded too, for the decoder's context
+
+
+@dataclass
+class Frame:
+    index: int  # position on the output 25 fps clock
+    image: np.ndarray  # uint8 (H, W, 3), the full avatar frame with the generated mouth
+    landmarks: np.ndarray  # float32 (68, 2), the driving landmarks in crop pixels
+    avatar_index: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class LipSyncSession:
+    """One speaker driving one avatar. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cfg: ModelConfig,
+        avatar: Avatar,
+        speaker: np.ndarray,
+        inference: InferenceConfig = InferenceConfig(),
+        drive: bool = True,
+    ) -> None:
+        if cfg.l2v.audio_context_frames > cfg.a2l.lookahead_frames:
+            raise ValueError("L2V's audio context may not look further ahead than A2L's lookahead")
+        self.backend, self.cfg, self.avatar, self.inference = backend, cfg, avatar, inference
+        self.drive = drive  # False: landmarks stay where the avatar has them (the `static` baseline)
+        self.speaker = speaker.astype(np.float32)[None]
+        self.schedule = DDIMSchedule.from_config(cfg.l2v, inference.steps)
+        self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
+        self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
+        self.identity = avatar.latents[avatar.identity_index][None]
+        self.reset()
+
+    def reset(self) -> None:
+        self.mel = MelExtractor(self.cfg.audio)
+        self._mel_pending = np.zeros((0, self.cfg.audio.n_mels), np.float32)
+        self._frame_mels: deque[np.ndarray] = deque()  # per video frame (320,), from index self._mel_base
+        self._mel_base = 0
+        self._mels_seen = 0  # video frames whose mel features exist
+        self._a2l_state = np.zeros(self.backend.a2l_state_shape(), np.float32)
+        self._disp: dict[int, np.ndarray] = {}
+        self._a2l_steps = 0
+        self._next_frame = 0
+        self._samples_in = 0
+        self._previous: np.ndarray | None = None
+
+    @property
+    def latency_frames(self) -> int:
+        """How many frames of audio past frame n must arrive before frame n can be made."""
+        return self.cfg.a2l.lookahead_frames
+
+    # ------------------------------------------------------------------------------------------ audio in
+
+    def push_audio(self, chunk_16k: np.ndarray) -> list[Frame]:
+        """Feed 16 kHz mono float32 samples (any length); returns the frames this audio completed."""
+        chunk = np.asarray(chunk_16k, np.float32).reshape(-1)
+        self._samples_in += len(chunk)
+        return self._advance(chunk, limit=None)
+
+    def finish(self) -> list[Frame]:
+        """End of speech: pad with the lookahead's worth of silence and return the remaining frames."""
+        total = self._samples_in // self.cfg.audio.samples_per_frame
+        pad = np.zeros((self.latency_frames + 1) * self.cfg.audio.samples_per_frame, np.float32)
+        return self._advance(pad, limit=total)
+
+    def _advance(self, chunk: np.ndarray, limit: int | None) -> list[Frame]:
+        t0 = time.perf_counter()
+        mel = np.concatenate([self._mel_pending, self.mel.push(chunk)])
+        k = self.cfg.audio.mels_per_frame
+        whole = len(mel) // k
+        self._mel_pending = mel[whole * k :]
+        new = mel[: whole * k].reshape(whole, k * self.cfg.audio.n_mels)
+        features_ms = (time.perf_counter() - t0) * 1e3
+        if whole:
+            self._frame_mels.extend(new)
+            self._mels_seen += whole
+            t1 = time.perf_counter()
+            disp, self._a2l_state = self.backend.a2l(
+                new[None], self.speaker, self.avatar.reference[None], self._a2l_state
+            )
+            a2l_ms = (time.perf_counter() - t1) * 1e3
+            for i in range(whole):
+                frame = self._a2l_steps + i - self.latency_frames
+                if frame >= 0:
+                    self._disp[frame] = disp[0, i]
+            self._a2l_steps += whole
+        else:
+            a2l_ms = 0.0
+        frames = []
+        while self._next_frame in self._disp and (limit is None or self._next_frame < limit):
+            f = self.render(self._next_frame)
+            f.timings_ms.update(features=features_ms / max(1, whole), a2l=a2l_ms / max(1, whole))
+            frames.append(f)
+            del self._disp[self._next_frame]
+            self._next_frame += 1
+        self._trim_mels()
+        return frames
+
+    def _trim_mels(self) -> None:
+        keep_from = self._next_frame - self.cfg.l2v.audio_context_frames
+        while self._mel_base < keep_from and self._frame_mels:
+            self._frame_mels.popleft()
+            self._mel_base += 1
+
+    def _mel_window(self, n: int) -> np.ndarray:
+        c = self.cfg.l2v.audio_context_frames
+        idx = np.clip(np.arange(n - c, n + c + 1), 0, self._mels_seen - 1) - self._mel_base
+        idx = np.clip(idx, 0, len(self._frame_mels) - 1)
+        return np.stack([self._frame_mels[i] for i in idx])[None].astype(np.float32)
+
+    # ------------------------------------------------------------------------------------------ frames out
+
+    def landmarks_for(self, n: int, a: int) -> np.ndarray:
+        """Driving landmarks (68, 2) for output frame n over avatar frame a, in crop pixels."""
+        frame_lms = self.avatar.landmarks[a]
+        if not self.drive:
+            return frame_lms.copy()
+        ref = self.avatar.reference.copy()
+        ref[DRIVEN] += self._disp[n]
+        lms = frame_lms.copy()
+        lms[DRIVEN] = apply_affine(pose_to_frame(self.avatar.reference, frame_lms), ref)[DRIVEN]
+        return lms
+
+    def render(self, n: int) -> Frame:
+        cfg, av, row = self.cfg, self.avatar, self.row
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        a = av.index_for(n)
+        lms = self.landmarks_for(n, a)
+        heat = render_heatmaps(lms, self.latent_px, cfg.face.crop_px)[None]
+        masked = av.masked_latents[a][None]
+        previous = self._previous if self._previous is not None else av.latents[a][None]
+        rng = np.random.default_rng([self.inference.seed, n])
+        x = masked.copy()
+        x[:, :, row:] = rng.standard_normal(x[:, :, row:].shape, dtype=np.float32)
+        mel_window = self._mel_window(n)
+        timings["conditions"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        s = self.schedule
+        for i, ts in enumerate(s.timesteps):
+            x0 = self.backend.denoise(
+                x,
+                np.array([ts], np.int64),
+                masked,
+                self.identity,
+                previous,
+                heat,
+                lms[DRIVEN][None],
+                mel_window,
+            )
+            x0[:, :, :row] = masked[:, :, :row]  # the upper face stays clean (paper 002)
+            x = ddim_step(x0, x, s.alphas_cumprod[i], s.alphas_cumprod_prev[i]) if i + 1 < len(s.timesteps) else x0
+        timings["unet"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        top = max(0, row - DECODE_MARGIN_ROWS)
+        decoded = tensor_to_image_np(self.backend.decode(x[:, :, top:]))[0]
+        timings["decode"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        # The next frame's pose prior: the avatar's own upper latent over the newly generated lower face.
+        self._previous = np.concatenate([av.latents[a][None, :, :row], x[:, :, row:]], axis=2)
+        generated = av.crops[a].copy()
+        y0 = top * cfg.autoencoder.downscale
+        generated[y0:] = decoded[: cfg.face.crop_px - y0]
+        mask = crop.lower_face_mask(np.stack([av.landmarks[a], lms]), cfg.face, cfg.l2v)
+        image = crop.paste_back(av.frames[a], generated, mask, av.transforms[a])
+        timings["paste"] = (time.perf_counter() - t) * 1e3
+        return Frame(n, image, lms, a, timings)
+
+
+def tensor_to_image_np(x: np.ndarray) -> np.ndarray:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
+    return (np.clip(x, -1, 1).transpose(0, 2, 3, 1) * 127.5 + 127.5 + 0.5).astype(np.uint8)

@@ -1,0 +1,74 @@
+"""Checks for the system pieces facecast needs, each with the command that installs it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+from .errors import DependencyError
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str
+    required: bool = True
+
+
+def check_h264() -> Check:
+    import av
+
+    ok = "libx264" in av.codecs_available
+    return Check("H.264 encoder (PyAV's FFmpeg)", ok, f"PyAV {av.__version__}", "pip install --force-reinstall av")
+
+
+def check_ffmpeg_cli() -> Check:
+    path = shutil.which("ffmpeg")
+    return Check(
+        "ffmpeg command",
+        path is not None,
+        path or "not found",
+        "apt-get install ffmpeg  (or brew install ffmpeg)",
+        required=False,
+    )
+
+
+def check_portaudio() -> Check:
+    try:
+        import sounddevice  # noqa: F401 - importing loads PortAudio
+
+        return Check("PortAudio (microphone input)", True, "sounddevice loads", "", required=False)
+    except (ImportError, OSError) as e:
+        return Check(
+            "PortAudio (microphone input)",
+            False,
+            str(e),
+            "apt-get install libportaudio2  (or brew install portaudio)",
+            required=False,
+        )
+
+
+def check_espeak() -> Check:
+    path = shutil.which("espeak-ng")
+    return Check(
+        "espeak-ng (remaking the bundled speech clip)",
+        path is not None,
+        path or "not found",
+        "apt-get install espeak-ng",
+        required=False,
+    )
+
+
+def all_checks() -> list[Check]:
+    return [check_h264(), check_ffmpeg_cli(), check_portaudio(), check_espeak()]
+
+
+def require(check: Check) -> None:
+    if not check.ok:
+        raise DependencyError(f"{check.name} is missing ({check.detail}). Install it: {check.fix}")
+
+
+def require_portaudio() -> None:
+    require(check_portaudio())

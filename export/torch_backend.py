@@ -1,0 +1,59 @@
+"""The reference backend: the trained torch modules, eager, on CPU (or CUDA with fp16 when asked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from facecast.engine import checkpoint
+from facecast.engine.config import ModelConfig
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model_dir: Path, device: str = "cpu", fp16: bool = False) -> None:
+        self.cfg: ModelConfig = checkpoint.load_config(model_dir)
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if fp16 and self.device.type == "cuda" else torch.float32
+        parts = {p: checkpoint.load_part(model_dir, p, self.cfg).to(self.device, self.dtype) for p in checkpoint.PARTS}
+        self.codec, self.a2l_net, self.l2v = parts["autoencoder"], parts["a2l"], parts["l2v"]
+
+    def _t(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        return t if not t.is_floating_point() else t.to(self.dtype)
+
+    @staticmethod
+    def _np(x: torch.Tensor) -> np.ndarray:
+        return x.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def a2l(self, mel_frames, speaker, reference_px, state):  # noqa: ANN001, ANN201 - see engine.backend.Backend
+        disp, state = self.a2l_net(self._t(mel_frames), self._t(speaker), self._t(reference_px), self._t(state))
+        return self._np(disp), self._np(state)
+
+    @torch.inference_mode()
+    def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window):  # noqa: ANN001, ANN201
+        out = self.l2v(
+            self._t(noisy),
+            self._t(timestep),
+            self._t(masked),
+            self._t(identity),
+            self._t(previous),
+            self._t(heatmaps),
+            self._t(driven_px),
+            self._t(mel_window),
+        )
+        return self._np(out)
+
+    @torch.inference_mode()
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        return self._np(self.codec.decode(self._t(latents)))
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        return self._np(self.codec.encode(self._t(images)))
+
+    def a2l_state_shape(self) -> tuple[int, ...]:
+        return (self.cfg.a2l.layers, 1, self.cfg.a2l.hidden)

@@ -1,0 +1,1 @@
+"""The asyncio live engine, WebRTC, the server and the command line."""

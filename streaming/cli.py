@@ -1,0 +1,200 @@
+"""The ``facecast`` command: one sub-command per job, wiring engine, backends and server together."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
+from facecast.engine.errors import FacecastError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _backend(name: str, model_dir: Path, device: str = "cpu"):  # noqa: ANN202 - returns a engine.backend.Backend
+    from facecast.export.backends import load_backend
+
+    return load_backend(name, Path(model_dir), device=device)
+
+
+def _avatar(path: Path, backend, cfg, model_dir: Path, face_backend: str = "dlib", face_weights: Path | None = None):  # noqa: ANN001, ANN202
+    from facecast.engine import avatar, face
+
+    path = Path(path)
+    if path.is_dir():
+        return avatar.Avatar.load(path, avatar.model_hash(model_dir))
+    fb = face.make_backend(face_backend, face_weights, cfg.face)
+    return avatar.prepare_avatar(path, backend.encode, cfg, fb)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from facecast.engine import avatar
+
+    backend = _backend(args.backend, args.model)
+    av = _avatar(args.avatar, backend, backend.cfg, args.model, args.face_backend, args.face_weights)
+    av.save(args.out, avatar.model_hash(args.model))
+    console.print(f"avatar bundle written to {args.out} ({av.num_frames} frame(s))")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from facecast.engine.config import InferenceConfig
+    from facecast.engine.generate import generate_video
+    from facecast.engine.media import load_audio
+    from facecast.engine.system import check_h264, require
+
+    require(check_h264())
+    backend = _backend(args.backend, args.model, args.device)
+    cfg = backend.cfg
+    audio = load_audio(args.audio, cfg.audio.sample_rate)
+    av = _avatar(args.avatar, backend, cfg, args.model, args.face_backend, args.face_weights)
+    with _progress() as bar:
+        task = bar.add_task("generate", total=len(audio) // cfg.audio.samples_per_frame)
+        report = generate_video(
+            backend,
+            cfg,
+            av,
+            audio,
+            args.out,
+            InferenceConfig(steps=args.steps, seed=args.seed),
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    summary = {
+        "out": str(args.out),
+        "frames": report.frames,
+        "audio_s": round(report.audio_seconds, 2),
+        "wall_s": round(report.wall_seconds, 2),
+        "fps": round(report.fps, 2),
+        "backend": args.backend,
+        "steps": args.steps,
+        "stage_ms": {k: round(v, 2) for k, v in report.stage_ms.items()},
+    }
+    print(json.dumps(summary))
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    from facecast.engine.dataset import prepare_dataset
+
+    report = prepare_dataset(args.video_dir, args.out, max_frames=args.max_frames)
+    ok = sum("skipped" not in r for r in report.values())
+    console.print(f"{ok} of {len(report)} clips prepared into {args.out} (details in {args.out}/report.json)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from facecast.engine.train import train
+
+    summary = train(args.part, args.data, args.out, args.config)
+    console.print(
+        f"{args.part}: {summary['steps']} steps in {summary['seconds']} s, "
+        f"final loss {summary['history'][-1]['loss']:.4f}"
+    )
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from facecast.engine.system import all_checks
+
+    table = Table("piece", "status", "detail", "how to install")
+    for c in all_checks():
+        status = "ok" if c.ok else ("MISSING" if c.required else "missing (optional)")
+        table.add_row(c.name, status, c.detail, "" if c.ok else c.fix)
+    Console().print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facecast", description="Real-time talking-head avatars from speech.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)"
+        )
+        sp.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+        sp.add_argument("--device", default="cpu", help="torch device for the torch backend (cpu, cuda)")
+
+    def face_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--face-backend", default="dlib", choices=["dlib", "face-alignment"])
+        sp.add_argument("--face-weights", type=Path, default=None, help="local weights folder for face-alignment")
+
+    sp = sub.add_parser("generate", help="avatar + speech -> talking-face mp4")
+    sp.add_argument(
+        "--avatar",
+        type=Path,
+        default=ASSETS / "astronaut.jpg",
+        help="portrait, idle video or prepared bundle",
+    )
+    sp.add_argument("--audio", type=Path, default=ASSETS / "speech.wav", help="speech in any common format")
+    sp.add_argument("--out", type=Path, default=Path("out.mp4"))
+    sp.add_argument("--steps", type=int, default=2, help="DDIM steps per frame (1-4)")
+    sp.add_argument("--seed", type=int, default=0)
+    model_args(sp)
+    face_args(sp)
+    sp.set_defaults(func=cmd_generate)
+
+    sp = sub.add_parser("prepare", help="cache the face work for an avatar (portrait or idle video)")
+    sp.add_argument("--avatar", type=Path, required=True)
+    sp.add_argument("--out", type=Path, required=True)
+    model_args(sp)
+    face_args(sp)
+    sp.set_defaults(func=cmd_prepare)
+
+    sp = sub.add_parser("prepare-data", help="talking-face videos -> training dataset")
+    sp.add_argument("video_dir", type=Path)
+    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--max-frames", type=int, default=None, help="per clip, for quick runs")
+    sp.set_defaults(func=cmd_prepare_data)
+
+    sp = sub.add_parser("train", help="train one part of a model")
+    sp.add_argument("part", choices=["autoencoder", "a2l", "l2v"])
+    sp.add_argument("--data", type=Path, required=True)
+    sp.add_argument("--out", type=Path, required=True, help="model folder to train into")
+    sp.add_argument("--config", type=Path, default=None, help="JSON run config (see configs/default.json)")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("doctor", help="check the system pieces facecast needs")
+    sp.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    start = time.time()
+    try:
+        args.func(args)
+    except FacecastError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    logging.getLogger("facecast").info("done in %.1f s", time.time() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

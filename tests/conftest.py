@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from facecast.engine import checkpoint
+from facecast.engine.config import A2LConfig, AutoencoderConfig, L2VConfig, ModelConfig
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "engine" / "assets"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+torch.set_num_threads(1)  # tests share 2 cores with whatever else runs; small models don't need more
+
+
+def tiny_config() -> ModelConfig:
+    """A model small enough that a forward pass is instant; same code paths as the real one."""
+    return dataclasses.replace(
+        ModelConfig(),
+        autoencoder=AutoencoderConfig(encoder_channels=8, decoder_channels=8, decoder_blocks=(1, 1, 1, 1)),
+        a2l=A2LConfig(hidden=16, layers=1, speaker_hidden=8, dropout=0.0),
+        l2v=L2VConfig(block_out_channels=(8, 16, 16), cross_attention_dim=16, attention_head_dim=4),
+    )
+
+
+def write_model(folder: Path, cfg: ModelConfig, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    cfg.save(folder / "config.json")
+    for part in checkpoint.PARTS:
+        checkpoint.save_part(checkpoint.build(part, cfg), folder, part)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model(tmp_path_factory.mktemp("tiny_model"), tiny_config())
+
+
+def speech_like(seconds: float, rate: int = 16_000, seed: int = 0) -> np.ndarray:
+    """A voiced buzz with a syllable-rate envelope: enough structure for features, A2L and sync tests."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
+    buzz = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / rate) / k for k in range(1, 8))
+    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None) ** 2
+    return (0.3 * buzz * envelope + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
+    import wave
+
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def needs_shared() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent (a user's fresh clone)")

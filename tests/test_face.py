@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+from conftest import ASSETS
+from facecast.engine import crop, face, media
+from facecast.engine.config import FaceConfig, L2VConfig
+from facecast.engine.errors import FaceError
+from facecast.engine.landmarks import fit_similarity, interocular, invert_affine, render_heatmaps
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return face.make_backend("dlib")
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    return media.load_image(ASSETS / "astronaut.jpg")
+
+
+def test_portrait_gives_68_landmarks_on_the_face(backend, portrait):
+    lms = face.image_landmarks(portrait, backend, FaceConfig())
+    assert lms.shape == (68, 2)
+    # Eyes above nose above mouth above chin, as in any upright face.
+    assert lms[36:48, 1].mean() < lms[33, 1] < lms[48:68, 1].mean() < lms[8, 1]
+    assert 40 < interocular(lms) < 200
+
+
+def test_crop_puts_the_face_on_the_template(backend, portrait):
+    cfg = FaceConfig()
+    lms = face.image_landmarks(portrait, backend, cfg)
+    m = crop.crop_transform(lms, cfg)
+    in_crop = crop.to_crop_coords(lms, m)
+    eyes = np.stack([in_crop[36:42].mean(0), in_crop[42:48].mean(0)])
+    np.testing.assert_allclose(eyes, [cfg.left_eye_px, cfg.right_eye_px], atol=6)
+    assert crop.warp_to_crop(portrait, m, cfg.crop_px).shape == (256, 256, 3)
+
+
+def test_paste_back_of_an_unchanged_crop_leaves_the_frame_unchanged(backend, portrait):
+    cfg = FaceConfig()
+    lms = face.image_landmarks(portrait, backend, cfg)
+    m = crop.crop_transform(lms, cfg)
+    c = crop.warp_to_crop(portrait, m, cfg.crop_px)
+    mask = crop.lower_face_mask(crop.to_crop_coords(lms, m))
+    out = crop.paste_back(portrait, c, mask, m)
+    diff = np.abs(out.astype(int) - portrait.astype(int))
+    # Resampling twice blurs a little; nothing else may change, and nothing outside the face at all.
+    assert diff.mean() < 1.0
+    assert diff[:100].max() == 0
+
+
+def test_paste_back_changes_only_the_lower_face_and_feathers_the_edge(backend, portrait):
+    cfg, l2v = FaceConfig(), L2VConfig()
+    lms = face.image_landmarks(portrait, backend, cfg)
+    m = crop.crop_transform(lms, cfg)
+    lc = crop.to_crop_coords(lms, m)
+    mask = crop.lower_face_mask(lc)
+    assert mask[: l2v.mask_top_px].max() == 0  # the clean upper face is never touched
+    assert mask[int(lc[62, 1]), int(lc[62, 0])] > 0.99  # the mouth is fully replaced
+    assert 0 < np.count_nonzero((mask > 0.05) & (mask < 0.95))  # a soft edge, not a hard seam
+    white = np.full((256, 256, 3), 255, np.uint8)
+    out = crop.paste_back(portrait, white, mask, m)
+    inv = invert_affine(m)
+    mouth = (lc[62] @ inv[:, :2].T + inv[:, 2]).astype(int)
+    eye = lms[37].astype(int)
+    assert out[mouth[1], mouth[0]].min() > 240
+    assert np.array_equal(out[eye[1], eye[0]], portrait[eye[1], eye[0]])
+
+
+def test_no_face_is_a_clear_error(backend):
+    blank = np.full((300, 300, 3), 128, np.uint8)
+    with pytest.raises(FaceError, match="no face found"):
+        face.image_landmarks(blank, backend, FaceConfig(), "blank.png")
+
+
+def test_tiny_face_is_refused(backend, portrait):
+    import cv2
+
+    small = cv2.resize(portrait, (96, 96), interpolation=cv2.INTER_AREA)
+    canvas = np.full((400, 400, 3), 200, np.uint8)
+    canvas[150:246, 150:246] = small
+    with pytest.raises(FaceError, match="(too small|no face)"):
+        face.image_landmarks(canvas, backend, FaceConfig(), "tiny.png")
+
+
+def test_video_tracking_follows_a_moving_face(backend, portrait):
+    import cv2
+
+    frames = [cv2.warpAffine(portrait, np.float32([[1, 0, dx], [0, 1, 0]]), (512, 512)) for dx in range(0, 30, 3)]
+    lms, found = face.video_landmarks(frames, backend, FaceConfig())
+    assert found.all()
+    shift = lms[:, 30, 0] - lms[0, 30, 0]
+    np.testing.assert_allclose(shift, np.arange(0, 30, 3), atol=3)
+
+
+def test_smoothing_removes_jitter_and_keeps_the_mean():
+    rng = np.random.default_rng(0)
+    base = np.tile(np.array([[1.0, 0, 10], [0, 1.0, 20]]), (50, 1, 1))
+    noisy = base + rng.normal(0, 1, base.shape) * np.array([0, 0, 1])
+    smooth = crop.smooth_transforms(noisy, 9)
+    assert (np.std(smooth[:, :, 2], axis=0) < 0.5 * np.std(noisy[:, :, 2], axis=0)).all()
+    np.testing.assert_allclose(smooth.mean(0), noisy.mean(0), atol=0.2)
+
+
+def test_similarity_fit_recovers_a_known_transform():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 200, (20, 2))
+    a = 0.3
+    m = np.array([[1.5 * np.cos(a), -1.5 * np.sin(a), 5], [1.5 * np.sin(a), 1.5 * np.cos(a), -7]])
+    dst = src @ m[:, :2].T + m[:, 2]
+    np.testing.assert_allclose(fit_similarity(src, dst), m, atol=1e-9)
+
+
+def test_heatmaps_peak_on_the_lips():
+    lms = np.zeros((68, 2), np.float32)
+    lms[:, 0] = np.linspace(40, 200, 68)
+    lms[:, 1] = 180
+    maps = render_heatmaps(lms, 32, 256)
+    assert maps.shape == (3, 32, 32)
+    assert maps.max() <= 1.0
+    assert maps[1, 180 // 8].max() > 0.5 and maps[1, 5].max() < 1e-3

@@ -1,0 +1,163 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ASSETS, speech_like, write_wav
+from facecast.engine import avatar as avatar_mod
+from facecast.engine import media
+from facecast.engine.config import InferenceConfig
+from facecast.engine.errors import InputError
+from facecast.engine.generate import generate_video, run_session
+from facecast.engine.pipeline import LipSyncSession
+from facecast.export.torch_backend import TorchBackend
+from facecast.streaming.cli import main
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    return TorchBackend(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def portrait_avatar(backend):
+    return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+
+
+def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> Path:
+    img = np.ascontiguousarray(media.load_image(ASSETS / "astronaut.jpg")[0:320, 80:400])  # the face, unscaled
+    w = media.Mp4Writer(path, 320, 320, with_audio=with_audio)
+    for i in range(frames):
+        w.write(cv2.warpAffine(img, np.float32([[1, 0, i % 4], [0, 1, 0]]), (320, 320)))
+    w.close(speech_like(frames / 25) if with_audio else None)
+    return path
+
+
+def collect(session, audio, chunk):
+    frames = []
+    run_session(session, audio, frames.append, chunk_samples=chunk)
+    return frames
+
+
+def test_generate_writes_a_25fps_h264_aac_mp4(tmp_path, backend, portrait_avatar):
+    audio = speech_like(1.3)
+    out = tmp_path / "out.mp4"
+    report = generate_video(backend, backend.cfg, portrait_avatar, audio, out, InferenceConfig(steps=2))
+    assert report.frames == len(audio) // 640 == 32
+    info = media.probe_video(out)
+    assert (info.fps, info.frames, info.has_audio) == (25.0, 32, True)
+    assert (info.width, info.height) == (512, 512)
+    assert abs(len(media.load_audio(out)) / 16000 - 32 / 25) < 0.1
+    assert not list(tmp_path.glob("*.partial.mp4"))
+    assert set(report.stage_ms) >= {"unet", "decode", "paste", "a2l", "features"}
+
+
+def test_streaming_chunks_give_the_same_frames_as_one_push(backend, portrait_avatar):
+    audio = speech_like(1.0, seed=3)
+    spk = np.zeros(256, np.float32)
+    one = collect(LipSyncSession(backend, backend.cfg, portrait_avatar, spk), audio, len(audio))
+    rng = np.random.default_rng(0)
+    session, chunked, i = LipSyncSession(backend, backend.cfg, portrait_avatar, spk), [], 0
+    while i < len(audio):
+        n = int(rng.integers(1, 1500))
+        chunked += session.push_audio(audio[i : i + n])
+        i += n
+    chunked += session.finish()
+    assert [f.index for f in chunked] == [f.index for f in one] == list(range(25))
+    for a, b in zip(one, chunked, strict=True):
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+
+
+def test_frames_wait_exactly_for_the_lookahead(backend, portrait_avatar):
+    session = LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32))
+    look = backend.cfg.a2l.lookahead_frames
+    got = session.push_audio(speech_like(0.4)[: 640 * (look + 3)])  # frames 0 .. look+2 of audio
+    assert [f.index for f in got] == [0, 1, 2]
+
+
+def test_static_mode_keeps_the_avatar_landmarks(backend, portrait_avatar):
+    session = LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32), drive=False)
+    frames = collect(session, speech_like(0.5), 3200)
+    for f in frames:
+        np.testing.assert_array_equal(f.landmarks, portrait_avatar.landmarks[0])
+
+
+def test_video_avatar_loops_ping_pong_and_bundle_round_trip(tmp_path, backend, tiny_model):
+    video = moving_face_video(tmp_path / "idle.mp4", frames=6)
+    av = avatar_mod.prepare_avatar(video, backend.encode, backend.cfg)
+    assert av.num_frames == 6
+    assert [av.index_for(n) for n in range(12)] == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1]
+    bundle = av.save(tmp_path / "bundle", avatar_mod.model_hash(tiny_model))
+    loaded = avatar_mod.Avatar.load(bundle, avatar_mod.model_hash(tiny_model))
+    np.testing.assert_array_equal(loaded.latents, av.latents)
+    with pytest.raises(InputError, match="another model"):
+        avatar_mod.Avatar.load(bundle, "0" * 16)
+    out = tmp_path / "video_avatar.mp4"
+    report = generate_video(backend, backend.cfg, loaded, speech_like(0.8), out, InferenceConfig(steps=1))
+    assert report.frames == 20 and media.probe_video(out).frames == 20
+
+
+def test_an_interrupted_generate_leaves_no_finished_looking_file(tmp_path, backend, portrait_avatar):
+    out = tmp_path / "out.mp4"
+
+    def stop(done, total):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_video(backend, backend.cfg, portrait_avatar, speech_like(1.0), out, progress=stop)
+    assert not out.exists() and not list(tmp_path.glob("*.mp4"))
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def run_cli(*args: str) -> int:
+    return main(["generate", *args])
+
+
+def test_cli_generate_end_to_end(tmp_path, tiny_model, capsys):
+    wav = write_wav(tmp_path / "s.wav", speech_like(0.6, rate=44100), 44100)
+    out = tmp_path / "cli.mp4"
+    assert run_cli("--model", str(tiny_model), "--audio", str(wav), "--out", str(out), "--steps", "1") == 0
+    assert media.probe_video(out).frames == 15
+    assert '"frames": 15' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_audio", "not found"),
+        ("silent_audio", "silent"),
+        ("video_without_audio", "no audio track"),
+        ("no_face", "no face found"),
+        ("garbage_image", "cannot read image"),
+    ],
+)
+def test_cli_bad_inputs_fail_clearly_and_write_nothing(tmp_path, tiny_model, capsys, case, message):
+    audio, avatar = tmp_path / "speech.wav", ASSETS / "astronaut.jpg"
+    write_wav(audio, speech_like(0.5), 16000)
+    if case == "missing_audio":
+        audio = tmp_path / "nope.wav"
+    elif case == "silent_audio":
+        write_wav(audio, np.zeros(16000, np.float32), 16000)
+    elif case == "video_without_audio":
+        audio = moving_face_video(tmp_path / "silent_video.mp4", frames=3, with_audio=False)
+    elif case == "no_face":
+        avatar = tmp_path / "wall.png"
+        cv2.imwrite(str(avatar), np.full((200, 200, 3), 90, np.uint8))
+    elif case == "garbage_image":
+        avatar = tmp_path / "broken.png"
+        avatar.write_bytes(b"not a png")
+    out = tmp_path / "out.mp4"
+    code = run_cli("--model", str(tiny_model), "--audio", str(audio), "--avatar", str(avatar), "--out", str(out))
+    assert code == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+    assert not out.exists() and not list(tmp_path.glob("*.partial.mp4"))
+
+
+def test_cli_missing_weights_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    assert run_cli("--model", str(tmp_path), "--out", str(tmp_path / "x.mp4")) == 3
+    assert "missing weights file" in capsys.readouterr().err
