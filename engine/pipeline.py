@@ -35,6 +35,7 @@ class Frame:
     landmarks: np.ndarray  # float32 (68, 2), the driving landmarks in crop pixels
     avatar_index: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    crop: np.ndarray | None = None  # uint8 (256, 256, 3), the aligned crop with the generated lower face
 
 
 class LipSyncSession:
@@ -150,6 +151,15 @@ class LipSyncSession:
         lms[DRIVEN] = apply_affine(pose_to_frame(self.avatar.reference, frame_lms), ref)[DRIVEN]
         return lms
 
+    def paste_mask(self, a: int, lms: np.ndarray) -> np.ndarray:
+        """Feathered mask (256, 256) over avatar frame a's lower face and wherever the driven jaw reaches."""
+        return crop.lower_face_mask(np.stack([self.avatar.landmarks[a], lms]), self.cfg.face, self.cfg.l2v)
+
+    def compose_crop(self, a: int, latent: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Avatar crop a with the lower face decoded from ``latent`` (1, C, 32, 32), blended by ``mask``."""
+        lower = compose_lower_face(self.backend, self.cfg, self.avatar.crops[a], latent, self.row)
+        return crop.blend(self.avatar.crops[a], lower, mask)
+
     def render(self, n: int) -> Frame:
         cfg, av, row = self.cfg, self.avatar, self.row
         timings: dict[str, float] = {}
@@ -181,19 +191,27 @@ class LipSyncSession:
             x = ddim_step(x0, x, s.alphas_cumprod[i], s.alphas_cumprod_prev[i]) if i + 1 < len(s.timesteps) else x0
         timings["unet"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        top = max(0, row - DECODE_MARGIN_ROWS)
-        decoded = tensor_to_image_np(self.backend.decode(x[:, :, top:]))[0]
+        mask = self.paste_mask(a, lms)
+        crop_img = self.compose_crop(a, x, mask)
         timings["decode"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         # The next frame's pose prior: the avatar's own upper latent over the newly generated lower face.
         self._previous = np.concatenate([av.latents[a][None, :, :row], x[:, :, row:]], axis=2)
-        generated = av.crops[a].copy()
-        y0 = top * cfg.autoencoder.downscale
-        generated[y0:] = decoded[: cfg.face.crop_px - y0]
-        mask = crop.lower_face_mask(np.stack([av.landmarks[a], lms]), cfg.face, cfg.l2v)
-        image = crop.paste_back(av.frames[a], generated, mask, av.transforms[a])
+        image = crop.paste_back(av.frames[a], crop_img, mask, av.transforms[a])
         timings["paste"] = (time.perf_counter() - t) * 1e3
-        return Frame(n, image, lms, a, timings)
+        return Frame(n, image, lms, a, timings, crop_img)
+
+
+def compose_lower_face(
+    backend: Backend, cfg: ModelConfig, base_crop: np.ndarray, latent: np.ndarray, row: int
+) -> np.ndarray:
+    """Decode the latent rows from ``row`` (minus a margin) down and lay them over ``base_crop`` (256, 256, 3)."""
+    top = max(0, row - DECODE_MARGIN_ROWS)
+    decoded = tensor_to_image_np(backend.decode(latent[:, :, top:]))[0]
+    out = base_crop.copy()
+    y0 = top * cfg.autoencoder.downscale
+    out[y0:] = decoded[: cfg.face.crop_px - y0]
+    return out
 
 
 def tensor_to_image_np(x: np.ndarray) -> np.ndarray:

@@ -107,6 +107,50 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from facecast.engine.evaluate import EvalConfig, Scorers, evaluate
+
+    backend = _backend(args.backend, args.model, args.device)
+    scorers = Scorers()
+    if args.syncnet_weights:
+        from facecast.engine.syncnet import SyncNetScorer
+
+        scorers.syncnet = SyncNetScorer.from_file(args.syncnet_weights)
+    if args.lpips_backbone or args.lpips_linear:
+        from facecast.engine.perceptual import LPIPS
+
+        scorers.lpips = LPIPS.from_files(args.lpips_backbone, args.lpips_linear)
+    if args.fid_inception:
+        from facecast.engine.perceptual import FrechetDistance
+
+        scorers.fid = FrechetDistance.from_torchscript(args.fid_inception)
+    out = Path(args.out)
+    ecfg = EvalConfig(protocol=args.protocol, steps=args.steps, max_frames=args.max_frames)
+    report = evaluate(
+        args.clips,
+        backend,
+        backend.cfg,
+        ecfg,
+        scorers,
+        out,
+        out.with_suffix(".png"),
+        progress=lambda name: console.print(f"eval {name}"),
+    )
+    print_eval_table(report)
+    console.print(f"report: {out}, contact sheet: {report.get('contact_sheet')}")
+
+
+def print_eval_table(report: dict) -> None:
+    mean = report["mean"]
+    keys = [k for k in mean.get("model", {}) if k != "n_clips"]
+    table = Table("metric", *mean.keys(), title=f"facecast eval ({report['protocol']}, {report['steps']} steps)")
+    for k in keys:
+        table.add_row(k, *(f"{mean[s][k]:.4f}" if k in mean[s] else "" for s in mean))
+    Console().print(table)
+    for name, why in report["skipped"].items():
+        console.print(f"skipped {name}: {why}")
+
+
 def cmd_doctor(args: argparse.Namespace) -> None:
     from facecast.engine.system import all_checks
 
@@ -167,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="model folder to train into")
     sp.add_argument("--config", type=Path, default=None, help="JSON run config (see configs/default.json)")
     sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="quality on held-out clips, with static and topline baselines")
+    sp.add_argument("--clips", type=Path, required=True, help="a folder of talking-face videos (or one video)")
+    sp.add_argument("--protocol", default="reconstruct", choices=["reconstruct", "one-shot"])
+    sp.add_argument("--steps", type=int, default=2)
+    sp.add_argument("--max-frames", type=int, default=250, help="per clip")
+    sp.add_argument("--out", type=Path, default=Path("eval/report.json"), help="JSON report; the PNG goes beside it")
+    sp.add_argument("--syncnet-weights", type=Path, default=None, help="syncnet_v2.model, for LSE-C/LSE-D")
+    sp.add_argument("--lpips-backbone", type=Path, default=None, help="alexnet-owt-7be5be79.pth, for LPIPS/tLP")
+    sp.add_argument("--lpips-linear", type=Path, default=None, help="the lpips package's alex.pth")
+    sp.add_argument("--fid-inception", type=Path, default=None, help="TorchScript inception-2015-12-05.pt, for FID")
+    model_args(sp)
+    sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("doctor", help="check the system pieces facecast needs")
     sp.set_defaults(func=cmd_doctor)
