@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .config import FaceConfig, L2VConfig
-from .landmarks import JAW, NOSE, eye_centres, fit_similarity, invert_affine
+from .landmarks import JAW, NOSE, OUTER_LIP, eye_centres, fit_similarity, invert_affine
 
 
 def crop_transform(lms: np.ndarray, cfg: FaceConfig = FaceConfig()) -> np.ndarray:
@@ -58,6 +58,14 @@ def lower_face_mask(lms_crop: np.ndarray, face: FaceConfig = FaceConfig(), l2v: 
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), face.feather_px / 3)
     soft[: l2v.mask_top_px] = 0.0  # the blur's far tail must not reach the clean upper face
     return np.clip(soft, 0.0, 1.0)
+
+
+def mouth_mask(lms_crop: np.ndarray, face: FaceConfig = FaceConfig(), grow_px: int = 16) -> np.ndarray:
+    """(crop_px, crop_px) float32 mask over the mouth hull grown by ``grow_px``: where speech changes pixels."""
+    mask = np.zeros((face.crop_px, face.crop_px), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(lms_crop[OUTER_LIP].astype(np.int32)), 255)
+    mask = cv2.dilate(mask, np.ones((2 * grow_px + 1, 2 * grow_px + 1), np.uint8))
+    return mask.astype(np.float32) / 255.0
 
 
 def blend(base: np.ndarray, overlay: np.ndarray, mask: np.ndarray) -> np.ndarray:

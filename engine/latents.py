@@ -13,7 +13,7 @@ from .dataset import Clip
 
 def image_to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images_uint8)).float()
+    x = torch.from_numpy(np.require(images_uint8, requirements=["C", "W"])).float()  # mmap slices are read-only
     return x.permute(0, 3, 1, 2).div(127.5).sub(1.0)
 
 

@@ -59,6 +59,7 @@ class LipSyncSession:
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
         self.identity = avatar.latents[avatar.identity_index][None]
+        self._colour: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per avatar frame: gain, offset (3,)
         self.reset()
 
     def reset(self) -> None:
@@ -158,7 +159,31 @@ class LipSyncSession:
     def compose_crop(self, a: int, latent: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Avatar crop a with the lower face decoded from ``latent`` (1, C, 32, 32), blended by ``mask``."""
         lower = compose_lower_face(self.backend, self.cfg, self.avatar.crops[a], latent, self.row)
+        gain, offset = self.colour_correction(a)
+        lower = np.clip(lower * gain + offset + 0.5, 0, 255).astype(np.uint8)
         return crop.blend(self.avatar.crops[a], lower, mask)
+
+    def colour_correction(self, a: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel gain and offset that map the decoder's colours onto avatar frame a's own colours.
+
+        The small autoencoder shifts colours slightly; without this the regenerated lower face would not match
+        the real upper face. Measured once per avatar frame on the decoder's reconstruction of that frame, over
+        the lower face *outside* the mouth, so nothing about the mouth itself is borrowed from the frame.
+        """
+        if a not in self._colour:
+            recon = compose_lower_face(
+                self.backend, self.cfg, self.avatar.crops[a], self.avatar.latents[a][None], self.row
+            )
+            region = crop.lower_face_mask(self.avatar.landmarks[a], self.cfg.face, self.cfg.l2v) > 0.5
+            region &= crop.mouth_mask(self.avatar.landmarks[a], self.cfg.face) < 0.01
+            real = self.avatar.crops[a][region].astype(np.float32)
+            dec = recon[region].astype(np.float32)
+            if len(real) < 100:  # too little skin to measure: leave colours as decoded
+                self._colour[a] = (np.ones(3, np.float32), np.zeros(3, np.float32))
+            else:
+                gain = np.clip(real.std(0) / np.maximum(dec.std(0), 1.0), 0.5, 2.0)
+                self._colour[a] = (gain.astype(np.float32), (real.mean(0) - gain * dec.mean(0)).astype(np.float32))
+        return self._colour[a]
 
     def render(self, n: int) -> Frame:
         cfg, av, row = self.cfg, self.avatar, self.row

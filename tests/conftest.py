@@ -63,3 +63,16 @@ def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
 
 def needs_shared() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent (a user's fresh clone)")
+
+
+def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> Path:
+    import cv2
+
+    from facecast.engine import media
+
+    img = np.ascontiguousarray(media.load_image(ASSETS / "astronaut.jpg")[0:320, 80:400])  # the face, unscaled
+    w = media.Mp4Writer(path, 320, 320, with_audio=with_audio)
+    for i in range(frames):
+        w.write(cv2.warpAffine(img, np.float32([[1, 0, i % 4], [0, 1, 0]]), (320, 320)))
+    w.close(speech_like(frames / 25) if with_audio else None)
+    return path

@@ -3,7 +3,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ASSETS, speech_like, write_wav
+from conftest import ASSETS, moving_face_video, speech_like, write_wav
 from facecast.engine import avatar as avatar_mod
 from facecast.engine import media
 from facecast.engine.config import InferenceConfig
@@ -22,15 +22,6 @@ def backend(tiny_model):
 @pytest.fixture(scope="module")
 def portrait_avatar(backend):
     return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
-
-
-def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> Path:
-    img = np.ascontiguousarray(media.load_image(ASSETS / "astronaut.jpg")[0:320, 80:400])  # the face, unscaled
-    w = media.Mp4Writer(path, 320, 320, with_audio=with_audio)
-    for i in range(frames):
-        w.write(cv2.warpAffine(img, np.float32([[1, 0, i % 4], [0, 1, 0]]), (320, 320)))
-    w.close(speech_like(frames / 25) if with_audio else None)
-    return path
 
 
 def collect(session, audio, chunk):

@@ -1,0 +1,119 @@
+"""The engine's Backend protocol on top of four static-shape graphs; runtimes (onnxruntime, TensorRT) add ``_run``.
+
+What the graphs cannot do themselves happens here, once for every runtime:
+- A2L is exported as one step (one video frame), so ``a2l`` loops over the T frames it is given, carrying state;
+- shapes are static, so any batch is cut into chunks of the exported batch, the last one padded;
+- the decoder takes only the latent rows the pipeline decodes, so other heights get a clear error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from facecast.engine.config import ModelConfig
+from facecast.engine.errors import WeightsError
+from facecast.engine.pipeline import DECODE_MARGIN_ROWS
+
+from .manifest import CONFIG, Manifest, TensorSpec, load_manifest
+
+# Which axis is the batch, per input and per output, in manifest order. A2L's GRU state is (layers, B, hidden).
+BATCH_AXES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "a2l_step": ((0, 0, 0, 1), (0, 1)),
+    "denoise": ((0,) * 8, (0,)),
+    "decode": ((0,), (0,)),
+    "encode": ((0,), (0,)),
+}
+
+
+class GraphBackend:
+    """Base of the runtime backends: subclasses set ``name`` and implement ``_run``."""
+
+    name = "graphs"
+
+    def __init__(self, export_dir: Path) -> None:
+        self.export_dir = Path(export_dir)
+        self.manifest: Manifest = load_manifest(self.export_dir)
+        self.cfg: ModelConfig = ModelConfig.load(self.export_dir / CONFIG)
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One call of one graph with exactly its static shapes; outputs in manifest order."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ Backend protocol
+
+    def a2l(
+        self, mel_frames: np.ndarray, speaker: np.ndarray, reference_px: np.ndarray, state: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        steps = []
+        for t in range(mel_frames.shape[1]):
+            disp, state = self.run_batched("a2l_step", [mel_frames[:, t : t + 1], speaker, reference_px, state])
+            steps.append(disp)
+        if not steps:
+            points = self.manifest.graphs["a2l_step"].outputs[0].shape[2]
+            return np.zeros((mel_frames.shape[0], 0, points, 2), np.float32), np.asarray(state, np.float32)
+        return np.concatenate(steps, axis=1), state
+
+    def denoise(
+        self,
+        noisy: np.ndarray,
+        timestep: np.ndarray,
+        masked: np.ndarray,
+        identity: np.ndarray,
+        previous: np.ndarray,
+        heatmaps: np.ndarray,
+        driven_px: np.ndarray,
+        mel_window: np.ndarray,
+    ) -> np.ndarray:
+        args = [noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window]
+        return self.run_batched("denoise", args)[0]
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        m = self.manifest
+        if latents.ndim != 4 or latents.shape[2] != m.decode_rows:
+            raise WeightsError(
+                f"the {self.name} export in {self.export_dir} decodes latents of {m.decode_rows} rows (rows "
+                f"{m.decode_top_row}.. of the crop: mask_top_px={self.cfg.l2v.mask_top_px} less the "
+                f"{DECODE_MARGIN_ROWS}-row margin, as the pipeline decodes them); got shape {latents.shape}. "
+                "Decode other rows with the torch backend, or export the model whose config gives this height."
+            )
+        return self.run_batched("decode", [latents])[0]
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        return self.run_batched("encode", [images])[0]
+
+    def a2l_state_shape(self) -> tuple[int, ...]:
+        return (self.cfg.a2l.layers, 1, self.cfg.a2l.hidden)
+
+    # ------------------------------------------------------------------------------------------ batching
+
+    def run_batched(self, graph: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``graph`` on any batch size: chunks of the exported batch, the last padded by repeating its end."""
+        spec = self.manifest.graphs[graph]
+        in_axes, out_axes = BATCH_AXES[graph]
+        arrays = [self._conform(graph, t, a, ax) for t, a, ax in zip(spec.inputs, arrays, in_axes, strict=True)]
+        n, b = arrays[0].shape[in_axes[0]], self.manifest.batch
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, n, b):
+            idx = np.minimum(np.arange(start, start + b), n - 1)
+            feeds = {
+                t.name: np.ascontiguousarray(np.take(a, idx, axis=ax))
+                for t, a, ax in zip(spec.inputs, arrays, in_axes, strict=True)
+            }
+            valid = np.arange(min(b, n - start))
+            chunks.append([np.take(o, valid, axis=ax) for o, ax in zip(self._run(graph, feeds), out_axes, strict=True)])
+        return [
+            np.concatenate([c[i] for c in chunks], axis=ax).astype(np.float32, copy=False)
+            for i, ax in enumerate(out_axes)
+        ]
+
+    def _conform(self, graph: str, spec: TensorSpec, a: np.ndarray, batch_axis: int) -> np.ndarray:
+        a = np.asarray(a)
+        fixed = [d for i, d in enumerate(spec.shape) if i != batch_axis]
+        if a.ndim != len(spec.shape) or [d for i, d in enumerate(a.shape) if i != batch_axis] != fixed:
+            raise WeightsError(
+                f"the {graph} graph in {self.export_dir} takes {spec.name} of shape {spec.shape} (axis {batch_axis} "
+                f"is the batch); got {a.shape}: this export was made for another model config, export it again."
+            )
+        # fp16 exports keep float32 inputs and cast inside the graph, so only int64 / float32 arrive here.
+        return a.astype(spec.dtype, copy=False)

@@ -1,0 +1,158 @@
+"""The export folder's format: ``manifest.json`` + ``config.json`` + one ONNX file per graph.
+
+The manifest is what a runtime backend trusts: every graph's file, hash, input/output names, static shapes and
+dtypes, plus what the exporter checked (parity with torch, onnxslim, TensorRT op support).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facecast.engine.checkpoint import PARTS, file_hash
+from facecast.engine.errors import WeightsError
+
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+FORMAT_VERSION = 1
+GRAPHS = ("a2l_step", "denoise", "decode", "encode")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: float32, float16 or int64
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    sha256: str  # engine.checkpoint.file_hash of the ONNX file (16 hex digits)
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    checks: dict[str, Any] = field(default_factory=dict, compare=False)  # parity, onnxslim, tensorrt: for people
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            **self.checks,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GraphSpec:
+        core = {"file", "sha256", "inputs", "outputs"}
+        return cls(
+            d["file"],
+            d["sha256"],
+            tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+            tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+            {k: v for k, v in d.items() if k not in core},
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    facecast_version: str
+    opset: int
+    fp16: bool
+    batch: int
+    decode_top_row: int  # first latent row the decode graph takes (mask_top_row - DECODE_MARGIN_ROWS)
+    decode_rows: int  # latent rows the decode graph takes, down to the bottom of the crop
+    source_model_dir: str
+    source_files: dict[str, str]  # file name in the model folder -> file_hash
+    graphs: dict[str, GraphSpec]
+    tools: dict[str, str] = field(default_factory=dict)  # torch / onnx / onnxruntime / onnxslim versions
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "facecast_version": self.facecast_version,
+            "opset": self.opset,
+            "fp16": self.fp16,
+            "batch": self.batch,
+            "decode": {"top_row": self.decode_top_row, "rows": self.decode_rows},
+            "source": {"model_dir": self.source_model_dir, "files": self.source_files},
+            "tools": self.tools,
+            "graphs": {k: g.to_dict() for k, g in self.graphs.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        return cls(
+            facecast_version=d["facecast_version"],
+            opset=d["opset"],
+            fp16=d["fp16"],
+            batch=d["batch"],
+            decode_top_row=d["decode"]["top_row"],
+            decode_rows=d["decode"]["rows"],
+            source_model_dir=d["source"]["model_dir"],
+            source_files=d["source"]["files"],
+            graphs={k: GraphSpec.from_dict(g) for k, g in d["graphs"].items()},
+            tools=d.get("tools", {}),
+            format_version=d["format_version"],
+        )
+
+    def save(self, export_dir: Path) -> Path:
+        path = Path(export_dir) / MANIFEST
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)  # the manifest appears last and whole: a folder with one is a finished export
+        return path
+
+
+def is_model_dir(path: Path) -> bool:
+    return (Path(path) / CONFIG).is_file() and any((Path(path) / f"{p}.safetensors").is_file() for p in PARTS)
+
+
+def is_export_dir(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def load_manifest(export_dir: Path, verify_hashes: bool = True) -> Manifest:
+    """Read and check an export folder; every problem is a WeightsError that says which command fixes it."""
+    export_dir = Path(export_dir)
+    path = export_dir / MANIFEST
+    if not path.is_file():
+        if is_model_dir(export_dir):
+            raise WeightsError(
+                f"{export_dir} is a model folder, not an export: run `facecast export --model {export_dir} "
+                f"--out DIR` first and give DIR to the onnxruntime or tensorrt backend."
+            )
+        raise WeightsError(
+            f"no {MANIFEST} in {export_dir}: make an export folder with `facecast export --model MODEL_DIR "
+            f"--out {export_dir}`."
+        )
+    try:
+        manifest = Manifest.from_dict(json.loads(path.read_text()))
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{path} is damaged or from another facecast ({e!r}): export again.") from e
+    if manifest.format_version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{path} has export format {manifest.format_version}, this facecast reads {FORMAT_VERSION}: export again."
+        )
+    missing = [g for g in GRAPHS if g not in manifest.graphs]
+    if missing:
+        raise WeightsError(f"{path} lacks the graphs {missing}: export again with `facecast export`.")
+    if not (export_dir / CONFIG).is_file():
+        raise WeightsError(f"no {CONFIG} beside {path}: copy the model's config.json there or export again.")
+    for name, graph in manifest.graphs.items():
+        onnx_path = export_dir / graph.file
+        if not onnx_path.is_file():
+            raise WeightsError(f"missing graph file {onnx_path} ({name}): export again with `facecast export`.")
+        if verify_hashes and file_hash(onnx_path) != graph.sha256:
+            raise WeightsError(f"{onnx_path} does not match {path} (hash differs): export again.")
+    return manifest

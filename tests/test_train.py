@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import moving_face_video, tiny_config
+from safetensors.torch import load_file
+
+from facecast.engine import checkpoint
+from facecast.engine.dataset import load_clips, prepare_dataset
+from facecast.engine.errors import FacecastError
+from facecast.engine.train import train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    for i in range(2):
+        moving_face_video(root / f"speaker{i}.mp4", frames=30)
+    (root / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path_factory.mktemp("dataset")
+    report = prepare_dataset(root, out, tiny_config())
+    assert "skipped" in report["broken"]  # one bad clip is reported, the others still prepared
+    return out
+
+
+def run_config(tmp_path, steps, **train):
+    path = tmp_path / f"run{steps}.json"
+    train = {"steps": steps, "batch": 2, "warmup_steps": 1, "log_every": 1, "save_every": 1, "holdout": [], **train}
+    parts = {"autoencoder": {"patch_px": 64}, "a2l": {"sequence_frames": 10}}
+    path.write_text(json.dumps({"model": tiny_config().to_dict(), "train": train, **parts}))
+    return path
+
+
+def test_prepared_dataset_layout(dataset):
+    clips = load_clips(dataset)
+    assert [c.name for c in clips] == ["speaker0", "speaker1"]
+    c = clips[0]
+    assert c.crops.shape == (30, 256, 256, 3) and c.landmarks.shape == (30, 68, 2)
+    assert len(c.audio) == 30 * 640 and c.speaker.shape == (256,)
+
+
+def test_train_all_parts_resume_and_load(dataset, tmp_path):
+    model = tmp_path / "model"
+    for part in checkpoint.PARTS:
+        summary = train(part, dataset, model, run_config(tmp_path, 2))
+        assert summary["steps"] == 2 and np.isfinite(summary["history"][-1]["loss"])
+        # Resuming continues from the saved step instead of starting over.
+        summary = train(part, dataset, model, run_config(tmp_path, 3))
+        assert summary["steps"] == 3 and [h["step"] for h in summary["history"]] == [1, 2, 3]
+        assert checkpoint.load_part(model, part) is not None
+    cfg = checkpoint.load_config(model)
+    assert cfg.autoencoder.latent_scale != 1.0  # measured on the data after training the autoencoder
+    saved = json.loads((model / "runs" / "l2v" / "train_config.json").read_text())
+    assert saved["train"]["steps"] == 3 and saved["model"]["l2v"]["block_out_channels"] == [8, 16, 16]
+
+
+def test_training_is_seeded(dataset, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        train("a2l", dataset, folder, run_config(tmp_path, 2, seed=7))
+    wa, wb = load_file(str(a / "a2l.safetensors")), load_file(str(b / "a2l.safetensors"))
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def test_holding_out_every_clip_is_an_error(dataset, tmp_path):
+    with pytest.raises(FacecastError, match="held out"):
+        train("a2l", dataset, tmp_path / "m", run_config(tmp_path, 1, holdout=["speaker0", "speaker1"]))
