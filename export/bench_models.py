@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
+
 from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import load_config
 from facecast.engine.errors import DependencyError
-from rich.table import Table
 
 from .backends import BACKENDS
 from .manifest import is_export_dir, load_manifest

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import WeightsError
 from facecast.engine.pipeline import DECODE_MARGIN_ROWS

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+
+from facecast import __version__
 from facecast.engine import checkpoint
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import FacecastError
 from facecast.engine.pipeline import DECODE_MARGIN_ROWS
-
-from facecast import __version__
 
 from . import tensorrt_ops
 from .manifest import CONFIG, GRAPHS, MANIFEST, GraphSpec, Manifest, TensorSpec

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from facecast.engine.errors import DependencyError
 
 from .graph_backend import GraphBackend

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from facecast.engine.errors import DependencyError, WeightsError
 
 from .graph_backend import GraphBackend

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from facecast.engine import checkpoint
 from facecast.engine.config import ModelConfig
 

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
-from facecast.engine.errors import FacecastError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
+from facecast.engine.errors import FacecastError
 
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
 console = Console(stderr=True)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from conftest import speech_like, write_wav
+
 from facecast.engine import media
 from facecast.engine.audio import MelExtractor, check_speech, frame_energy, log_mel, mel_per_video_frame
 from facecast.engine.config import AudioConfig

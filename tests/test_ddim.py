@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from facecast.engine.config import L2VConfig
 from facecast.engine.ddim import DDIMSchedule, ddim_step, make_scheduler
 

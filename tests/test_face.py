@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from conftest import ASSETS
+
 from facecast.engine import crop, face, media
 from facecast.engine.config import FaceConfig, L2VConfig
 from facecast.engine.errors import FaceError

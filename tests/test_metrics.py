@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from facecast.engine import metrics as M
 from facecast.engine import perceptual as P
 from facecast.engine import syncnet as S
 from facecast.engine.errors import FaceError, InputError, WeightsError
-from torch import nn
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,5 +1,6 @@
 import torch
 from conftest import tiny_config
+
 from facecast.engine import checkpoint
 from facecast.engine.errors import WeightsError
 from facecast.engine.models.a2l import N_DRIVEN

@@ -1,9 +1,9 @@
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import ASSETS, moving_face_video, speech_like, write_wav
+
 from facecast.engine import avatar as avatar_mod
 from facecast.engine import media
 from facecast.engine.config import InferenceConfig
