@@ -176,7 +176,7 @@ def bench_models(
     torch_ms = {(r.batch, r.item): r.median_ms for r in rows if r.backend == "torch"}
     rows = [
         Row(**{**asdict(r), "vs_torch": round(torch_ms[r.batch, r.item] / r.median_ms, 2)})
-        if (r.batch, r.item) in torch_ms and r.median_ms > 0
+        if r.backend != "torch" and (r.batch, r.item) in torch_ms and r.median_ms > 0
         else r
         for r in rows
     ]

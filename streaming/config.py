@@ -1,0 +1,54 @@
+"""Every default of the live engine and the server, once, as small frozen dataclasses.
+
+Units are in the names: ``_frames`` are 40 ms ticks of the 25 fps output clock, ``_ms`` / ``_s`` wall time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    steps: int = 1  # DDIM steps per frame; live uses one, the CPU budget in DESIGN.md has no room for more
+    seed: int = 0
+    # Output frame n is sent delay_frames = lookahead + processing_frames ticks after its audio came in: the model
+    # needs `lookahead` frames of audio past n, then gets `processing_frames` ticks to render it.
+    processing_frames: int = 2
+    max_late_frames: int = 1  # a frame may go out this many ticks late; one that would be later is not rendered
+    jitter_ms: int = 60  # each source buffers this much before it plays, so packet jitter does not cut the audio
+    live_backlog_ms: int = 300  # a live source (mic, browser) further ahead than this is trimmed (clock drift)
+    speech_rms: float = 0.01  # a 40 ms block louder than this (about -40 dBFS) counts as speech
+    hangover_frames: int = 8  # silent blocks still fed to the model after speech, so it closes the mouth itself
+    fade_frames: int = 3  # cross-fade between the avatar's own frames and generated ones, in and out of speech
+    speaker_seconds: float = 2.0  # speech used for the speaker embedding; 0 keeps it at zeros
+    speaker_reset_s: float = 30.0  # after this much silence the next speech counts as a new talker
+    probe_every_frames: int = 25  # while every frame is predicted late, render one this often to measure again
+    max_burst_frames: int = 25  # a ticker further behind than this (e.g. after a suspend) jumps instead of bursting
+    output_queue_frames: int = 10  # per output track; the oldest frames are dropped when nobody reads them
+    log_every_s: float = 5.0  # how often falling behind is logged
+
+    def __post_init__(self) -> None:
+        if self.processing_frames < 1:
+            raise ValueError("processing_frames must be at least 1: rendering takes time")
+        if self.steps < 1:
+            raise ValueError("steps must be at least 1")
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    max_ahead_s: float = 1.0  # a client may have at most this much audio waiting to play; more is "too fast"
+    max_message_bytes: int = 1 << 20
+    min_rate_hz: int = 8_000
+    max_rate_hz: int = 96_000
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"  # loopback unless told otherwise: the page lets anyone who reaches it talk
+    port: int = 8080
+    # No STUN/TURN by default: a lookup of a public STUN server would stall offline, and loopback or LAN
+    # viewers do not need one. aiortc itself would default to a public STUN server, so this is always passed.
+    ice_servers: tuple[str, ...] = ()
+    max_upload_bytes: int = 20 << 20  # POST /avatar image size
+    push: PushConfig = field(default_factory=PushConfig)

@@ -1,0 +1,44 @@
+"""The model that ships in the repository: loads, is small, and moves the mouth with speech, not silence."""
+
+import numpy as np
+import pytest
+from conftest import ASSETS
+
+from facecast.engine import avatar as avatar_mod
+from facecast.engine import media, metrics
+from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, PARTS
+from facecast.engine.config import InferenceConfig
+from facecast.engine.generate import run_session
+from facecast.engine.pipeline import LipSyncSession
+from facecast.engine.speaker import speaker_embedding
+from facecast.export.torch_backend import TorchBackend
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_MODEL_DIR / "l2v.safetensors").is_file(), reason="no bundled model in engine/weights/default"
+)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return TorchBackend(DEFAULT_MODEL_DIR)
+
+
+def test_bundled_model_is_complete_and_small():
+    files = [DEFAULT_MODEL_DIR / f"{p}.safetensors" for p in PARTS] + [DEFAULT_MODEL_DIR / "config.json"]
+    assert all(f.is_file() for f in files)
+    assert sum(f.stat().st_size for f in files) < 50 * 2**20
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+
+
+def test_mouth_moves_with_speech_and_rests_in_silence(backend):
+    av = avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+    speech = media.load_audio(ASSETS / "speech.wav")[: 16000 * 3]
+    silence = np.zeros_like(speech) + 1e-4 * np.random.default_rng(0).standard_normal(len(speech)).astype(np.float32)
+    openings = {}
+    for name, audio in (("speech", speech), ("silence", silence)):
+        session = LipSyncSession(backend, backend.cfg, av, speaker_embedding(speech), InferenceConfig(steps=1))
+        frames = []
+        run_session(session, audio, frames.append)
+        openings[name] = metrics.mouth_opening(np.stack([f.landmarks for f in frames]))
+    assert openings["speech"].std() > 2 * openings["silence"].std()
+    assert openings["speech"].max() > openings["silence"].max()
