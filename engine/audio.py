@@ -100,3 +100,34 @@ def frame_energy(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.
     n = frames_for_audio(len(audio_16k), cfg)
     x = audio_16k[: n * cfg.samples_per_frame].reshape(n, cfg.samples_per_frame)
     return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1)).astype(np.float32)
+
+
+class RunningMeanNormaliser:
+    """Subtracts a causal running mean per mel band: a plain average over the first ``frames`` mel frames, then
+    an exponential average with that time constant. Stateful, so any chunking gives the same output."""
+
+    def __init__(self, cfg: AudioConfig = AudioConfig()) -> None:
+        self.frames = cfg.running_mean_frames
+        self.reset()
+
+    def reset(self) -> None:
+        self._mean: np.ndarray | None = None
+        self._count = 0
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        """mel (n, n_mels) -> normalised (n, n_mels)."""
+        if self.frames <= 0 or len(mel) == 0:
+            return mel
+        out = np.empty_like(mel)
+        mean = self._mean if self._mean is not None else np.zeros(mel.shape[1], np.float64)
+        for i, m in enumerate(mel):
+            self._count += 1
+            mean = mean + (m - mean) / min(self._count, self.frames)
+            out[i] = m - mean
+        self._mean = mean
+        return out
+
+
+def normalised_log_mel(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """Offline log-mel with the running-mean normalisation A2L uses: (mel_frames, n_mels)."""
+    return RunningMeanNormaliser(cfg)(log_mel(audio_16k, cfg))

@@ -8,7 +8,10 @@ Protocols
 
 Systems, side by side
 - ``model``: facecast (A2L landmarks -> L2V).
-- ``static``: the same pipeline with the landmarks left where the avatar frame has them (no audio-driven motion).
+- ``static``: the same pipeline with the mouth and jaw landmarks left at the avatar's reference shape (no
+  audio-driven motion): what doing nothing scores.
+- ``oracle`` (reconstruct only): L2V driven by each real frame's own landmarks: how good the frames get with a
+  perfect A2L, which separates A2L's error from L2V's.
 - ``topline``: the autoencoder's reconstruction of the real lower face (the best the decoder allows; reconstruct
   protocol only).
 """
@@ -34,7 +37,7 @@ from .generate import run_session
 from .pipeline import LipSyncSession
 from .speaker import speaker_embedding
 
-SYSTEMS = ("model", "static", "topline")
+SYSTEMS = ("model", "static", "oracle", "topline")
 MOUTH_BOX_PX = 96  # side of the square mouth crop (in the 256² face crop) that mouth metrics use
 
 
@@ -164,8 +167,12 @@ def evaluate_clip(
     real = clip.crops[:n]
     real_lms = detect_all(real, face_backend, clip.landmarks[:n])
     systems: dict[str, np.ndarray] = {}
-    for name, drive in (("model", True), ("static", False)):
-        systems[name] = generated_crops(LipSyncSession(backend, cfg, avatar, spk, inference, drive=drive), audio, n)
+    runs = [("model", "audio"), ("static", "static")]
+    if ecfg.protocol == "reconstruct":
+        runs.append(("oracle", "avatar"))
+    for name, source in runs:
+        session = LipSyncSession(backend, cfg, avatar, spk, inference, landmarks=source)
+        systems[name] = generated_crops(session, audio, n)
     if ecfg.protocol == "reconstruct":
         systems["topline"] = topline_crops(LipSyncSession(backend, cfg, avatar, spk, inference), clip, n)
     scores = {}
@@ -274,3 +281,32 @@ def _notes(ecfg: EvalConfig, scorers: Scorers) -> list[str]:
     if scorers.fid is None:
         notes.append("FID not computed: pass --fid-inception (a local TorchScript Inception)")
     return notes
+
+
+def evaluate_landmarks(dataset: Path, a2l_predict: Callable, cfg: ModelConfig, clips: list[str]) -> dict:
+    """A2L alone on prepared clips: mouth LMD of predicted vs real pose-free landmarks, against ``static``.
+
+    ``a2l_predict(normalised_mel (T, 320), speaker (256,), reference (68, 2)) -> displacements (T, 37, 2)``,
+    aligned to frames (lookahead already removed). The reference is the clip's mean pose-free landmarks, as
+    ``facecast prepare`` makes it for a video avatar; ``static`` is that reference, unmoved.
+    """
+    from .audio import mel_per_video_frame, normalised_log_mel
+    from .dataset import load_clips
+    from .landmarks import DRIVEN, register_to
+
+    per_clip = {}
+    for clip in load_clips(dataset, clips):
+        real = register_to(clip.landmarks, clip.landmarks[0])
+        reference = real.mean(0)
+        mel = mel_per_video_frame(normalised_log_mel(clip.audio, cfg.audio), cfg.audio)
+        disp = a2l_predict(mel, clip.speaker, reference)[: len(real)]
+        real = real[: len(disp)]
+        static = np.repeat(reference[None], len(real), 0)
+        pred = static.copy()
+        pred[:, DRIVEN] += disp
+        per_clip[clip.name] = {
+            "lmd_mouth_model": float(metrics.landmark_distance(pred, real, metrics.MOUTH).mean()),
+            "lmd_mouth_static": float(metrics.landmark_distance(static, real, metrics.MOUTH).mean()),
+            "opening_corr": metrics.pearson(metrics.mouth_opening(pred), metrics.mouth_opening(real)),
+        }
+    return {"clips": per_clip, "mean": metrics.summarize(list(per_clip.values()))}

@@ -58,10 +58,10 @@ def generate_video(
     out_path: Path,
     inference: InferenceConfig = InferenceConfig(),
     progress: Callable[[int, int], None] | None = None,
-    drive: bool = True,
+    landmarks: str = "audio",
 ) -> GenerateReport:
     check_speech(audio_16k, cfg.audio)
-    session = LipSyncSession(backend, cfg, avatar, speaker_embedding(audio_16k), inference, drive=drive)
+    session = LipSyncSession(backend, cfg, avatar, speaker_embedding(audio_16k), inference, landmarks=landmarks)
     total = len(audio_16k) // cfg.audio.samples_per_frame
     h, w = avatar.frames.shape[1:3]
     writer = Mp4Writer(out_path, w, h, cfg.audio.fps)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import crop
-from .audio import MelExtractor
+from .audio import MelExtractor, RunningMeanNormaliser
 from .avatar import Avatar, pose_to_frame
 from .backend import Backend
 from .config import InferenceConfig, ModelConfig
@@ -26,6 +26,11 @@ from .ddim import DDIMSchedule, ddim_step
 from .landmarks import DRIVEN, apply_affine, render_heatmaps
 
 DECODE_MARGIN_ROWS = 2  # latent rows above the regenerated region that are decoded too, for the decoder's context
+# Where the driven (mouth and jaw) landmarks come from:
+#   audio  - A2L's prediction from the speech (facecast itself)
+#   static - the avatar's reference shape, not moved: no audio-driven motion (the `static` baseline)
+#   avatar - each avatar frame's own landmarks (for a real clip used as avatar: its true landmarks, an oracle)
+LANDMARK_SOURCES = ("audio", "static", "avatar")
 
 
 @dataclass
@@ -48,12 +53,14 @@ class LipSyncSession:
         avatar: Avatar,
         speaker: np.ndarray,
         inference: InferenceConfig = InferenceConfig(),
-        drive: bool = True,
+        landmarks: str = "audio",
     ) -> None:
         if cfg.l2v.audio_context_frames > cfg.a2l.lookahead_frames:
             raise ValueError("L2V's audio context may not look further ahead than A2L's lookahead")
         self.backend, self.cfg, self.avatar, self.inference = backend, cfg, avatar, inference
-        self.drive = drive  # False: landmarks stay where the avatar has them (the `static` baseline)
+        if landmarks not in LANDMARK_SOURCES:
+            raise ValueError(f"landmarks must be one of {LANDMARK_SOURCES}, not {landmarks!r}")
+        self.landmark_source = landmarks
         self.speaker = speaker.astype(np.float32)[None]
         self.schedule = DDIMSchedule.from_config(cfg.l2v, inference.steps)
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
@@ -64,7 +71,9 @@ class LipSyncSession:
 
     def reset(self) -> None:
         self.mel = MelExtractor(self.cfg.audio)
-        self._mel_pending = np.zeros((0, self.cfg.audio.n_mels), np.float32)
+        self.normaliser = RunningMeanNormaliser(self.cfg.audio)
+        # Mel frames not yet grouped into a whole video frame: raw (for L2V's audio tokens) and normalised (A2L).
+        self._mel_pending = np.zeros((0, 2, self.cfg.audio.n_mels), np.float32)
         self._frame_mels: deque[np.ndarray] = deque()  # per video frame (320,), from index self._mel_base
         self._mel_base = 0
         self._mels_seen = 0  # video frames whose mel features exist
@@ -96,18 +105,21 @@ class LipSyncSession:
 
     def _advance(self, chunk: np.ndarray, limit: int | None) -> list[Frame]:
         t0 = time.perf_counter()
-        mel = np.concatenate([self._mel_pending, self.mel.push(chunk)])
+        raw = self.mel.push(chunk)
+        mel = np.concatenate([self._mel_pending, np.stack([raw, self.normaliser(raw)], axis=1)])
         k = self.cfg.audio.mels_per_frame
         whole = len(mel) // k
         self._mel_pending = mel[whole * k :]
-        new = mel[: whole * k].reshape(whole, k * self.cfg.audio.n_mels)
+        # (whole * k, 2, n_mels) -> per video frame and stream: (2, whole, k * n_mels), raw then normalised
+        n_mels = self.cfg.audio.n_mels
+        grouped = mel[: whole * k].reshape(whole, k, 2, n_mels).transpose(2, 0, 1, 3).reshape(2, whole, k * n_mels)
         features_ms = (time.perf_counter() - t0) * 1e3
         if whole:
-            self._frame_mels.extend(new)
+            self._frame_mels.extend(grouped[0])
             self._mels_seen += whole
             t1 = time.perf_counter()
             disp, self._a2l_state = self.backend.a2l(
-                new[None], self.speaker, self.avatar.reference[None], self._a2l_state
+                np.ascontiguousarray(grouped[1][None]), self.speaker, self.avatar.reference[None], self._a2l_state
             )
             a2l_ms = (time.perf_counter() - t1) * 1e3
             for i in range(whole):
@@ -144,10 +156,11 @@ class LipSyncSession:
     def landmarks_for(self, n: int, a: int) -> np.ndarray:
         """Driving landmarks (68, 2) for output frame n over avatar frame a, in crop pixels."""
         frame_lms = self.avatar.landmarks[a]
-        if not self.drive:
+        if self.landmark_source == "avatar":
             return frame_lms.copy()
         ref = self.avatar.reference.copy()
-        ref[DRIVEN] += self._disp[n]
+        if self.landmark_source == "audio":
+            ref[DRIVEN] += self._disp[n]
         lms = frame_lms.copy()
         lms[DRIVEN] = apply_affine(pose_to_frame(self.avatar.reference, frame_lms), ref)[DRIVEN]
         return lms

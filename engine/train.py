@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoint
-from .audio import log_mel, mel_per_video_frame
+from .audio import log_mel, mel_per_video_frame, normalised_log_mel
 from .config import ModelConfig, build_dataclass
 from .dataset import Clip, load_clips
 from .ddim import make_scheduler
 from .errors import FacecastError
-from .landmarks import DRIVEN, STABLE, apply_affine, fit_similarity, render_heatmaps
+from .landmarks import DRIVEN, register_to, render_heatmaps
 from .latents import clip_latents, image_to_tensor
 
 # Held-out speakers (whole clips, never trained on): see the model card.
@@ -50,6 +50,8 @@ class TrainConfig:
     patch_px: int = 128
     # a2l
     sequence_frames: int = 50
+    mel_gain_aug: float = 1.0  # ± natural-log units added to the log-mel (about ±4 dB)
+    mel_noise_aug: float = 0.1
     # l2v
     noise_offset: float = 0.0
 
@@ -96,23 +98,38 @@ def autoencoder_batch(clips: list[Clip], cfg: ModelConfig, tcfg: TrainConfig, rn
     return {"images": image_to_tensor(np.stack(patches))}
 
 
-def a2l_batch(clips: list[Clip], cfg: ModelConfig, tcfg: TrainConfig, rng: np.random.Generator, cache: dict) -> dict:
-    """Windows of ``sequence_frames``; targets are registered displacements from a random reference frame."""
+def a2l_clip(clip: Clip, cfg: ModelConfig, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame mel (T, 320), pose-free landmarks (T, 68, 2) and their mean (68, 2), cached per clip.
+
+    The mean is the reference A2L displaces, exactly as ``facecast prepare`` makes it for a video avatar: with a
+    single random frame as reference, its unknowable mouth state dominated the targets and held-out speakers did
+    worse than no motion at all.
+    """
+    if clip.name not in cache:
+        mel = mel_per_video_frame(normalised_log_mel(clip.audio, cfg.audio), cfg.audio)
+        registered = register_to(clip.landmarks, clip.landmarks[0])
+        cache[clip.name] = (mel, registered, registered.mean(0))
+    return cache[clip.name]
+
+
+def a2l_batch(
+    clips: list[Clip], cfg: ModelConfig, tcfg: TrainConfig, rng: np.random.Generator, cache: dict, augment: bool = True
+) -> dict:
+    """Windows of ``sequence_frames``; targets are pose-free displacements from the clip's mean landmarks."""
     look = cfg.a2l.lookahead_frames
     mels, spk, ref, target = [], [], [], []
     for _ in range(tcfg.batch):
         clip = clips[rng.integers(len(clips))]
-        mel = cache.setdefault(clip.name, mel_per_video_frame(log_mel(clip.audio, cfg.audio), cfg.audio))
+        mel, registered, r = a2l_clip(clip, cfg, cache)
         n = min(len(mel), clip.frames)
         length = min(tcfg.sequence_frames, n)
         start = int(rng.integers(0, n - length + 1))
-        r = clip.landmarks[rng.integers(clip.frames)]
-        lms = clip.landmarks[start : start + length]
-        registered = np.stack([apply_affine(fit_similarity(x[STABLE], r[STABLE]), x) for x in lms])
-        disp = registered[:, DRIVEN] - r[DRIVEN]
+        disp = registered[start : start + length, DRIVEN] - r[DRIVEN]
         # The GRU sees `look` extra frames of audio; output step s belongs to frame s - look.
         m = mel[start : start + length + look]
         m = np.concatenate([m, np.zeros((length + look - len(m), m.shape[1]), m.dtype)])
+        if augment:  # a random level (log-mel offset) and a little noise: microphones differ
+            m = m + rng.uniform(-tcfg.mel_gain_aug, tcfg.mel_gain_aug) + rng.normal(0, tcfg.mel_noise_aug, m.shape)
         pad = tcfg.sequence_frames - length
         mels.append(np.pad(m, ((0, pad), (0, 0))))
         target.append(np.pad(disp, ((0, pad), (0, 0), (0, 0)), constant_values=np.nan))
@@ -221,7 +238,9 @@ def train_loop(
     cfg: ModelConfig,
     tcfg: TrainConfig,
     model_dir: Path,
+    val_batch: dict | None = None,
 ) -> dict:
+    """Train ``model`` for ``tcfg.steps``; with ``val_batch`` (drawn from held-out clips) log its loss too."""
     run_dir = Path(model_dir) / "runs" / part
     run_dir.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -257,8 +276,14 @@ def train_loop(
         step += 1
         bar.update(1)
         if step % tcfg.log_every == 0 or step == tcfg.steps:
-            history.append({"step": step, "loss": float(np.mean(losses)), "elapsed_s": round(time.time() - start, 1)})
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            entry = {"step": step, "loss": float(np.mean(losses)), "elapsed_s": round(time.time() - start, 1)}
+            if val_batch is not None:
+                model.eval()
+                with torch.no_grad():
+                    entry["val_loss"] = float(loss_fn(model, val_batch, cfg, step))
+                model.train()
+            history.append(entry)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if "loss" in k})
             losses = []
         if step % tcfg.save_every == 0:
             save()
@@ -302,8 +327,10 @@ def train(part: str, data: Path, model_dir: Path, config_path: Path | None = Non
         cfg = _with_latent_scale(cfg, model, clips)
         model.cfg = cfg.autoencoder
     elif part == "a2l":
+        held = [c for c in load_clips(data) if c.name in tcfg.holdout and c.frames > 8]
+        val = a2l_batch(held, cfg, tcfg, np.random.default_rng(1), {}, augment=False) if held else None
         summary = train_loop(
-            part, model, lambda rng: a2l_batch(clips, cfg, tcfg, rng, cache), a2l_loss, cfg, tcfg, model_dir
+            part, model, lambda rng: a2l_batch(clips, cfg, tcfg, rng, cache), a2l_loss, cfg, tcfg, model_dir, val
         )
     elif part == "l2v":
         codec = checkpoint.load_part(model_dir, "autoencoder", cfg)

@@ -37,6 +37,7 @@ class BenchOptions:
     repeats: int = 20
     warmup: int = 3
     seed: int = 0
+    threads: int | None = None  # CPU threads for torch and ORT alike; None: each library's default (physical cores)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _workload(
     return items
 
 
-def _make_backend(name: str, model_dir: Path, export_dir: Path | None) -> Backend:
+def _make_backend(name: str, model_dir: Path, export_dir: Path | None, threads: int | None) -> Backend:
     if name == "torch":
         from .torch_backend import TorchBackend
 
@@ -123,13 +124,13 @@ def _make_backend(name: str, model_dir: Path, export_dir: Path | None) -> Backen
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(export_dir)  # every available provider, best first
+        return OnnxRuntimeBackend(export_dir, threads=threads)  # every available provider, best first
     from .tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(export_dir)
 
 
-def _export_for(batch: int, model_dir: Path, export_dir: Path | None, tmp: Path, log: Log) -> Path:
+def _export_for(batch: int, model_dir: Path, export_dir: Path | None, tmp: Path, threads: int | None, log: Log) -> Path:
     """An export folder with this static batch: ``export_dir`` when it matches, else a fresh one under ``tmp``."""
     if export_dir is not None and is_export_dir(export_dir):
         have = load_manifest(export_dir).batch
@@ -138,10 +139,10 @@ def _export_for(batch: int, model_dir: Path, export_dir: Path | None, tmp: Path,
         log(f"{export_dir} is exported for batch {have}; exporting batch {batch} into a temporary folder")
     else:
         log(f"no export folder{f' at {export_dir}' if export_dir else ''}: exporting batch {batch} into a temp folder")
-    from .onnx_export import export_model
+    from .onnx_export import ExportOptions, export_model
 
     out = tmp / f"batch{batch}"
-    export_model(model_dir, out, batch=batch, log=lambda s: log(f"  {s}"))
+    export_model(model_dir, out, batch=batch, options=ExportOptions(threads=threads), log=lambda s: log(f"  {s}"))
     return out
 
 
@@ -157,22 +158,16 @@ def bench_models(
     names = [b for b in requested if b not in skipped]
     model_dir = Path(model_dir)
     cfg = load_config(model_dir)
-    rows: list[Row] = []
-    exports: dict[int, str] = {}
-    providers: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp:
-        for batch in options.batches:
-            folder = None
-            if any(n != "torch" for n in names):
-                folder = _export_for(batch, model_dir, Path(export_dir) if export_dir else None, Path(tmp), log)
-                exports[batch] = str(folder) if not str(folder).startswith(tmp) else "temporary export"
-            for name in names:
-                backend = _make_backend(name, model_dir, folder)
-                providers = getattr(backend, "providers", providers)
-                for item, fn in _workload(backend, cfg, batch, options.steps, options.seed).items():
-                    median, p95, runs = _time(fn, options.repeats, options.warmup)
-                    rows.append(Row(name, batch, item, round(median, 3), round(p95, 3), runs))
-                    log(f"{name:<12} batch {batch} {item:<14} median {median:8.2f} ms  p95 {p95:8.2f} ms")
+    torch_threads = torch.get_num_threads()
+    if options.threads:
+        # On a CPU shared with other work, fewer threads than cores can be much faster: OpenMP's parallel regions
+        # wait for their slowest thread, and a thread whose core is taken makes every region wait.
+        torch.set_num_threads(options.threads)
+    try:
+        rows, exports, providers = _run(names, model_dir, cfg, export_dir, options, log)
+    finally:
+        threads_used = torch.get_num_threads()
+        torch.set_num_threads(torch_threads)
     torch_ms = {(r.batch, r.item): r.median_ms for r in rows if r.backend == "torch"}
     rows = [
         Row(**{**asdict(r), "vs_torch": round(torch_ms[r.batch, r.item] / r.median_ms, 2)})
@@ -184,12 +179,35 @@ def bench_models(
         "model": str(model_dir),
         "exports": exports,
         "machine": _machine(),
-        "threads": {"torch": torch.get_num_threads(), "onnxruntime": _ort_threads()},
+        "threads": {"torch": threads_used, "onnxruntime": options.threads or _ort_threads()},
         "onnxruntime_providers": providers,
         "options": asdict(options),
         "rows": [asdict(r) for r in rows],
         "skipped": skipped,
     }
+
+
+def _run(
+    names: list[str], model_dir: Path, cfg: Any, export_dir: Path | None, options: BenchOptions, log: Log
+) -> tuple[list[Row], dict[int, str], list[str]]:
+    rows: list[Row] = []
+    exports: dict[int, str] = {}
+    providers: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp:
+        for batch in options.batches:
+            folder = None
+            if any(n != "torch" for n in names):
+                given = Path(export_dir) if export_dir else None
+                folder = _export_for(batch, model_dir, given, Path(tmp), options.threads, log)
+                exports[batch] = str(folder) if not str(folder).startswith(tmp) else "temporary export"
+            for name in names:
+                backend = _make_backend(name, model_dir, folder, options.threads)
+                providers = getattr(backend, "providers", providers)
+                for item, fn in _workload(backend, cfg, batch, options.steps, options.seed).items():
+                    median, p95, runs = _time(fn, options.repeats, options.warmup)
+                    rows.append(Row(name, batch, item, round(median, 3), round(p95, 3), runs))
+                    log(f"{name:<12} batch {batch} {item:<14} median {median:8.2f} ms  p95 {p95:8.2f} ms")
+    return rows, exports, providers
 
 
 def _ort_threads() -> int:

@@ -25,6 +25,11 @@ from .backends import BACKENDS
 console = Console(stderr=True)  # progress to stderr, so stdout carries only the result
 
 
+def _log(text: str) -> None:
+    # Not rich markup: install hints like `pip install 'facecast[tensorrt]'` would lose their brackets.
+    console.print(text, markup=False, highlight=False)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -55,23 +60,26 @@ def cmd_export(args: argparse.Namespace) -> None:
         fp16=args.fp16,
         batch=args.batch,
         options=ExportOptions(opset=args.opset, slim=not args.no_slim),
-        log=console.print,
+        log=_log,
     )
-    table = Table("graph", "inputs", "outputs", "nodes", "max rel. error", "onnxslim", "TensorRT ops")
+    table = Table("graph", "inputs -> outputs", "nodes", "max abs / rel. error", "onnxslim", "TensorRT ops")
     for name, g in manifest.graphs.items():
+        slim = g.checks["onnxslim"]
+        unsupported = g.checks["tensorrt"]["unsupported"]
         table.add_row(
             name,
-            "\n".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in g.inputs),
-            "\n".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in g.outputs),
+            ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in g.inputs)
+            + " -> "
+            + ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in g.outputs),
             str(g.checks["nodes"]),
-            f"{g.checks['parity']['max_rel']:.2g}",
-            "kept" if g.checks["onnxslim"]["kept"] else "not kept",
-            "ok"
-            if not g.checks["tensorrt"]["unsupported"]
-            else "unsupported: " + ", ".join(g.checks["tensorrt"]["unsupported"]),
+            f"{g.checks['parity']['max_abs']:.1e} / {g.checks['parity']['max_rel']:.1e}",
+            "skipped"
+            if "skipped" in slim
+            else f"{slim['nodes_before']} -> {slim['nodes_after']}: {'kept' if slim['kept'] else 'not kept'}",
+            "ok" if not unsupported else "unsupported: " + ", ".join(unsupported),
         )
     Console().print(table)
-    console.print(f"export written to {args.out} (manifest.json, config.json, {len(manifest.graphs)} graphs)")
+    _log(f"export written to {args.out} (manifest.json, config.json, {len(manifest.graphs)} graphs)")
 
 
 def add_export(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -98,17 +106,22 @@ def cmd_bench_models(args: argparse.Namespace) -> None:
         source = args.export and is_export_dir(args.export) and Path(load_manifest(args.export).source_model_dir)
         model = source if source and source.is_dir() else DEFAULT_MODEL_DIR
     options = BenchOptions(
-        backends=args.backend, steps=args.steps, batches=args.batch, repeats=args.repeats, warmup=args.warmup
+        backends=args.backend,
+        steps=args.steps,
+        batches=args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
     )
-    report = bench_models(model, args.export, options, log=console.print)
+    report = bench_models(model, args.export, options, log=_log)
     report["command"] = shlex.join(["facecast", *sys.argv[1:]]) if "bench" in sys.argv else None
     Console().print(render_table(report))
     for name, why in report["skipped"].items():
-        console.print(f"skipped {name}: {why}")
+        _log(f"skipped {name}: {why}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"JSON report: {args.json}")
+        _log(f"JSON report: {args.json}")
 
 
 def add_bench(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -135,6 +148,12 @@ def add_bench_models(bench_subparsers: argparse._SubParsersAction) -> argparse.A
     )
     sp.add_argument("--repeats", type=int, default=20, help="timed calls per item (default 20)")
     sp.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    sp.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch and onnxruntime (default: physical cores; fewer when other work shares the CPU)",
+    )
     sp.add_argument("--json", type=Path, default=None, help="also write the full report here")
     sp.set_defaults(func=cmd_bench_models)
     return sp

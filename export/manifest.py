@@ -156,3 +156,15 @@ def load_manifest(export_dir: Path, verify_hashes: bool = True) -> Manifest:
         if verify_hashes and file_hash(onnx_path) != graph.sha256:
             raise WeightsError(f"{onnx_path} does not match {path} (hash differs): export again.")
     return manifest
+
+
+def autoencoder_hash(folder: Path) -> str:
+    """engine.avatar.model_hash for a model folder *or* an export folder (whose manifest recorded the source's).
+
+    Avatar bundles are keyed by the encoder that made their latents; an export's encoder is the same network, so a
+    bundle prepared with either backend fits both.
+    """
+    folder = Path(folder)
+    if is_export_dir(folder) and not (folder / "autoencoder.safetensors").is_file():
+        return load_manifest(folder, verify_hashes=False).source_files["autoencoder.safetensors"]
+    return file_hash(folder / "autoencoder.safetensors")

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -176,7 +177,7 @@ def graph_modules(model_dir: Path, cfg: ModelConfig) -> dict[str, torch.nn.Modul
 # ------------------------------------------------------------------------------------------ checks
 
 
-def _ort_session(path: Path, threads: int | None = None):  # noqa: ANN202 - onnxruntime.InferenceSession
+def _ort_session(path: Path, threads: int | None = None) -> Any:  # onnxruntime.InferenceSession
     from .onnxruntime_backend import import_onnxruntime, session_options
 
     ort = import_onnxruntime()
@@ -214,18 +215,13 @@ def check_parity(
     if not worst <= tol:  # `not <=` so that NaN fails too
         raise ExportParityError(
             f"{graph}: ONNX Runtime differs from torch by {worst:.3g} of the output's peak (tolerance {tol:g}); "
-            f"details {errors}. The graph in {path} is wrong: report it with this message."
+            f"details {errors}. Do not use the graph in {path}: try another --opset, or report this message."
         )
     return result
 
 
 def _a2l_sequence_errors(
-    session,
-    module: torch.nn.Module,
-    cfg: ModelConfig,
-    batch: int,
-    frames: int,
-    rng: np.random.Generator,  # noqa: ANN001
+    session: Any, module: torch.nn.Module, cfg: ModelConfig, batch: int, frames: int, rng: np.random.Generator
 ) -> dict[str, float]:
     """T single ONNX steps carrying the state must equal torch's one call over (B, T, 320)."""
     mel = rng.standard_normal((batch, frames, cfg.audio.mels_per_frame * cfg.audio.n_mels), dtype=np.float32)
@@ -242,7 +238,7 @@ def _a2l_sequence_errors(
     return max(disp_err, state_err, key=lambda e: e["max_rel"])
 
 
-def _time_ms(session, feeds: dict[str, np.ndarray]) -> float:  # noqa: ANN001
+def _time_ms(session: Any, feeds: dict[str, np.ndarray]) -> float:
     t = time.perf_counter()
     session.run(None, feeds)
     return (time.perf_counter() - t) * 1e3

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import FacecastError
+from facecast.export.commands import add_commands as add_export_commands
+from facecast.export.manifest import autoencoder_hash
 
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
 console = Console(stderr=True)
@@ -41,17 +44,16 @@ def _avatar(path: Path, backend, cfg, model_dir: Path, face_backend: str = "dlib
 
     path = Path(path)
     if path.is_dir():
-        return avatar.Avatar.load(path, avatar.model_hash(model_dir))
+        return avatar.Avatar.load(path, autoencoder_hash(model_dir))
     fb = face.make_backend(face_backend, face_weights, cfg.face)
     return avatar.prepare_avatar(path, backend.encode, cfg, fb)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from facecast.engine import avatar
 
     backend = _backend(args.backend, args.model)
     av = _avatar(args.avatar, backend, backend.cfg, args.model, args.face_backend, args.face_weights)
-    av.save(args.out, avatar.model_hash(args.model))
+    av.save(args.out, autoencoder_hash(args.model))
     console.print(f"avatar bundle written to {args.out} ({av.num_frames} frame(s))")
 
 
@@ -141,6 +143,30 @@ def cmd_eval(args: argparse.Namespace) -> None:
     console.print(f"report: {out}, contact sheet: {report.get('contact_sheet')}")
 
 
+def cmd_eval_landmarks(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from facecast.engine.evaluate import evaluate_landmarks
+    from facecast.engine.train import DEFAULT_HOLDOUT
+
+    backend = _backend(args.backend, args.model)
+    look = backend.cfg.a2l.lookahead_frames
+
+    def predict(mel: np.ndarray, speaker: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([mel, np.zeros((look, mel.shape[1]), np.float32)])[None]
+        state = np.zeros(backend.a2l_state_shape(), np.float32)
+        disp, _ = backend.a2l(padded, speaker[None], reference[None], state)
+        return disp[0, look:]
+
+    report = evaluate_landmarks(args.data, predict, backend.cfg, args.clips or list(DEFAULT_HOLDOUT))
+    table = Table("clip", "mouth LMD model", "mouth LMD static", "opening corr", title="A2L on held-out clips")
+    for name, r in {**report["clips"], "mean": report["mean"]}.items():
+        table.add_row(name, f"{r['lmd_mouth_model']:.4f}", f"{r['lmd_mouth_static']:.4f}", f"{r['opening_corr']:+.3f}")
+    Console().print(table)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
 def print_eval_table(report: dict) -> None:
     mean = report["mean"]
     keys = [k for k in mean.get("model", {}) if k != "n_clips"]
@@ -226,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(sp)
     sp.set_defaults(func=cmd_eval)
 
+    add_export_commands(sub)  # export, bench models
+
+    sp = sub.add_parser("eval-landmarks", help="A2L alone on held-out clips of a prepared dataset")
+    sp.add_argument("--data", type=Path, required=True, help="a dataset made by prepare-data")
+    sp.add_argument("--clips", nargs="*", default=None, help="clip names (default: the training hold-out)")
+    sp.add_argument("--json", type=Path, default=None)
+    model_args(sp)
+    sp.set_defaults(func=cmd_eval_landmarks)
+
     sp = sub.add_parser("doctor", help="check the system pieces facecast needs")
     sp.set_defaults(func=cmd_doctor)
     return p
@@ -240,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except FacecastError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         return e.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")

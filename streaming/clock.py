@@ -29,9 +29,8 @@ class MonotonicClock:
         return time.monotonic()
 
     async def sleep_until(self, t: float) -> None:
-        delay = t - self.now()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # Always yields, even when already late, so a ticker catching up cannot starve the event loop.
+        await asyncio.sleep(max(0.0, t - self.now()))
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,9 @@ class Mixer:
 
     def stats(self) -> dict[str, int]:
         open_ = list(self.sources.values())
+        dropped = self.dropped_samples + sum(b.dropped_samples for b in open_)
         return {
             "sources": len(open_),
             "underruns": self.underruns + sum(b.underruns for b in open_),
-            "audio_dropped_ms": (self.dropped_samples + sum(b.dropped_samples for b in open_)) * 1000 // self.sample_rate,
+            "audio_dropped_ms": dropped * 1000 // self.sample_rate,
         }

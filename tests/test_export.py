@@ -21,7 +21,7 @@ from facecast.engine.pipeline import DECODE_MARGIN_ROWS, LipSyncSession
 from facecast.export import tensorrt_ops
 from facecast.export.backends import load_backend
 from facecast.export.commands import add_commands
-from facecast.export.manifest import GRAPHS, load_manifest
+from facecast.export.manifest import GRAPHS, autoencoder_hash, load_manifest
 from facecast.export.onnx_export import (
     ExportOptions,
     ExportParityError,
@@ -145,6 +145,7 @@ def test_export_folder_is_self_contained_and_described_by_its_manifest(tiny_mode
         assert graph["nodes"] == len(onnx.load(str(path)).graph.node)
         assert graph["tensorrt"]["unsupported"] == [] and graph["tensorrt"]["opset_ok"], name
     assert load_manifest(export_dir).graphs.keys() == set(GRAPHS)
+    assert autoencoder_hash(export_dir) == autoencoder_hash(tiny_model) == avatar_mod.model_hash(tiny_model)
 
 
 def test_every_graph_matches_torch_through_the_backend_interface(torch_backend, ort_backend):

@@ -66,11 +66,18 @@ def test_frames_wait_exactly_for_the_lookahead(backend, portrait_avatar):
     assert [f.index for f in got] == [0, 1, 2]
 
 
-def test_static_mode_keeps_the_avatar_landmarks(backend, portrait_avatar):
-    session = LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32), drive=False)
+@pytest.mark.parametrize("source", ["static", "avatar"])
+def test_undriven_modes_keep_the_avatar_landmarks(backend, portrait_avatar, source):
+    session = LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32), landmarks=source)
     frames = collect(session, speech_like(0.5), 3200)
     for f in frames:
-        np.testing.assert_array_equal(f.landmarks, portrait_avatar.landmarks[0])
+        # A portrait's reference is its own landmarks, so both give them back unmoved.
+        np.testing.assert_allclose(f.landmarks, portrait_avatar.landmarks[0], atol=1e-3)
+
+
+def test_unknown_landmark_source_is_refused(backend, portrait_avatar):
+    with pytest.raises(ValueError, match="landmarks must be one of"):
+        LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32), landmarks="dream")
 
 
 def test_video_avatar_loops_ping_pong_and_bundle_round_trip(tmp_path, backend, tiny_model):

@@ -28,7 +28,8 @@ class A2L(nn.Module):
         super().__init__()
         self.cfg, self.face = cfg, face
         mel_dim = audio.mels_per_frame * audio.n_mels
-        self.mel_norm = nn.LayerNorm(mel_dim)
+        # Input is running-mean-normalised log-mel (engine.audio.RunningMeanNormaliser): centred, only scaled here.
+        self.mel_std = audio.log_mel_std
         self.mel_in = nn.Sequential(nn.Linear(mel_dim, cfg.hidden), nn.GELU())
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=cfg.dropout)
         self.speaker = nn.Sequential(nn.Linear(cfg.speaker_dim, cfg.speaker_hidden), nn.GELU())
@@ -50,9 +51,12 @@ class A2L(nn.Module):
         Returns displacements in crop pixels (B, T, 37, 2) for the *input* steps (delayed by the lookahead)
         and the new state.
         """
-        x = self.mel_in(self.mel_norm(mel_frames))
+        x = self.mel_in(mel_frames / self.mel_std)
         h, state = self.gru(x, state)
         ref = normalise_landmarks(reference_px, self.face).flatten(1)
         ctx = torch.cat([self.speaker(speaker), self.reference(ref)], dim=-1)
+        if self.training and self.cfg.condition_dropout > 0:
+            keep = torch.rand(ctx.shape[0], 1, device=ctx.device) >= self.cfg.condition_dropout
+            ctx = ctx * keep
         out = self.head(torch.cat([h, ctx[:, None].expand(-1, h.shape[1], -1)], dim=-1))
         return out.view(*out.shape[:2], N_DRIVEN, 2) * (self.face.crop_px / 2), state

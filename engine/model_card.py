@@ -1,0 +1,94 @@
+"""Writes a model folder's MODEL_CARD.md from what training and evaluation recorded (no number typed by hand).
+
+python -m facecast.engine.model_card MODEL_DIR --eval REPORT.json [--hardware "2-core CPU"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+from .checkpoint import PARTS, load_config
+
+
+def _size_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20
+
+
+def render(model_dir: Path, eval_report: dict | None, hardware: str) -> str:
+    cfg = load_config(model_dir)
+    lines = [
+        "# facecast default model",
+        "",
+        "Trained from scratch by `facecast train` on the talking-face clips in `../shared/data/clips` "
+        "(VoxCeleb2, LRS2, GRID, HDTF, MEAD samples and longer single-speaker clips; origins in that folder's "
+        "SOURCES.tsv). Whole speakers were held out for evaluation (below).",
+        "",
+        "## Parts",
+        "",
+        "| part | file | MB | steps | train time (s) | final loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    summaries = {}
+    for part in PARTS:
+        path = model_dir / f"{part}.train.json"
+        s = json.loads(path.read_text()) if path.is_file() else {}
+        summaries[part] = s
+        loss = s.get("history", [{}])[-1].get("loss", float("nan"))
+        lines.append(
+            f"| {part} | {part}.safetensors | {_size_mb(model_dir / f'{part}.safetensors'):.1f} | "
+            f"{s.get('steps', '?')} | {s.get('seconds', '?')} | {loss:.4f} |"
+        )
+    a = summaries.get("a2l", {})
+    lines += [
+        "",
+        f"Hardware: {hardware} ({platform.processor() or platform.machine()}), torch threads per run: "
+        f"{a.get('threads', '?')}. Run configs: `configs/default.json`; each run's full config is in "
+        "`runs/<part>/train_config.json` of the training folder (not committed).",
+        "",
+        f"Training clips ({len(a.get('train_clips', []))}): {', '.join(a.get('train_clips', []))}.",
+        "",
+        f"Held-out clips (never trained on): {', '.join(a.get('holdout', []))}.",
+        "",
+        "## Architecture (config.json)",
+        "",
+        f"- autoencoder: AutoencoderTiny layout, encoder {cfg.autoencoder.encoder_channels} ch, decoder "
+        f"{cfg.autoencoder.decoder_channels} ch, {cfg.autoencoder.latent_channels}-channel latent at 1/"
+        f"{cfg.autoencoder.downscale} resolution, latent scale {cfg.autoencoder.latent_scale:.3f}",
+        f"- A2L: GRU {cfg.a2l.layers}×{cfg.a2l.hidden}, lookahead {cfg.a2l.lookahead_frames} frames, "
+        "Resemblyzer speaker embedding",
+        f"- L2V: UNet2DConditionModel {list(cfg.l2v.block_out_channels)}, x0-prediction, "
+        f"regenerates rows ≥ {cfg.l2v.mask_top_px} px of the 256² crop",
+    ]
+    if eval_report:
+        lines += [
+            "",
+            f"## Held-out quality (`facecast eval`, {eval_report['protocol']}, {eval_report['steps']} steps)",
+            "",
+        ]
+        mean = eval_report["mean"]
+        systems = list(mean)
+        lines.append("| metric | " + " | ".join(systems) + " |")
+        lines.append("|---" * (len(systems) + 1) + "|")
+        for key in [k for k in mean["model"] if k != "n_clips"]:
+            cells = [f"{mean[s][key]:.4f}" if key in mean[s] else "" for s in systems]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        lines += ["", f"Clips: {', '.join(eval_report['clips'])}."]
+        lines += [f"- {n}" for n in eval_report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--eval", type=Path, default=None)
+    p.add_argument("--hardware", default="2-core CPU, no GPU")
+    args = p.parse_args()
+    report = json.loads(args.eval.read_text()) if args.eval else None
+    (args.model_dir / "MODEL_CARD.md").write_text(render(args.model_dir, report, args.hardware))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""The live engine: audio sources in, one picture and 40 ms of sound out per tick of a 25 fps clock.
+
+    sources ──write──▶ Mixer (jitter buffer per source)
+                          │ one 640-sample block per tick (event loop)
+                          ▼
+                     SpeechGate ──feed──▶ model worker thread (LiveSession.push_audio / finish)
+                          │                         │ frames (or "skipped")
+                          ▼                         ▼
+     AudioOut (delay line, 48 kHz) ──▶ OutputFrame n = k - delay ◀── Display (newest frame within max lateness)
+                                            │
+                                            ▼ subscribers (WebRTC tracks, tests)
+
+All model work (push_audio, finish, the speaker embedding, avatar preparation) runs in one worker thread, in
+submission order, so the event loop never blocks on it and the session needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+from facecast.engine.avatar import Avatar
+from facecast.engine.backend import Backend
+from facecast.engine.config import InferenceConfig, ModelConfig
+from facecast.engine.errors import FacecastError
+from facecast.engine.pipeline import Frame, LipSyncSession
+from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
+
+from .clock import Clock, FrameClock, MonotonicClock
+from .config import LiveConfig
+from .mixer import Mixer, SourceBuffer
+from .sync import SKIPPED, AudioOut, Display, RenderPolicy, SpeechGate
+
+log = logging.getLogger("facecast.live")
+T = TypeVar("T")
+
+
+@dataclass
+class LoopedAvatar(Avatar):
+    """An avatar whose idle loop runs on the engine's frame counter: each utterance's session starts at frame 0,
+    but the avatar frame under it must continue where the idle loop was, or the head would jump."""
+
+    offset_frames: int = 0
+
+    @classmethod
+    def wrap(cls, avatar: Avatar) -> LoopedAvatar:
+        return cls(**{f.name: getattr(avatar, f.name) for f in dataclasses.fields(Avatar)})  # arrays are shared
+
+    def index_for(self, n: int) -> int:
+        return super().index_for(n + self.offset_frames)
+
+
+class LiveSession(LipSyncSession):
+    """A LipSyncSession on the live clock: frame indices are global, and frames that could not be shown in time
+    are not rendered (a frame with ``timings_ms[SKIPPED]`` and the avatar's own picture is returned instead)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cfg: ModelConfig,
+        avatar: Avatar,
+        speaker: np.ndarray,
+        inference: InferenceConfig,
+        clock: Clock,
+    ) -> None:
+        super().__init__(backend, cfg, LoopedAvatar.wrap(avatar), speaker, inference)
+        self.clock = clock
+        self.policy: RenderPolicy | None = None  # None: render everything (before the engine starts)
+        self.start_frame = 0
+
+    def begin(self, start_frame: int) -> None:
+        """A new utterance whose first block is output frame ``start_frame``."""
+        self.reset()
+        self.start_frame = start_frame
+        self.avatar.offset_frames = start_frame
+
+    def render(self, n: int) -> Frame:
+        index = self.start_frame + n
+        if self.policy is not None and not self.policy.should_render(index):
+            a = self.avatar.index_for(n)
+            return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
+        t = self.clock.now()
+        frame = super().render(n)
+        if self.policy is not None:
+            self.policy.rendered(self.clock.now() - t)
+        frame.index = index
+        return frame
+
+
+@dataclass
+class OutputFrame:
+    index: int  # n on the 25 fps output clock; sent at tick n + delay_frames
+    image: np.ndarray  # uint8 (H, W, 3) RGB: what viewers see
+    audio_48k: np.ndarray  # int16 (1920,): input block n, i.e. the sound of this same 40 ms
+    video_pts: int  # 90 kHz
+    audio_pts: int  # samples at 48 kHz
+    generated: Frame | None = None  # the model's frame inside the picture (None: the avatar's own frame)
+    alpha: float = 0.0  # how much of the generated picture is blended over the avatar frame
+    fresh: bool = False  # ``generated`` is new this tick (False: the previous picture again, nothing was ready)
+
+
+@dataclass
+class EngineCounters:
+    ticks: int = 0
+    rendered: int = 0  # frames the model made
+    skipped: int = 0  # frames not rendered because they would have been too late (drop policy)
+    jumped: int = 0  # ticks left out after the event loop was stalled for longer than max_burst_frames
+    model_errors: int = 0
+    max_backlog: int = 0  # most model jobs ever waiting at once
+
+
+class LiveEngine:
+    def __init__(
+        self,
+        backend: Backend,
+        cfg: ModelConfig,
+        avatar: Avatar,
+        config: LiveConfig | None = None,
+        clock: Clock | None = None,
+        speaker_fn: Callable[[np.ndarray], np.ndarray] = speaker_embedding,
+    ) -> None:
+        config = config or LiveConfig()
+        self.backend, self.cfg, self.config = backend, cfg, config
+        self.clock = clock or MonotonicClock()
+        self.speaker_fn = speaker_fn
+        self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
+        self.avatar = avatar
+        self.spf = cfg.audio.samples_per_frame
+        self.delay_frames = cfg.a2l.lookahead_frames + config.processing_frames
+        self.mixer = Mixer(config, cfg.audio.sample_rate)
+        self.counters = EngineCounters()
+        self.frames: FrameClock | None = None
+        self.policy: RenderPolicy | None = None  # set by start(); kept after stop() for the stats
+        self._speaker = np.zeros(SPEAKER_DIM, np.float32)  # written by the model thread only
+        self._session = self._new_session(avatar, None)
+        self._subscribers: list[asyncio.Queue[OutputFrame | None]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        c = self.config
+        self.gate = SpeechGate(c.speech_rms, c.hangover_frames, c.fade_frames)
+        self.display = Display(c.max_late_frames)
+        self.audio_out = AudioOut(self.spf, keep_frames=self.delay_frames + 3)
+        self._epoch = 0  # bumped when the avatar changes: frames of the old one are then ignored
+        self._backlog = 0  # model jobs submitted and not finished
+        self._last_picture: Frame | None = None
+        self._speech: list[np.ndarray] = []  # speech collected for the speaker embedding
+        self._speech_samples = 0
+        self._speaker_taken = False  # loop side: an embedding was (or is being) computed for this talker
+        self._tick_times: deque[float] = deque(maxlen=2 * self.cfg.audio.fps)
+        self._shown_times: deque[float] = deque(maxlen=2 * self.cfg.audio.fps)
+        self._logged = (0, 0, 0)  # (tick, skipped, dropped) at the last "falling behind" log line
+        self._k = -1
+
+    def _new_session(self, avatar: Avatar, policy: RenderPolicy | None) -> LiveSession:
+        session = LiveSession(self.backend, self.cfg, avatar, self._speaker, self.inference, self.clock)
+        session.policy = policy
+        return session
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._ticker is not None
+
+    @property
+    def latency_ms(self) -> float:
+        """Audio in to picture and sound out, by construction: lookahead + processing + the jitter buffer."""
+        return self.delay_frames * 1000 / self.cfg.audio.fps + self.config.jitter_ms
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._reset_state()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-model")
+        # One frame of slack so that the first ticks are not already late while start() returns.
+        self.frames = FrameClock(self.clock.now() + 1 / self.cfg.audio.fps, self.cfg.audio.fps)
+        self.policy = RenderPolicy(
+            self.frames,
+            self.clock,
+            self.delay_frames,
+            self.config.max_late_frames,
+            self.config.probe_every_frames,
+        )
+        self._session.policy = self.policy
+        self._ticker = asyncio.create_task(self._run(), name="facecast-ticker")
+        self._ticker.add_done_callback(self._ticker_ended)
+
+    async def stop(self) -> None:
+        """Stop ticking, end every subscriber's stream and let the worker thread finish its current job."""
+        if self._ticker is None:
+            return
+        self._ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._ticker
+        self._ticker = None
+        for q in self._subscribers:
+            self._offer(q, None)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        self._session.policy = None
+        self._session.reset()
+
+    async def warm_up(self) -> None:
+        """Run every model once: torch's first calls and loading Resemblyzer take seconds, better before viewers."""
+
+        def work() -> None:
+            session = LiveSession(self.backend, self.cfg, self.avatar, self._speaker, self.inference, self.clock)
+            session.push_audio(np.zeros(self.spf * (self.cfg.a2l.lookahead_frames + 1), np.float32))
+            if self.config.speaker_seconds > 0:
+                noise = np.random.default_rng(0).standard_normal(self.cfg.audio.sample_rate).astype(np.float32)
+                self.speaker_fn(0.1 * noise)
+
+        await self.call_in_worker(work)
+
+    async def call_in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the model thread after everything submitted before it (or inline when stopped)."""
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def flush(self) -> None:
+        """Wait until the model thread has finished every job submitted so far and its frames are in."""
+        await self.call_in_worker(lambda: None)
+        await asyncio.sleep(0)  # the previous jobs' done-callbacks were queued before this wake-up; let them run
+
+    async def set_avatar(self, avatar: Avatar) -> None:
+        """Switch avatars: from the next tick on, the new one's frames go out; an utterance restarts on it."""
+        session = self._new_session(avatar, self._session.policy)
+        self._epoch += 1
+        self.gate.cut(self._k + 1)
+        self.display.clear()
+        self._last_picture = None
+        self.avatar = avatar
+
+        def swap() -> None:
+            session.speaker = self._speaker[None].copy()
+            self._session = session
+
+        await self.call_in_worker(swap)
+
+    def reset_speaker(self) -> None:
+        """Forget the talker's voice: the next ``speaker_seconds`` of speech set a new embedding."""
+        self._speech, self._speech_samples, self._speaker_taken = [], 0, False
+        zeros = np.zeros(SPEAKER_DIM, np.float32)
+        if self._executor is None:
+            self._set_speaker(zeros)
+        else:
+            self._submit(self._set_speaker, zeros)
+
+    # ------------------------------------------------------------------------------------------ audio in
+
+    def open_source(self, name: str, live: bool, max_s: float | None = None) -> SourceBuffer:
+        return self.mixer.open(name, live, max_s)
+
+    def close_source(self, buf: SourceBuffer) -> None:
+        self.mixer.close(buf)
+
+    # ------------------------------------------------------------------------------------------ output
+
+    def subscribe(self) -> asyncio.Queue[OutputFrame | None]:
+        """A queue of every OutputFrame from now on; None marks the end (engine stopped)."""
+        q: asyncio.Queue[OutputFrame | None] = asyncio.Queue(maxsize=self.config.output_queue_frames)
+        self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[OutputFrame | None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(q)
+
+    @staticmethod
+    def _offer(q: asyncio.Queue[OutputFrame | None], item: OutputFrame | None) -> None:
+        if q.full():  # a reader that fell behind loses its oldest frames, never the engine's pace
+            q.get_nowait()
+        q.put_nowait(item)
+
+    # ------------------------------------------------------------------------------------------ the ticker
+
+    async def _run(self) -> None:
+        assert self.frames is not None
+        k = 0
+        while True:
+            await self.clock.sleep_until(self.frames.time_of(k))
+            behind = self.frames.frame_at(self.clock.now()) - k
+            if behind > self.config.max_burst_frames:
+                # The loop was stalled (suspend, debugger): jumping keeps the latency, bursting would not.
+                log.warning("output clock stalled for %d frames; skipping ahead", behind)
+                self.counters.jumped += behind
+                k += behind
+            self._tick(k)
+            k += 1
+
+    @staticmethod
+    def _ticker_ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a bug: say so loudly, the stream has stopped
+            log.error("the output clock stopped", exc_info=task.exception())
+
+    def _tick(self, k: int) -> None:
+        self._k = k
+        block = self.mixer.take(self.spf)
+        self.audio_out.push(k, block)
+        rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
+        step = self.gate.step(k, rms)
+        if step.feed:
+            self._submit(self._feed, self._epoch, block, k if step.begin else None, step.end)
+            self._collect_speech(block)
+        elif self._speaker_taken and k - (self.gate.last_end or 0) > self.config.speaker_reset_s * self.cfg.audio.fps:
+            self.reset_speaker()  # a long silence: whoever speaks next may be someone else
+        n = k - self.delay_frames
+        if n >= 0:
+            out = self._compose(n)
+            for q in self._subscribers:
+                self._offer(q, out)
+        now = self.clock.now()
+        self.counters.ticks += 1
+        self._tick_times.append(now)
+        self._log_if_behind(k)
+
+    def _compose(self, n: int) -> OutputFrame:
+        av = self.avatar
+        base = av.frames[av.index_for(n)]
+        segment = self.gate.segment_of(n)
+        frame = self.display.pick(n)
+        if frame is not None:
+            self._last_picture = frame
+            self._shown_times.append(self.clock.now())
+        elif segment is not None:
+            self.display.counters.repeated += 1
+        picture, alpha = self._last_picture, self.gate.alpha(n)
+        if segment is None or picture is None or picture.index < segment[0] or alpha <= 0:
+            image, picture, alpha = base, None, 0.0  # idle, or nothing generated yet in this utterance
+        elif alpha >= 1:
+            image = picture.image
+        else:
+            image = cv2.addWeighted(picture.image, alpha, base, 1.0 - alpha, 0.0)
+        assert self.frames is not None
+        return OutputFrame(
+            n,
+            image,
+            self.audio_out.block_48k(n),
+            self.frames.video_pts(n),
+            self.frames.audio_pts(n),
+            picture,
+            alpha,
+            fresh=picture is not None and picture is frame,
+        )
+
+    # ------------------------------------------------------------------------------------------ the worker
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._executor is None:
+            return
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._backlog += 1
+        self.counters.max_backlog = max(self.counters.max_backlog, self._backlog)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        self._backlog -= 1
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.counters.model_errors += 1
+            if self.counters.model_errors == 1 or not isinstance(exc, FacecastError):
+                log.error("model step failed: %s", exc, exc_info=exc)
+            return
+        result = fut.result()
+        if result is None:
+            return
+        epoch, frames = result
+        if epoch != self._epoch:
+            return
+        for f in frames:
+            if SKIPPED in f.timings_ms:
+                self.counters.skipped += 1
+            else:
+                self.counters.rendered += 1
+                self.display.add(f)
+
+    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> tuple[int, list[Frame]]:
+        """Model thread: one 40 ms block into the session; the frames it completed come back."""
+        session = self._session
+        if begin is not None:
+            session.begin(begin)
+        frames = session.push_audio(block)
+        if end:
+            frames += session.finish()
+        return epoch, frames
+
+    def _collect_speech(self, block: np.ndarray) -> None:
+        need = int(self.config.speaker_seconds * self.cfg.audio.sample_rate)
+        if need <= 0 or self._speech_samples >= need:
+            return
+        self._speech.append(block)
+        self._speech_samples += block.size
+        if self._speech_samples >= need:
+            self._speaker_taken = True
+            self._submit(self._embed_speaker, np.concatenate(self._speech))
+            self._speech = []
+
+    def _embed_speaker(self, audio_16k: np.ndarray) -> None:
+        self._set_speaker(self.speaker_fn(audio_16k))
+
+    def _set_speaker(self, embedding: np.ndarray) -> None:
+        """Model thread: every frame after this uses the new embedding (the session's GRU state is kept)."""
+        self._speaker = np.asarray(embedding, np.float32).reshape(-1)
+        self._session.speaker = self._speaker[None].copy()
+
+    # ------------------------------------------------------------------------------------------ stats
+
+    def _log_if_behind(self, k: int) -> None:
+        tick0, skipped0, dropped0 = self._logged
+        if k - tick0 < self.config.log_every_s * self.cfg.audio.fps:
+            return
+        skipped, dropped = self.counters.skipped, self.display.counters.dropped
+        if skipped > skipped0 or dropped > dropped0:
+            policy = self.policy
+            log.warning(
+                "falling behind: %d frames skipped and %d dropped in the last %.0f s (render %.0f ms a frame, "
+                "budget %.0f ms); use --steps 1, a faster backend, or a larger processing_frames",
+                skipped - skipped0,
+                dropped - dropped0,
+                self.config.log_every_s,
+                1000 * (policy.render_s if policy else 0.0),
+                1000 * self.config.processing_frames / self.cfg.audio.fps,
+            )
+        self._logged = (k, skipped, dropped)
+
+    @staticmethod
+    def _rate(times: deque[float]) -> float:
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def stats(self) -> dict[str, Any]:
+        policy = self.policy
+        d = self.display.counters
+        return {
+            "running": self.running,
+            "fps": round(self._rate(self._tick_times), 2),
+            "generated_fps": round(self._rate(self._shown_times), 2) if self.gate.active else 0.0,
+            "latency_ms": round(self.latency_ms, 1),
+            "delay_frames": self.delay_frames,
+            "render_ms": round(1000 * policy.render_s, 1) if policy else None,
+            "speaking": self.gate.active,
+            "speaker_set": bool(self._speaker.any()),
+            "frames": self.counters.ticks,
+            "rendered": self.counters.rendered,
+            "skipped": self.counters.skipped,
+            "dropped": d.dropped,
+            "late": d.late,
+            "repeated": d.repeated,
+            "shown": d.shown,
+            "jumped": self.counters.jumped,
+            "model_errors": self.counters.model_errors,
+            "backlog": self._backlog,
+            "max_backlog": self.counters.max_backlog,
+            "steps": self.inference.steps,
+            "avatar": self.avatar.source,
+            **self.mixer.stats(),
+        }

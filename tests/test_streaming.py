@@ -1,0 +1,513 @@
+"""The live engine on virtual time: sync, drop policy, equivalence with offline generation, sources.
+
+Nothing here depends on how fast this machine is: the engine runs on ManualClock, whose time moves only when the
+test moves it, and "slow compute" is simulated by a backend that waits for virtual time to pass.
+"""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from conftest import ASSETS, speech_like, write_wav
+from scipy.signal import resample_poly
+
+from facecast.engine import avatar as avatar_mod
+from facecast.engine import media
+from facecast.engine.config import InferenceConfig
+from facecast.engine.errors import AudioError, InputError
+from facecast.engine.generate import run_session
+from facecast.engine.pipeline import LipSyncSession
+from facecast.export.torch_backend import TorchBackend
+from facecast.streaming.clock import FrameClock
+from facecast.streaming.config import LiveConfig, PushConfig
+from facecast.streaming.live import LiveEngine
+from facecast.streaming.mixer import Mixer, clean_audio
+from facecast.streaming.sources import FileSource, MicrophoneSource, PushDecoder
+from facecast.streaming.sync import AudioOut, Display, RenderPolicy, SpeechGate
+
+ZERO_SPEAKER = np.zeros(256, np.float32)
+
+
+class ManualClock:
+    """Virtual time: moves only on advance_to(). Coroutines sleep on it; the model thread can block on it too."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self._cond = threading.Condition()
+        self._sleepers: list[tuple[float, asyncio.Future]] = []
+        self.blocked = 0  # model-thread calls waiting in block_until
+        self.released = False
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t: float) -> None:
+        if self.t >= t - 1e-9:
+            await asyncio.sleep(0)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._sleepers.append((t, fut))
+        await fut
+
+    def advance_to(self, t: float) -> None:
+        with self._cond:
+            self.t = max(self.t, t)
+            self._cond.notify_all()
+        due = [f for when, f in self._sleepers if when <= self.t + 1e-9]
+        self._sleepers = [(when, f) for when, f in self._sleepers if when > self.t + 1e-9]
+        for f in due:
+            if not f.done():
+                f.set_result(None)
+
+    def block_until(self, t: float) -> None:
+        with self._cond:
+            self.blocked += 1
+            self._cond.wait_for(lambda: self.t >= t - 1e-9 or self.released)
+            self.blocked -= 1
+
+    def release(self) -> None:
+        """Let blocked model-thread calls finish at once, so that the engine can stop."""
+        with self._cond:
+            self.released = True
+            self._cond.notify_all()
+
+
+async def tick_lockstep(engine: LiveEngine, clock: ManualClock, ticks: int, out: list | None = None, queue=None):
+    """Advance virtual time tick by tick; before each tick the model thread finishes all its work (so compute
+    takes no virtual time and nothing is ever late). Collects the engine's output frames into ``out``."""
+    for _ in range(ticks):
+        await engine.flush()
+        k = engine.counters.ticks
+        clock.advance_to(engine.frames.time_of(k))
+        for _ in range(10_000):
+            if engine.counters.ticks >= k + 1:
+                break
+            await asyncio.sleep(0)
+        else:
+            raise AssertionError("the ticker did not tick")
+        for _ in range(3):  # sources woken at the same virtual time run too
+            await asyncio.sleep(0)
+        while queue is not None and not queue.empty():
+            out.append(queue.get_nowait())
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    return TorchBackend(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def portrait(backend):
+    return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+
+
+@pytest.fixture(scope="module")
+def speech_clip():
+    """1.6 s of the bundled speech from its second block on (block 0 is below the speech threshold), with one
+    400 ms pause inside: one utterance for the engine when its hangover is longer than the pause."""
+    speech = media.load_audio(ASSETS / "speech.wav")
+    return speech[640 : 640 * 41]
+
+
+def live_config(**kw) -> LiveConfig:
+    return LiveConfig(**{"speaker_seconds": 0, **kw})
+
+
+# ------------------------------------------------------------------------------------------ clock and sync (pure)
+
+
+def test_frame_clock_has_no_drift_over_an_hour():
+    fc = FrameClock(start_s=12345.678)
+    hour = 25 * 3600
+    n = np.arange(hour + 1)
+    assert fc.video_pts(hour) == 90_000 * 3600 and fc.audio_pts(hour) == 48_000 * 3600
+    assert all(fc.video_pts(int(i)) * 48_000 == fc.audio_pts(int(i)) * 90_000 for i in n[::997])  # same media time
+    assert abs(fc.time_of(hour) - fc.start_s - 3600.0) < 1e-6
+    assert all(fc.frame_at(fc.time_of(int(i))) == i for i in n)  # every tick maps back to its own counter
+    accumulated = fc.start_s
+    for _ in range(hour):
+        accumulated += fc.frame_s
+    assert abs(accumulated - fc.time_of(hour)) > abs(fc.time_of(hour) - fc.start_s - 3600.0)  # why counters
+
+
+def test_audio_out_blocks_join_into_the_whole_signal_at_48k():
+    audio = np.clip(speech_like(1.0, seed=5) * 2, -1, 1)
+    out = AudioOut(640, keep_frames=5)
+    blocks = []
+    for k in range(25):
+        out.push(k, audio[640 * k : 640 * (k + 1)])
+        if k >= 1:
+            blocks.append(out.block_48k(k - 1))  # block n needs n + 1 for its right edge, as in the engine
+    joined = np.concatenate(blocks).astype(np.int32)
+    whole = np.round(np.clip(resample_poly(audio.astype(np.float64), 3, 1), -1, 1) * 32767).astype(np.int32)
+    assert all(len(b) == 1920 for b in blocks)
+    assert np.abs(joined[100:] - whole[100 : len(joined)]).max() <= 1  # no seams between blocks
+
+
+def test_render_policy_skips_frames_that_would_be_late_and_probes_again():
+    clock = ManualClock(100.0)
+    fc = FrameClock(100.0)
+    policy = RenderPolicy(fc, clock, delay_frames=4, max_late_frames=1, probe_every_frames=5)
+    assert policy.should_render(0)  # unknown cost: optimistic
+    policy.rendered(0.150)  # 150 ms a frame against a 120 ms window after the frame's audio (3 ticks)
+    clock.advance_to(fc.time_of(2))  # frame 0's lookahead audio has just come in
+    decisions = [policy.should_render(0) for _ in range(10)]
+    assert decisions == [False] * 4 + [True] + [False] * 4 + [True]  # probing keeps the estimate current
+    policy.rendered(0.010)
+    policy.rendered(0.010)
+    assert policy.render_s < 0.150 and policy.should_render(0)
+
+
+def test_display_shows_frames_at_most_max_late_ticks_late():
+    from facecast.engine.pipeline import Frame
+
+    def frame(i):
+        return Frame(i, np.zeros((2, 2, 3), np.uint8), np.zeros((68, 2), np.float32), 0)
+
+    d = Display(max_late_frames=1)
+    d.add(frame(10))
+    assert d.pick(10).index == 10
+    assert d.pick(11) is None  # nothing ready: the engine repeats the last picture
+    d.add(frame(11))  # one tick late
+    assert d.pick(12).index == 11 and d.counters.late == 1
+    d.add(frame(12))
+    d.add(frame(13))
+    d.add(frame(14))
+    assert d.pick(15).index == 14  # the newest usable; 12 is too old, 13 is superseded
+    assert d.counters.dropped == 2 and d.ready == {}
+
+
+def test_speech_gate_feeds_the_hangover_and_fades_both_ends():
+    gate = SpeechGate(speech_rms=0.01, hangover_frames=3, fade_frames=3)
+    rms = [0, 0, 0.2, 0.2, 0, 0.3, 0, 0, 0, 0, 0]
+    steps = [gate.step(k, r) for k, r in enumerate(rms)]
+    assert [s.feed for s in steps] == [False, False, True, True, True, True, True, True, True, False, False]
+    assert steps[2].begin and steps[8].end and not any(s.end for s in steps[:8])
+    assert gate.segment_of(2) == (2, 9) and gate.segment_of(9) is None
+    alphas = [gate.alpha(n) for n in range(11)]
+    assert alphas[:2] == [0, 0] and alphas[2:6] == [0.25, 0.5, 0.75, 1.0]
+    assert alphas[6:] == [0.75, 0.5, 0.25, 0.0, 0.0]
+
+
+def test_clipped_and_broken_samples_are_cleaned_not_refused():
+    x = np.array([0.5, 3.0, -7.0, np.nan, np.inf, -np.inf], np.float32)
+    np.testing.assert_array_equal(clean_audio(x), [0.5, 1.0, -1.0, 0.0, 1.0, -1.0])
+
+
+def test_mixer_jitter_buffer_trims_live_backlog():
+    cfg = live_config(jitter_ms=60, live_backlog_ms=300)
+    mixer = Mixer(cfg)
+    live = mixer.open("mic", live=True)
+    live.write(np.full(320, 0.1, np.float32))
+    assert not mixer.take(640).any()  # 20 ms is not yet the 60 ms jitter buffer
+    live.write(np.full(640, 0.1, np.float32))
+    assert mixer.take(640).all()
+    live.write(np.full(16000, 0.1, np.float32))  # a second at once: a drifting device, trimmed to the buffer
+    assert live.buffered_samples == 960 and mixer.stats()["audio_dropped_ms"] > 900
+
+
+# ------------------------------------------------------------------------------------------ the engine, lockstep
+
+
+def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, speech_clip):
+    wav = write_wav(tmp_path / "speech.wav", speech_clip, 16000)
+    audio = media.load_audio(wav)  # what offline generation reads
+    offline = []
+    session = LipSyncSession(backend, backend.cfg, portrait, ZERO_SPEAKER, InferenceConfig(steps=1))
+    run_session(session, audio, offline.append)
+
+    async def main():
+        clock = ManualClock()
+        engine = LiveEngine(backend, backend.cfg, portrait, live_config(hangover_frames=12), clock=clock)
+        inputs = []
+        take = engine.mixer.take
+        engine.mixer.take = lambda n: inputs.append(take(n)) or inputs[-1]  # record what each tick consumed
+        queue = engine.subscribe()
+        await engine.start()
+        source = asyncio.create_task(FileSource(engine, wav, loop=False).run())
+        out = []
+        await tick_lockstep(engine, clock, 100, out, queue)
+        assert source.done() and not engine.mixer.sources  # played out and closed
+        await engine.stop()
+        return engine, inputs, out
+
+    engine, inputs, out = asyncio.run(main())
+    assert [o.index for o in out] == list(range(100 - engine.delay_frames))
+    assert engine.delay_frames == backend.cfg.a2l.lookahead_frames + LiveConfig().processing_frames
+    live = {o.index: o.generated for o in out if o.generated is not None}
+    start = min(live)
+    assert engine.gate.segments[0][0] == start  # one utterance, from the file's first block
+    assert engine.counters.skipped == 0 and engine.display.counters.dropped == 0
+    for j, ref in enumerate(offline):
+        got = live[start + j]
+        np.testing.assert_allclose(got.landmarks, ref.landmarks, atol=1e-3)
+        assert np.abs(got.crop.astype(int) - ref.crop.astype(int)).max() <= 2
+        assert np.abs(got.image.astype(int) - ref.image.astype(int)).max() <= 2
+    # A/V: each output frame carries the picture and the sound of the same 40 ms of input.
+    signal = np.concatenate(inputs).astype(np.float64)
+    sound = np.round(np.clip(resample_poly(signal, 3, 1), -1, 1) * 32767).astype(np.int32)
+    for o in out:
+        assert o.video_pts == o.index * 3600 and o.audio_pts == o.index * 1920
+        assert np.abs(o.audio_48k.astype(np.int32) - sound[1920 * o.index : 1920 * (o.index + 1)]).max() <= 1
+        if o.generated is not None:
+            assert o.generated.index == o.index
+    speech_frames = [o for o in out if o.alpha == 1.0]
+    assert len(speech_frames) > 30 and all(o.image is o.generated.image for o in speech_frames)
+
+
+def test_silence_shows_the_avatar_and_runs_no_model(backend, portrait):
+    async def main():
+        clock = ManualClock()
+        engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+        queue = engine.subscribe()
+        await engine.start()
+        buf = engine.open_source("silence", live=False)
+        buf.write(np.zeros(16000, np.float32))
+        buf.write(np.full(3200, 0.003, np.float32))  # room noise below the speech threshold
+        out = []
+        await tick_lockstep(engine, clock, 40, out, queue)
+        await engine.stop()
+        return engine, out
+
+    engine, out = asyncio.run(main())
+    assert engine.counters.rendered == 0 and engine.counters.skipped == 0 and not engine.gate.segments
+    assert all(np.array_equal(o.image, portrait.frames[0]) and o.generated is None for o in out[:20])
+    assert not any(o.audio_48k.any() for o in out[:20])
+
+
+def test_speaker_embedding_comes_from_the_first_two_seconds_of_speech(backend, portrait):
+    calls = []
+
+    def fake_embedding(audio):
+        calls.append(len(audio))
+        return np.full(256, 0.0625, np.float32)
+
+    async def main():
+        clock = ManualClock()
+        config = LiveConfig(speaker_seconds=2.0, hangover_frames=10)
+        engine = LiveEngine(backend, backend.cfg, portrait, config, clock=clock, speaker_fn=fake_embedding)
+        await engine.start()
+        buf = engine.open_source("talker", live=False)
+        buf.write(speech_like(1.5, seed=1))
+        await tick_lockstep(engine, clock, 30)
+        before = engine._session.speaker.copy()
+        buf.write(speech_like(1.5, seed=2))
+        await tick_lockstep(engine, clock, 60)
+        after = engine._session.speaker.copy()
+        await engine.stop()
+        return before, after, engine.stats()
+
+    before, after, stats = asyncio.run(main())
+    assert not before.any() and calls == [32000] and np.all(after == 0.0625) and stats["speaker_set"]
+
+
+class SlowBackend:
+    """The tiny backend, but each denoise call takes 100 ms of virtual time: too slow for every frame."""
+
+    def __init__(self, inner, clock: ManualClock, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+        self.name, self.cfg = "slow", inner.cfg
+
+    def denoise(self, *args):
+        self.clock.block_until(self.clock.now() + self.seconds)
+        return self.inner.denoise(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait):
+    async def main():
+        clock = ManualClock()
+        slow = SlowBackend(backend, clock, seconds=0.100)
+        engine = LiveEngine(slow, backend.cfg, portrait, live_config(hangover_frames=20), clock=clock)
+        queue = engine.subscribe()
+        await engine.start()
+        buf = engine.open_source("talker", live=False)
+        buf.write(speech_like(3.0, seed=4))
+        out = []
+        try:
+            await drive(engine, clock, queue, out)
+        finally:
+            clock.release()
+            await engine.stop()
+        return engine, out
+
+    async def drive(engine, clock, queue, out):
+        # Move virtual time in 10 ms steps; the ticker and the (blocked) model thread each run when their time
+        # comes, exactly as on a real clock, but independent of this machine's speed.
+        for step in range(4 * 90):
+            clock.advance_to(engine.frames.start_s + step / 100)
+            for _ in range(20_000):  # bounded: a hang fails the test instead of blocking the run
+                await asyncio.sleep(0.0005)
+                due = engine.frames.frame_at(clock.now()) + 1
+                worker_quiet = engine._backlog == 0 or clock.blocked == 1
+                if engine.counters.ticks >= due and worker_quiet:
+                    break
+            else:
+                raise AssertionError("the engine did not settle")
+            while not queue.empty():
+                out.append(queue.get_nowait())
+
+    engine, out = asyncio.run(main())
+    stats = engine.stats()
+    assert stats["skipped"] > 10 and stats["rendered"] > 10  # the policy engaged, yet the face still moves
+    assert 0.08 < stats["render_ms"] / 1000 < 0.2
+    assert [o.index for o in out] == list(range(len(out)))  # one output frame per tick, none added or lost
+    fresh = [o for o in out if o.fresh]
+    assert len(fresh) == stats["shown"] and stats["repeated"] > 0  # in between, the last picture is repeated
+    for o in fresh:  # a new picture is never older than max_late_frames: latency stayed where it was
+        assert o.index - LiveConfig().max_late_frames <= o.generated.index <= o.index
+    # Jobs queue only while one render runs (100 ms = 2.5 ticks), so never more than 1 + 3 wait: no build-up.
+    assert stats["max_backlog"] <= 4
+
+
+def test_changing_the_avatar_mid_speech(backend, portrait):
+    flipped = avatar_mod.Avatar(**{**portrait.__dict__, "frames": portrait.frames[:, :, ::-1].copy()})
+
+    async def main():
+        clock = ManualClock()
+        engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+        queue = engine.subscribe()
+        await engine.start()
+        buf = engine.open_source("talker", live=False)
+        buf.write(speech_like(2.0, seed=3))
+        out = []
+        await tick_lockstep(engine, clock, 20, out, queue)
+        await engine.set_avatar(flipped)
+        switched_at = engine.counters.ticks
+        await tick_lockstep(engine, clock, 30, out, queue)
+        await engine.stop()
+        return engine, out, switched_at
+
+    engine, out, switched_at = asyncio.run(main())
+    after = [o for o in out if o.index >= switched_at]
+    assert after and all(o.generated is None or o.generated.index >= switched_at for o in after)
+    assert any(o.generated is not None for o in after)  # speech carried on with the new avatar
+    idle_after = [o for o in after if o.generated is None]
+    assert all(np.array_equal(o.image, flipped.frames[0]) for o in idle_after)
+    assert engine.counters.model_errors == 0
+
+
+def test_microphone_silent_then_clipped(backend, portrait):
+    delivered = threading.Event()
+
+    class FakeInputStream:
+        """sounddevice.InputStream's shape: calls back from its own thread, 20 ms at a time."""
+
+        def __init__(self, samplerate, channels, dtype, blocksize, device, callback):
+            assert (samplerate, channels, dtype) == (16000, 1, "float32")
+            self.callback, self.blocksize = callback, blocksize
+
+        def __enter__(self):
+            def play():
+                silent = np.zeros(2400, np.float32)  # a muted microphone
+                loud = np.sign(speech_like(0.25, seed=6)) * 1.5  # clipped hard, beyond full scale
+                loud[::50] = np.nan
+                for chunk in (silent, loud.astype(np.float32)):
+                    for i in range(0, len(chunk), self.blocksize):
+                        self.callback(chunk[i : i + self.blocksize, None], self.blocksize, None, None)
+                delivered.set()
+
+            threading.Thread(target=play).start()
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    async def main():
+        clock = ManualClock()
+        engine = LiveEngine(backend, backend.cfg, portrait, live_config(live_backlog_ms=1000), clock=clock)
+        queue = engine.subscribe()
+        await engine.start()
+        mic = asyncio.create_task(MicrophoneSource(engine, stream_factory=FakeInputStream).run())
+        await asyncio.to_thread(delivered.wait)
+        for _ in range(5):
+            await asyncio.sleep(0)  # the callbacks' writes, handed over with call_soon_threadsafe
+        out = []
+        await tick_lockstep(engine, clock, 40, out, queue)
+        mic.cancel()
+        await asyncio.gather(mic, return_exceptions=True)
+        await engine.stop()
+        return engine, out
+
+    engine, out = asyncio.run(main())
+    assert not engine.mixer.sources  # the microphone's buffer went away with it
+    silent = [o for o in out if o.index < 3]
+    assert silent and all(o.generated is None for o in silent)
+    assert engine.counters.rendered > 0 and engine.counters.model_errors == 0
+    assert all(np.isfinite(o.generated.landmarks).all() for o in out if o.generated is not None)
+
+
+def test_microphone_without_a_device_says_what_to_do(backend, portrait):
+    def no_device(**kw):
+        raise ValueError("No input device matching 'usb'")
+
+    async def main():
+        engine = LiveEngine(backend, backend.cfg, portrait, live_config())
+        with pytest.raises(InputError, match="--audio-file"):
+            await MicrophoneSource(engine, "usb", stream_factory=no_device).run()
+        return engine
+
+    assert not asyncio.run(main()).mixer.sources
+
+
+def test_file_source_paces_on_frame_counters(tmp_path, backend, portrait):
+    wav = write_wav(tmp_path / "s.wav", speech_like(0.5), 16000)
+
+    class RecordingClock(ManualClock):
+        def __init__(self, engine_ref):
+            super().__init__()
+            self.targets, self.engine_ref = [], engine_ref
+
+        async def sleep_until(self, t):
+            self.targets.append(t)
+            self.t = max(self.t, t)
+            self.engine_ref[0].mixer.take(640)  # stands in for the engine's ticks consuming the audio
+            await asyncio.sleep(0)
+
+    ref = []
+    clock = RecordingClock(ref)
+    engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+    ref.append(engine)
+    start = clock.now()
+    asyncio.run(FileSource(engine, wav, loop=False).run())
+    assert clock.targets[:13] == [start + k / 25 for k in range(13)]  # 12.5 blocks written on the 25 fps grid
+    assert not engine.mixer.sources
+
+
+# ------------------------------------------------------------------------------------------ pushed PCM protocol
+
+
+def push_decoder(max_ahead_s=1.0):
+    return PushDecoder(Mixer(live_config()).open("push", live=False, max_s=max_ahead_s), PushConfig(max_ahead_s))
+
+
+def test_push_accepts_16k_pcm_and_other_rates_by_header():
+    d = push_decoder()
+    pcm = (speech_like(0.2) * 32767).astype("<i2")
+    d.pcm(pcm.tobytes())
+    assert d.buf.buffered_samples == 3200
+    np.testing.assert_allclose(np.concatenate(list(d.buf._chunks)), pcm / 32768.0, atol=1e-6)
+    d24 = push_decoder()
+    d24.header('{"sample_rate": 24000}')
+    d24.pcm((speech_like(0.5, rate=24000) * 32767).astype("<i2").tobytes())
+    assert abs(d24.buf.buffered_samples - 8000) < 200  # resampled to 16 kHz
+
+
+@pytest.mark.parametrize(
+    "messages, error, match",
+    [
+        ([b"\x01\x02\x03"], AudioError, "not int16 PCM"),
+        (["hello"], InputError, "JSON header"),
+        (['{"sample_rate": 1}'], AudioError, "out of range"),
+        ([b"\x00\x00", '{"sample_rate": 24000}'], InputError, "before the first audio"),
+        ([np.zeros(16000 * 2, "<i2").tobytes()], AudioError, "faster than real time"),
+    ],
+)
+def test_push_refuses_garbage_and_too_fast_input(messages, error, match):
+    d = push_decoder()
+    with pytest.raises(error, match=match):
+        for m in messages:
+            d.pcm(m) if isinstance(m, bytes) else d.header(m)
