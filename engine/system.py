@@ -24,15 +24,14 @@ def check_h264() -> Check:
     return Check("H.264 encoder (PyAV's FFmpeg)", ok, f"PyAV {av.__version__}", "pip install --force-reinstall av")
 
 
+def check_command(command: str, label: str, fix: str) -> Check:
+    """An optional command-line tool on PATH."""
+    path = shutil.which(command)
+    return Check(label, path is not None, path or "not found", fix, required=False)
+
+
 def check_ffmpeg_cli() -> Check:
-    path = shutil.which("ffmpeg")
-    return Check(
-        "ffmpeg command",
-        path is not None,
-        path or "not found",
-        "apt-get install ffmpeg  (or brew install ffmpeg)",
-        required=False,
-    )
+    return check_command("ffmpeg", "ffmpeg command", "apt-get install ffmpeg  (or brew install ffmpeg)")
 
 
 def check_portaudio() -> Check:
@@ -51,14 +50,7 @@ def check_portaudio() -> Check:
 
 
 def check_espeak() -> Check:
-    path = shutil.which("espeak-ng")
-    return Check(
-        "espeak-ng (remaking the bundled speech clip)",
-        path is not None,
-        path or "not found",
-        "apt-get install espeak-ng",
-        required=False,
-    )
+    return check_command("espeak-ng", "espeak-ng (remaking the bundled speech clip)", "apt-get install espeak-ng")
 
 
 def all_checks() -> list[Check]:
