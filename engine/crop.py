@@ -52,7 +52,7 @@ def lower_face_mask(lms_crop: np.ndarray, face: FaceConfig = FaceConfig(), l2v: 
     hull = cv2.convexHull(np.concatenate([sets[:, JAW].reshape(-1, 2), sets[:, NOSE].reshape(-1, 2)]).astype(np.int32))
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, hull, 255)
-    grow = 2 * face.feather_px + 1
+    grow = face.feather_px + 1  # about half the feather: room for the jaw without spilling onto the neck
     mask = cv2.dilate(mask, np.ones((grow, grow), np.uint8))
     mask[: l2v.mask_top_px + face.feather_px] = 0
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), face.feather_px / 3)

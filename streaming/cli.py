@@ -18,6 +18,7 @@ from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import FacecastError
 from facecast.export.commands import add_commands as add_export_commands
 from facecast.export.manifest import autoencoder_hash
+from facecast.streaming.commands import add_serve
 
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
 console = Console(stderr=True)
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_eval)
 
     add_export_commands(sub)  # export, bench models
+    add_serve(sub)
 
     sp = sub.add_parser("eval-landmarks", help="A2L alone on held-out clips of a prepared dataset")
     sp.add_argument("--data", type=Path, required=True, help="a dataset made by prepare-data")

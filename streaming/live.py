@@ -32,7 +32,6 @@ import numpy as np
 from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
 from facecast.engine.config import InferenceConfig, ModelConfig
-from facecast.engine.errors import FacecastError
 from facecast.engine.pipeline import Frame, LipSyncSession
 from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
 
@@ -376,8 +375,9 @@ class LiveEngine:
         exc = fut.exception()
         if exc is not None:
             self.counters.model_errors += 1
-            if self.counters.model_errors == 1 or not isinstance(exc, FacecastError):
-                log.error("model step failed: %s", exc, exc_info=exc)
+            n = self.counters.model_errors
+            if n == 1 or n % 100 == 0:  # a broken model fails every tick: say it, but not 25 times a second
+                log.error("model step failed (%d so far): %s", n, exc, exc_info=None if n > 1 else exc)
             return
         result = fut.result()
         if result is None:
@@ -432,7 +432,7 @@ class LiveEngine:
             policy = self.policy
             log.warning(
                 "falling behind: %d frames skipped and %d dropped in the last %.0f s (render %.0f ms a frame, "
-                "budget %.0f ms); use --steps 1, a faster backend, or a larger processing_frames",
+                "budget %.0f ms): use fewer --steps, a faster backend, or more --processing-frames",
                 skipped - skipped0,
                 dropped - dropped0,
                 self.config.log_every_s,

@@ -54,7 +54,9 @@ class EngineVideoTrack(_EngineTrack):
 
     async def recv(self) -> av.VideoFrame:
         out = await self._next()
-        frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
+        # Converted here, once: the relay hands this same frame to every viewer's encoder thread, and aiortc's
+        # encoders would otherwise each call frame.reformat() on it at once, sharing one swscale context (hangs).
+        frame = av.VideoFrame.from_ndarray(out.image, format="rgb24").reformat(format="yuv420p")
         frame.pts, frame.time_base = out.video_pts, VIDEO_TIME_BASE
         return frame
 

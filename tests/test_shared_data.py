@@ -41,7 +41,7 @@ def test_eval_on_a_real_clip_reports_all_systems(tmp_path, model):
     out = tmp_path / "report.json"
     assert main(["eval", "--model", str(model), "--clips", str(clip), "--out", str(out), "--steps", "1"]) == 0
     report = json.loads(out.read_text())
-    assert set(report["mean"]) == {"model", "static", "topline", "real"}
+    assert set(report["mean"]) == {"model", "static", "oracle", "topline", "real"}
     assert report["mean"]["model"]["n_clips"] == 1
     assert (tmp_path / "report.png").is_file()
     assert 0 < report["mean"]["topline"]["ssim_face"] <= 1

@@ -139,7 +139,17 @@ def engine_for(backend, portrait, **kw) -> LiveEngine:
 # ------------------------------------------------------------------------------------------ WebRTC
 
 
-def test_two_viewers_get_video_and_audio_with_exact_pts_spacing(tmp_path, backend, portrait):
+def run_on(loop_kind: str, main):
+    """asyncio's loop, or uvloop as `facecast serve` uses when installed."""
+    if loop_kind == "asyncio":
+        return asyncio.run(main())
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (pip install 'facecast[fast]')")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_two_viewers_get_video_and_audio_with_exact_pts_spacing(tmp_path, backend, portrait, loop_kind):
     wav = write_wav(tmp_path / "talk.wav", speech_like(2.0), 16000)
 
     async def main():
@@ -155,7 +165,7 @@ def test_two_viewers_get_video_and_audio_with_exact_pts_spacing(tmp_path, backen
             await b.close()
         return got, s
 
-    (videos, audios), s = asyncio.run(main())
+    (videos, audios), s = run_on(loop_kind, main)
     for video, audio in zip(videos, audios, strict=True):
         assert (video[0].width, video[0].height) == (512, 512)
         steps = np.diff([f.pts for f in video])

@@ -1,0 +1,113 @@
+"""The bundled page in a real headless Chromium: it connects, video frames arrive and play, the fake microphone
+talks. Skipped where Chromium (Debian's `chromium` package) or Python's playwright is not installed."""
+
+import asyncio
+import contextlib
+import shutil
+from pathlib import Path
+
+import aioice
+import aioice.ice
+import pytest
+from aiohttp import web
+from conftest import ASSETS, speech_like, write_wav
+
+from facecast.engine import avatar as avatar_mod
+from facecast.export.torch_backend import TorchBackend
+from facecast.streaming.config import LiveConfig, ServerConfig
+from facecast.streaming.live import LiveEngine
+from facecast.streaming.server import PEERS, create_app
+from facecast.streaming.sources import FileSource
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",  # a 127.0.0.1 ICE candidate, so nothing leaves loopback
+    "--disable-features=WebRtcHideLocalIpsWithMdns",  # plain addresses, no multicast DNS lookups
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    api = pytest.importorskip("playwright.async_api", reason="playwright is not installed: pip install playwright")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Chromium is not installed: apt-get install -y chromium")
+    return api
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_only():
+    """The server offers only 127.0.0.1 and ignores the browser's other addresses, so ICE stays on loopback."""
+    add = aioice.Connection.add_remote_candidate
+
+    async def add_loopback(self, candidate):
+        if candidate is None or candidate.host == "127.0.0.1":
+            await add(self, candidate)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+        mp.setattr(aioice.Connection, "add_remote_candidate", add_loopback)
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving(app):
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+def test_the_page_plays_the_avatar_and_sends_the_microphone(tmp_path, tiny_model, playwright_api):
+    backend = TorchBackend(tiny_model)
+    portrait = avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+    wav = write_wav(tmp_path / "talk.wav", speech_like(2.0), 16000)
+
+    async def main():
+        engine = LiveEngine(backend, backend.cfg, portrait, LiveConfig(speaker_seconds=0))
+        app = create_app(engine, ServerConfig(port=0), sources=(FileSource(engine, wav).run,))
+        async with serving(app) as url, playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            try:
+                page = await browser.new_page()
+                await page.goto(url)
+                await page.click("#start")
+                await page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+                t0 = await page.evaluate("document.getElementById('video').currentTime")
+                await page.wait_for_function(
+                    f"document.getElementById('video').currentTime > {t0} + 0.5", timeout=30_000
+                )
+                await page.click("#mic")
+                await page.wait_for_function(
+                    "document.getElementById('mic').textContent.endsWith('on')", timeout=30_000
+                )
+                size = await page.evaluate("[video.videoWidth, video.videoHeight]")
+                await page.wait_for_function(
+                    "document.getElementById('stats').textContent.includes('browser talkers 1')", timeout=30_000
+                )
+                stats_text = await page.text_content("#stats")
+                await page.screenshot(path=str(tmp_path / "page.png"))
+                await page.click("#stop")
+                for _ in range(400):  # the server notices the closed connection and cleans up
+                    if not app[PEERS].pcs:
+                        break
+                    await asyncio.sleep(0.05)
+                return size, stats_text, len(app[PEERS].pcs)
+            finally:
+                await browser.close()
+
+    size, stats_text, viewers_left = asyncio.run(main())
+    assert size == [512, 512]
+    assert "viewers 1" in stats_text and "fps" in stats_text
+    assert viewers_left == 0
