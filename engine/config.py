@@ -55,6 +55,7 @@ class FaceConfig:
     max_image_px: int = 4096  # larger sides are downscaled before detection
     detect_max_px: int = 640  # detection runs on a copy no larger than this
     feather_px: int = 12  # blur radius of the paste-back mask edge
+    mouth_region_px: int = 26  # the regenerated region reaches this far around the lips (inside the lower face)
 
 
 @dataclass(frozen=True)

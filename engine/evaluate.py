@@ -141,9 +141,7 @@ def generated_crops(session: LipSyncSession, audio: np.ndarray, n: int) -> np.nd
 
 def topline_crops(session: LipSyncSession, real: Avatar, n: int) -> np.ndarray:
     """The autoencoder's own reconstruction of the real lower face, composited like generated frames."""
-    return np.stack(
-        [session.compose_crop(t, real.latents[t][None], session.paste_mask(t, real.landmarks[t])) for t in range(n)]
-    )
+    return np.stack([session.compose_crop(t, real.latents[t][None], real.landmarks[t])[0] for t in range(n)])
 
 
 def evaluate_clip(

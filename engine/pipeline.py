@@ -66,7 +66,6 @@ class LipSyncSession:
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
         self.identity = avatar.latents[avatar.identity_index][None]
-        self._colour: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per avatar frame: gain, offset (3,)
         self.reset()
 
     def reset(self) -> None:
@@ -166,37 +165,22 @@ class LipSyncSession:
         return lms
 
     def paste_mask(self, a: int, lms: np.ndarray) -> np.ndarray:
-        """Feathered mask (256, 256) over avatar frame a's lower face and wherever the driven jaw reaches."""
-        return crop.lower_face_mask(np.stack([self.avatar.landmarks[a], lms]), self.cfg.face, self.cfg.l2v)
+        """Feathered mask (256, 256) of what is replaced in avatar frame a: see ``crop.paste_mask``."""
+        return crop.paste_mask(np.stack([self.avatar.landmarks[a], lms]), self.cfg.face, self.cfg.l2v)
 
-    def compose_crop(self, a: int, latent: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Avatar crop a with the lower face decoded from ``latent`` (1, C, 32, 32), blended by ``mask``."""
-        lower = compose_lower_face(self.backend, self.cfg, self.avatar.crops[a], latent, self.row)
-        gain, offset = self.colour_correction(a)
-        lower = np.clip(lower * gain + offset + 0.5, 0, 255).astype(np.uint8)
-        return crop.blend(self.avatar.crops[a], lower, mask)
+    def compose_crop(self, a: int, latent: np.ndarray, lms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Avatar crop a with the lower face decoded from ``latent`` (1, C, 32, 32) for landmarks ``lms``.
 
-    def colour_correction(self, a: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel gain and offset that map the decoder's colours onto avatar frame a's own colours.
-
-        The small autoencoder shifts colours slightly; without this the regenerated lower face would not match
-        the real upper face. Measured once per avatar frame on the decoder's reconstruction of that frame, over
-        the lower face *outside* the mouth, so nothing about the mouth itself is borrowed from the frame.
+        Returns the crop and its paste mask (256, 256). The decoded face is colour-matched to the avatar frame
+        over the skin the mask covers *outside* the mouth: the small autoencoder shifts colours and L2V may
+        invent a skin tone for a face unlike its training set; matching on the surrounding skin fixes both
+        without borrowing anything from the avatar's own mouth.
         """
-        if a not in self._colour:
-            recon = compose_lower_face(
-                self.backend, self.cfg, self.avatar.crops[a], self.avatar.latents[a][None], self.row
-            )
-            region = crop.lower_face_mask(self.avatar.landmarks[a], self.cfg.face, self.cfg.l2v) > 0.5
-            region &= crop.mouth_mask(self.avatar.landmarks[a], self.cfg.face) < 0.01
-            real = self.avatar.crops[a][region].astype(np.float32)
-            dec = recon[region].astype(np.float32)
-            if len(real) < 100:  # too little skin to measure: leave colours as decoded
-                self._colour[a] = (np.ones(3, np.float32), np.zeros(3, np.float32))
-            else:
-                gain = np.clip(real.std(0) / np.maximum(dec.std(0), 1.0), 0.5, 2.0)
-                self._colour[a] = (gain.astype(np.float32), (real.mean(0) - gain * dec.mean(0)).astype(np.float32))
-        return self._colour[a]
+        mask = self.paste_mask(a, lms)
+        lower = compose_lower_face(self.backend, self.cfg, self.avatar.crops[a], latent, self.row)
+        skin = (mask > 0.5) & (crop.mouth_mask(np.stack([self.avatar.landmarks[a], lms]), self.cfg.face) < 0.01)
+        lower = crop.match_colours(lower, self.avatar.crops[a], skin)
+        return crop.blend(self.avatar.crops[a], lower, mask), mask
 
     def render(self, n: int) -> Frame:
         cfg, av, row = self.cfg, self.avatar, self.row
@@ -229,8 +213,7 @@ class LipSyncSession:
             x = ddim_step(x0, x, s.alphas_cumprod[i], s.alphas_cumprod_prev[i]) if i + 1 < len(s.timesteps) else x0
         timings["unet"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        mask = self.paste_mask(a, lms)
-        crop_img = self.compose_crop(a, x, mask)
+        crop_img, mask = self.compose_crop(a, x, lms)
         timings["decode"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         # The next frame's pose prior: the avatar's own upper latent over the newly generated lower face.

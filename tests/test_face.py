@@ -119,3 +119,26 @@ def test_heatmaps_peak_on_the_lips():
     assert maps.shape == (3, 32, 32)
     assert maps.max() <= 1.0
     assert maps[1, 180 // 8].max() > 0.5 and maps[1, 5].max() < 1e-3
+
+
+def test_colour_match_recovers_a_known_gain_and_offset():
+    rng = np.random.default_rng(0)
+    reference = rng.integers(40, 200, (64, 64, 3)).astype(np.uint8)
+    shifted = np.clip(reference.astype(np.float32) * 0.8 + 20, 0, 255).astype(np.uint8)
+    region = np.zeros((64, 64), bool)
+    region[8:56, 8:56] = True
+    fixed = crop.match_colours(shifted, reference, region)
+    assert np.abs(fixed.astype(int) - reference.astype(int))[region].mean() < 1.5
+    # Too small a region to measure: the image is left alone.
+    assert np.array_equal(crop.match_colours(shifted, reference, np.zeros((64, 64), bool)), shifted)
+
+
+def test_paste_mask_stays_near_the_mouth_inside_the_lower_face(backend, portrait):
+    cfg = FaceConfig()
+    lms = face.image_landmarks(portrait, backend, cfg)
+    lc = crop.to_crop_coords(lms, crop.crop_transform(lms, cfg))
+    paste, lower = crop.paste_mask(lc), crop.lower_face_mask(lc)
+    assert (paste <= lower + 1e-6).all()
+    assert paste[int(lc[62, 1]), int(lc[62, 0])] > 0.9
+    # The jaw corners, far from the lips, keep the real pixels.
+    assert paste[int(lc[2, 1]), int(lc[2, 0])] < 0.05
