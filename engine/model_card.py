@@ -17,7 +17,40 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-def render(model_dir: Path, eval_report: dict | None, hardware: str) -> str:
+REPRODUCE = """## Reproduce
+
+```bash
+facecast prepare-data ../shared/data/clips --out runs/data
+for part in autoencoder a2l l2v; do
+  facecast train $part --data runs/data --out runs/model --config configs/default.json; done
+mkdir -p runs/heldout && for c in kennedy_low.mp4 mimictalk_may_5s.mp4 vox_00104.mp4 lrs2_00016.mp4 grid_lrwp9a.mpg; do
+  ln -s "$PWD/../shared/data/clips/$c" runs/heldout/; done
+facecast eval --model runs/model --clips runs/heldout --out runs/eval/report.json --steps 2
+facecast eval-landmarks --model runs/model --data runs/data --json runs/eval/a2l.json
+python -m facecast.engine.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json
+```
+"""
+
+
+def render_a2l(report: dict) -> list[str]:
+    lines = [
+        "",
+        "## A2L alone on the held-out clips (`facecast eval-landmarks`)",
+        "",
+        "Pose-free mouth landmarks predicted from the clip's audio vs. the real ones; `static` is the clip's mean "
+        "mouth shape, unmoved (the best constant).",
+        "",
+        "| clip | mouth LMD model | mouth LMD static | opening correlation |",
+        "|---|---|---|---|",
+    ]
+    for name, r in {**report["clips"], "mean": report["mean"]}.items():
+        lines.append(
+            f"| {name} | {r['lmd_mouth_model']:.4f} | {r['lmd_mouth_static']:.4f} | {r['opening_corr']:+.3f} |"
+        )
+    return lines
+
+
+def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report: dict | None = None) -> str:
     cfg = load_config(model_dir)
     lines = [
         "# facecast default model",
@@ -77,6 +110,9 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str) -> str:
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
         lines += ["", f"Clips: {', '.join(eval_report['clips'])}."]
         lines += [f"- {n}" for n in eval_report.get("notes", [])]
+    if a2l_report:
+        lines += render_a2l(a2l_report)
+    lines += ["", REPRODUCE]
     return "\n".join(lines) + "\n"
 
 
@@ -84,10 +120,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("model_dir", type=Path)
     p.add_argument("--eval", type=Path, default=None)
+    p.add_argument("--a2l-eval", type=Path, default=None, help="JSON from facecast eval-landmarks")
     p.add_argument("--hardware", default="2-core CPU, no GPU")
     args = p.parse_args()
     report = json.loads(args.eval.read_text()) if args.eval else None
-    (args.model_dir / "MODEL_CARD.md").write_text(render(args.model_dir, report, args.hardware))
+    a2l = json.loads(args.a2l_eval.read_text()) if args.a2l_eval else None
+    (args.model_dir / "MODEL_CARD.md").write_text(render(args.model_dir, report, args.hardware, a2l))
 
 
 if __name__ == "__main__":

@@ -1,111 +1,635 @@
-"""The live engine in real time on this machine: what a viewer of ``facecast serve`` would get.
+"""``facecast bench stream``: the live engine measured as viewers get it, every backend x steps x sessions asked
+for in one run, against the real-time targets.
 
-    python -m facecast.streaming.bench --model DIR [--avatar IMAGE] [--audio FILE] [--seconds 30] [--steps 1]
-                                       [--backend torch] [--viewers N]
+    facecast bench stream --avatar A --audio SPEECH [--model DIR] [--export DIR] [--backend torch,onnxruntime]
+                          [--steps 1,2,4] [--sessions 1,2] [--realtime | --fast] [--webrtc] [--seconds S]
+                          [--viewers N] [--threads N] [--json FILE] [--plot FILE.png]
 
-A speech file plays in a loop as the talker; after ``--seconds`` one JSON line reports the output fps (always the
-clock's 25 unless the event loop stalls), how many new generated pictures per second viewers saw while the avatar
-was speaking, the render time, the drop-policy counters and the latency. ``--viewers N`` also VP8-encodes every
-output frame N times in aiortc's encoder, which is what N WebRTC viewers cost the server.
+(``python -m facecast.streaming.bench`` takes the same options.) Each variant starts fresh engines on a shared,
+already loaded backend, loops the speech into each at real-time pace for ``--seconds`` (``--fast``: as fast as the
+engines take it, on a virtual clock) and reports first-frame times, end-to-end latency, per-stage times, fps,
+dropped frames, A/V offset and drift, and memory; the first variant is preceded by a cold start (model load, avatar,
+warm-up, first frames). Variants are compared as ratios to torch with one step, and a verdict says whether the
+targets (25 fps, p95 end-to-end <= 200 ms, first frame <= 1 s) are met, by how much not, and which stage costs most.
+JSON for machines (docs/benchmarks.md documents every key), rich tables for people, a PNG for eyes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import shlex
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import av
 import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
+from rich.console import Console
+from rich.table import Table
 
+from facecast.engine.avatar import Avatar
+from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 
-from .commands import ASSETS, _load_avatar
+from .bench_stream import (
+    Driver,
+    LockstepDriver,
+    MeasuredEngine,
+    RealTimeDriver,
+    RunOptions,
+    Timer,
+    VirtualClock,
+    loopback_ice,
+    measure_run,
+    summarise_run,
+)
+from .clock import Clock, MonotonicClock
 from .config import LiveConfig
-from .live import LiveEngine, OutputFrame
-from .sources import FileSource
-from .webrtc import VIDEO_TIME_BASE
+
+ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
+Log = Callable[[str], None]
+console = Console(stderr=True)  # progress on stderr; stdout carries only the tables
 
 
-async def _viewer(queue: asyncio.Queue[OutputFrame | None], encode_ms: list[float]) -> None:
-    """One viewer's encoder, fed like aiortc's sender: the next frame, encoded on the default executor."""
-    encoder = Vp8Encoder()
-    loop = asyncio.get_running_loop()
-    while (out := await queue.get()) is not None:
-        frame = av.VideoFrame.from_ndarray(out.image, format="rgb24").reformat(format="yuv420p")
-        frame.pts, frame.time_base = out.video_pts, VIDEO_TIME_BASE
-        t = time.perf_counter()
-        await loop.run_in_executor(None, encoder.encode, frame)
-        encode_ms.append(1000 * (time.perf_counter() - t))
+@dataclass(frozen=True)
+class Targets:
+    """What real time means here. Reported against, never asserted."""
+
+    fps: float = 25.0  # output frames and new pictures while speaking, per second, per session
+    fps_slack: float = 0.5  # 24.5/s counts as 25: one missing picture in 2 s is not a missed target
+    e2e_p95_ms: float = 200.0  # audio arrival -> frame out (or at the WebRTC client)
+    first_frame_ms: float = 1000.0  # session start -> first frame out
 
 
-async def measure(engine: LiveEngine, audio: Path, seconds: float, viewers: int) -> dict:
-    await engine.warm_up()
-    watch = engine.subscribe()
-    encode_ms: list[float] = []
-    encoders = [asyncio.create_task(_viewer(engine.subscribe(), encode_ms)) for _ in range(viewers)]
-    await engine.start()
-    talker = asyncio.create_task(FileSource(engine, audio, loop=True).run())
-    speaking = fresh = 0
-    stages: dict[str, list[float]] = {}
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end:
-        out = await watch.get()
-        if out is None:
-            break
-        if engine.gate.segment_of(out.index) is not None:
-            speaking += 1
-            if out.fresh:
-                fresh += 1
-                for k, v in out.generated.timings_ms.items():
-                    stages.setdefault(k, []).append(v)
-    talker.cancel()
-    await asyncio.gather(talker, return_exceptions=True)
-    await engine.stop()
-    await asyncio.gather(*encoders, return_exceptions=True)
-    s = engine.stats()
+@dataclass(frozen=True)
+class StreamBenchOptions:
+    model: Path = DEFAULT_MODEL_DIR
+    avatar: Path = ASSETS / "astronaut.jpg"
+    audio: Path = ASSETS / "speech.wav"
+    export: Path | None = None  # for onnxruntime/tensorrt; None: exported into a temporary folder when needed
+    backends: tuple[str, ...] = ("torch",)
+    steps: tuple[int, ...] = (1,)
+    sessions: tuple[int, ...] = (1,)
+    seconds: float = 20.0
+    fast: bool = False
+    webrtc: bool = False
+    viewers: int = 1  # bench VP8 encoders per session when not --webrtc
+    device: str = "cpu"
+    threads: int | None = None  # torch and onnxruntime CPU threads; None: each library's default
+    processing_frames: int = LiveConfig.processing_frames
+    max_late_frames: int = LiveConfig.max_late_frames
+    cold_max_s: float = 10.0  # the cold start ends at the first generated frame, or after this much audio
+    targets: Targets = field(default_factory=Targets)
+
+
+@dataclass(frozen=True)
+class Harness:
+    """Where time comes from: the real clock (--realtime), a virtual one in lockstep (--fast), or a test's."""
+
+    clock: Clock
+    driver: Driver
+    timed: bool = True  # False: the clock is virtual, latencies on it are not measurements
+    timer: Timer = time.perf_counter  # the bench's own durations (VP8 encode, wall time)
+    encoder_factory: Callable[[], Any] = Vp8Encoder
+    speaker_fn: Callable[[np.ndarray], np.ndarray] | None = None  # None: the engine's own (Resemblyzer)
+
+    @classmethod
+    def for_mode(cls, fast: bool) -> Harness:
+        if fast:
+            clock = VirtualClock()
+            return cls(clock, LockstepDriver(clock), timed=False)
+        return cls(MonotonicClock(), RealTimeDriver())
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def _engines(
+    backend: Backend, avatar: Avatar, steps: int, sessions: int, options: StreamBenchOptions, harness: Harness
+) -> list[MeasuredEngine]:
+    live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
+    extra = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
+    return [MeasuredEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
+
+
+def variant_name(backend: str, steps: int, sessions: int) -> str:
+    return f"{backend} steps={steps} sessions={sessions}"
+
+
+async def run_variant(
+    backend: Backend,
+    backend_name: str,
+    avatar: Avatar,
+    audio_16k: np.ndarray,
+    steps: int,
+    sessions: int,
+    options: StreamBenchOptions,
+    harness: Harness,
+) -> dict[str, Any]:
+    """K fresh engines on ``backend`` at once, warmed up as ``facecast serve`` does, measured for ``seconds``."""
+    engines = _engines(backend, avatar, steps, sessions, options, harness)
+    for engine in engines:
+        await engine.warm_up()
+    run = RunOptions(seconds=options.seconds, webrtc=options.webrtc, viewers=options.viewers, timed=harness.timed)
+    record = await measure_run(engines, audio_16k, run, harness.driver, harness.timer, None, harness.encoder_factory)
     return {
-        "seconds": seconds,
-        "steps": engine.inference.steps,
-        "viewers": viewers,
-        "fps": s["fps"],
-        "generated_fps_while_speaking": round(25 * fresh / speaking, 2) if speaking else 0.0,
-        "latency_ms": s["latency_ms"],
-        "processing_frames": engine.config.processing_frames,
-        "max_late_frames": engine.config.max_late_frames,
-        "render_ms": s["render_ms"],
-        "stage_ms": {k: round(float(np.mean(v)), 1) for k, v in stages.items()},
-        "vp8_encode_ms": round(float(np.mean(encode_ms)), 1) if encode_ms else None,
-        **{k: s[k] for k in ("frames", "rendered", "skipped", "dropped", "late", "repeated", "max_backlog")},
+        "name": variant_name(backend_name, steps, sessions),
+        "backend": backend_name,
+        "steps": steps,
+        **summarise_run(record, options.webrtc),
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m facecast.streaming.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
-    p.add_argument("--backend", default="torch")
-    p.add_argument("--avatar", type=Path, default=ASSETS / "astronaut.jpg")
-    p.add_argument("--audio", type=Path, default=ASSETS / "speech.wav")
-    p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--steps", type=int, default=LiveConfig.steps)
-    p.add_argument("--viewers", type=int, default=0)
-    p.add_argument("--processing-frames", type=int, default=LiveConfig.processing_frames)
-    p.add_argument("--max-late-frames", type=int, default=LiveConfig.max_late_frames)
-    args = p.parse_args(argv)
+def _shown(logs: list) -> bool:
+    return any(e.picture is not None for e in logs[0].emitted[-5:])
 
+
+async def cold_start(
+    backend: Backend,
+    backend_name: str,
+    avatar: Avatar,
+    audio_16k: np.ndarray,
+    options: StreamBenchOptions,
+    harness: Harness,
+    load_ms: float,
+    avatar_ms: float,
+) -> dict[str, Any]:
+    """The process's first session: warm-up, start, until its first generated picture is out."""
+    (engine,) = _engines(backend, avatar, options.steps[0], 1, options, harness)
+    t = harness.timer()
+    await engine.warm_up()
+    warmup_ms = 1000 * (harness.timer() - t)
+    run = RunOptions(seconds=options.cold_max_s, webrtc=False, viewers=options.viewers, timed=harness.timed)
+    record = await measure_run([engine], audio_16k, run, harness.driver, harness.timer, _shown, harness.encoder_factory)
+    s = summarise_run(record)
+    start_to_first = s["first_frame_ms"]
+    return {
+        "variant": variant_name(backend_name, options.steps[0], 1),
+        "load_ms": round(load_ms, 1),
+        "avatar_ms": round(avatar_ms, 1),
+        "warmup_ms": round(warmup_ms, 1),
+        "start_to_first_frame_ms": start_to_first,
+        "first_frame_ms": None
+        if start_to_first is None
+        else round(load_ms + avatar_ms + warmup_ms + start_to_first, 1),
+        "first_generated_ms": s["first_generated_ms"],
+    }
+
+
+# ------------------------------------------------------------------------------------------ comparison and verdict
+
+
+def _get(d: dict[str, Any] | None, *path: str) -> Any:
+    for key in path:
+        if d is None:
+            return None
+        d = d.get(key)
+    return d
+
+
+def headline(v: dict[str, Any]) -> dict[str, float | None]:
+    """The numbers variants are compared on."""
+    e2e = "client_e2e" if _get(v, "latency_ms", "client_e2e") is not None else "e2e"
+    return {
+        "frame_ms": _get(v, "stages_ms", "frame", "mean"),
+        "unet_ms": _get(v, "stages_ms", "unet", "mean"),
+        "throughput_fps": v["throughput_fps"],
+        "generated_fps_while_speaking": v["generated_fps_while_speaking"],
+        "e2e_p95_ms": _get(v, "latency_ms", e2e, "p95"),
+        "picture_e2e_p95_ms": _get(v, "latency_ms", "picture_e2e", "p95"),
+        "rss_peak_mb": _get(v, "memory", "rss_peak_mb"),
+    }
+
+
+def ratios(v: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
+    """This variant's headline numbers divided by the baseline's (1.0 for the baseline itself)."""
+    mine, theirs = headline(v), headline(base)
+    return {k: round(mine[k] / theirs[k], 3) if mine[k] is not None and theirs[k] else None for k in mine}
+
+
+def _check(measured: float | None, target: float, at_least: bool, slack: float = 0.0) -> dict[str, Any]:
+    if measured is None:
+        return {"target": target, "measured": None, "ok": None, "miss_by": None}
+    ok = measured >= target - slack if at_least else measured <= target
+    miss = 0.0 if ok else (target - measured if at_least else measured - target)
+    return {"target": target, "measured": measured, "ok": ok, "miss_by": round(miss, 2)}
+
+
+def e2e_parts(v: dict[str, Any]) -> dict[str, float | None] | None:
+    """Where the median end-to-end latency goes: waiting in the input (jitter) buffer for a tick to take the
+    audio, the processing budget (processing_frames ticks, fixed), the output tick's own lateness, and with
+    --webrtc the transport to the client (encode, RTP on loopback, jitter buffer, decode)."""
+    lat = v["latency_ms"]
+    e2e = _get(lat, "e2e", "p50")
+    if e2e is None:
+        return None
+    wait = _get(lat, "input_wait", "p50") or 0.0
+    return {
+        "input_wait": wait,
+        "processing_budget": lat["processing_budget"],
+        "output": round(e2e - wait - lat["processing_budget"], 2),
+        "transport": _get(lat, "transport", "p50"),
+    }
+
+
+def verdict(v: dict[str, Any], targets: Targets, timed: bool) -> dict[str, Any]:
+    """Each target met or missed by how much, and where a frame's time and the latency go."""
+    sessions = v["sessions"]
+    per_session_throughput = round(v["throughput_fps"] / sessions, 2)
+    e2e = "client_e2e" if _get(v, "latency_ms", "client_e2e") is not None else "e2e"
+    checks = {
+        "delivered_fps": _check(v["fps"] if timed else None, targets.fps, True, targets.fps_slack),
+        # --fast has no speaking rate on a virtual clock: raw throughput per session stands in for it
+        "generated_fps": _check(
+            v["generated_fps_while_speaking"] if timed else per_session_throughput, targets.fps, True, targets.fps_slack
+        ),
+        "e2e_p95_ms": _check(_get(v, "latency_ms", e2e, "p95"), targets.e2e_p95_ms, False),
+        "first_frame_ms": _check(v["first_frame_ms"], targets.first_frame_ms, False),
+    }
+    stages = {k: s["mean"] for k, s in v["stages_ms"].items() if s and k not in ("frame", "unet_per_step")}
+    costliest = max(stages, key=stages.get) if stages else None
+    judged = [c["ok"] for c in checks.values() if c["ok"] is not None]
+    result = {
+        "met": all(judged) if judged else None,
+        "checks": checks,
+        "budget_ms": round(1000 / targets.fps, 1),
+        "frame_ms": _get(v, "stages_ms", "frame", "mean"),
+        "costliest_stage": costliest,
+        "costliest_stage_ms": stages.get(costliest) if costliest else None,
+        "e2e_parts_p50_ms": e2e_parts(v),
+    }
+    result["summary"] = _summary_line(result, sessions)
+    return result
+
+
+_CHECK_NAMES = {
+    "delivered_fps": "frames out/s",
+    "generated_fps": "new pictures/s",
+    "e2e_p95_ms": "p95 end-to-end ms",
+    "first_frame_ms": "first frame ms",
+}
+
+
+def _summary_line(result: dict[str, Any], sessions: int) -> str:
+    checks = result["checks"]
+    missed = [k for k, c in checks.items() if c["ok"] is False]
+    if not missed:
+        return "meets every measured target"
+    said = []
+    for k in missed:
+        c = checks[k]
+        text = f"{_CHECK_NAMES[k]} {c['measured']} vs {c['target']:g} (by {c['miss_by']})"
+        if k in ("delivered_fps", "generated_fps") and result["frame_ms"] is not None and result["costliest_stage"]:
+            shared = f" per session, {sessions} sessions sharing the CPU" if sessions > 1 else ""
+            text += (
+                f": a frame takes {result['frame_ms']:.1f} ms of model time against {result['budget_ms']:.0f} ms"
+                f"{shared}, most in {result['costliest_stage']} ({result['costliest_stage_ms']:.1f} ms)"
+            )
+        parts = result["e2e_parts_p50_ms"]
+        if k == "e2e_p95_ms" and parts:
+            text += (
+                f": at p50, {parts['input_wait']:.0f} ms waiting in the input jitter buffer + "
+                f"{parts['processing_budget']:.0f} ms processing budget + {parts['output']:.0f} ms output tick"
+                + (f" + {parts['transport']:.0f} ms WebRTC transport" if parts["transport"] is not None else "")
+            )
+        said.append(text)
+    return "misses " + "; ".join(said)
+
+
+def baseline_of(variants: list[dict[str, Any]]) -> dict[str, Any]:
+    """torch with one step and the fewest sessions when it ran, else the first variant."""
+    torch1 = [v for v in variants if v["backend"] == "torch" and v["steps"] == 1]
+    return min(torch1, key=lambda v: v["sessions"]) if torch1 else variants[0]
+
+
+def build_report(
+    options: StreamBenchOptions,
+    variants: list[dict[str, Any]],
+    cold: dict[str, Any] | None,
+    timed: bool,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    base = baseline_of(variants)
+    for v in variants:
+        v["ratios"] = ratios(v, base)
+        v["verdict"] = verdict(v, options.targets, timed)
+    top = dict(base["verdict"])
+    top["variant"] = base["name"]
+    top["cold_first_frame_ms"] = _check(_get(cold, "first_frame_ms"), options.targets.first_frame_ms, False)
+    top["variants_meeting_targets"] = [v["name"] for v in variants if v["verdict"]["met"]]
+    return {
+        "command": None,  # set by the command line
+        "plot": None,
+        **(context or {}),
+        "mode": "realtime" if timed else "fast",
+        "options": {
+            "seconds": options.seconds,
+            "webrtc": options.webrtc,
+            "viewers": 0 if options.webrtc else options.viewers,
+            "device": options.device,
+            "threads": options.threads,
+            "processing_frames": options.processing_frames,
+            "max_late_frames": options.max_late_frames,
+        },
+        "targets": asdict(options.targets),
+        "cold": cold,
+        "baseline": base["name"],
+        "variants": variants,
+        "verdict": top,
+    }
+
+
+# ------------------------------------------------------------------------------------------ the whole bench
+
+
+def machine_info() -> dict[str, Any]:
+    from facecast.export.bench_models import _machine
+
+    info = _machine()
+    for name in ("onnxruntime", "aiortc", "av"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    return info
+
+
+def _load_backend(name: str, options: StreamBenchOptions, export_dir: Path | None) -> Backend:
+    if name == "torch":
+        from facecast.export.torch_backend import TorchBackend
+
+        return TorchBackend(options.model, device=options.device)
+    assert export_dir is not None
+    if name == "onnxruntime":
+        from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
+
+        providers = ["CPUExecutionProvider"] if options.device == "cpu" else None
+        return OnnxRuntimeBackend(export_dir, providers=providers, threads=options.threads)
     from facecast.export.backends import load_backend
 
-    backend = load_backend(args.backend, args.model)
-    avatar = _load_avatar(args.avatar, backend, backend.cfg, args.model)
-    live = LiveConfig(steps=args.steps, processing_frames=args.processing_frames, max_late_frames=args.max_late_frames)
-    engine = LiveEngine(backend, backend.cfg, avatar, live)
-    report = asyncio.run(measure(engine, args.audio, args.seconds, args.viewers))
-    print(json.dumps({"model": str(args.model), "backend": args.backend, **report}))
+    return load_backend(name, export_dir, device=options.device)
+
+
+def _export_dir(options: StreamBenchOptions, tmp: Path, log: Log) -> Path:
+    if options.export is not None:
+        return options.export
+    from facecast.export.onnx_export import ExportOptions, export_model
+
+    out = tmp / "export"
+    if not (out / "manifest.json").is_file():
+        log(f"no --export folder: exporting {options.model} into a temporary folder")
+        export_model(options.model, out, options=ExportOptions(threads=options.threads), log=lambda s: log(f"  {s}"))
+    return out
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """On a CPU shared with other work fewer threads than cores can be much faster (docs/export.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harness: Harness, log: Log) -> dict:
+    from .commands import _load_avatar
+
+    variants: list[dict[str, Any]] = []
+    cold = None
+    export_used = None
+    for name in options.backends:
+        export_dir = None if name == "torch" else _export_dir(options, tmp, log)
+        export_used = export_used or (export_dir and (str(export_dir) if options.export else "temporary export"))
+        t = time.perf_counter()
+        backend = _load_backend(name, options, export_dir)
+        load_ms = 1000 * (time.perf_counter() - t)
+        t = time.perf_counter()
+        avatar = _load_avatar(options.avatar, backend, backend.cfg, options.model)
+        avatar_ms = 1000 * (time.perf_counter() - t)
+        if cold is None:
+            log(f"cold start: {name}, load {load_ms:.0f} ms, avatar {avatar_ms:.0f} ms")
+            cold = await cold_start(backend, name, avatar, audio, options, harness, load_ms, avatar_ms)
+        for steps in options.steps:
+            for sessions in options.sessions:
+                log(f"{variant_name(name, steps, sessions)}: {options.seconds:g} s")
+                v = await run_variant(backend, name, avatar, audio, steps, sessions, options, harness)
+                log(f"  {_progress_line(v)}")
+                variants.append(v)
+    context = {
+        "machine": machine_info(),
+        "model": str(options.model),
+        "export": export_used,
+        "avatar": str(options.avatar),
+        "audio": str(options.audio),
+    }
+    return build_report(options, variants, cold, harness.timed, context)
+
+
+def _progress_line(v: dict[str, Any]) -> str:
+    h = headline(v)
+    return (
+        f"fps {v['fps']}, new pictures/s while speaking {v['generated_fps_while_speaking']}, "
+        f"throughput {v['throughput_fps']}/s, e2e p95 {h['e2e_p95_ms']} ms, frame {h['frame_ms']} ms"
+    )
+
+
+def run_bench(options: StreamBenchOptions, log: Log = print, harness: Harness | None = None) -> dict[str, Any]:
+    from facecast.engine.media import load_audio
+
+    audio = load_audio(options.audio, 16_000)
+    harness = harness or Harness.for_mode(options.fast)
+    ice = loopback_ice() if options.webrtc else contextlib.nullcontext()
+    with _torch_threads(options.threads), ice, tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp:
+        return asyncio.run(_bench(options, audio, Path(tmp), harness, log))
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def _ms(s: dict[str, Any] | None, key: str = "mean") -> str:
+    return "–" if not s else f"{s[key]:.1f}"
+
+
+def _num(x: float | None, fmt: str = "{:.1f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def render_tables(report: dict[str, Any]) -> list[Table]:
+    variants = report["variants"]
+    webrtc = report["options"]["webrtc"]
+    main = Table(title=f"facecast bench stream ({report['mode']}, {report['options']['seconds']:g} s per variant)")
+    for col in ("variant", "fps out", "new/s speaking", "throughput/s"):
+        main.add_column(col, justify="left" if col == "variant" else "right")
+    e2e_key = "client_e2e" if webrtc else "e2e"
+    for col in (
+        f"{'client ' if webrtc else ''}e2e ms p50/p95/p99",
+        "picture e2e p95",
+        "first frame ms",
+        "skipped/dropped",
+        "frame ms (x base)",
+        "RSS MB",
+        "met",
+    ):
+        main.add_column(col, justify="right")
+    for v in variants:
+        e2e = v["latency_ms"][e2e_key]
+        f = v["frames"]
+        main.add_row(
+            v["name"],
+            _num(v["fps"]),
+            _num(v["generated_fps_while_speaking"]),
+            _num(v["throughput_fps"]),
+            "–" if not e2e else f"{e2e['p50']:.0f} / {e2e['p95']:.0f} / {e2e['p99']:.0f}",
+            _ms(v["latency_ms"]["picture_e2e"], "p95"),
+            _num(v["first_frame_ms"], "{:.0f}"),
+            f"{f['skipped']} / {f['dropped']}",
+            f"{_ms(v['stages_ms'].get('frame'))} ({_num(v['ratios']['frame_ms'], '{:.2f}')})",
+            _num(v["memory"]["rss_peak_mb"], "{:.0f}"),
+            {True: "yes", False: "no", None: "–"}[v["verdict"]["met"]],
+        )
+    stage_names = list(dict.fromkeys(k for v in variants for k in v["stages_ms"]))
+    stages = Table(title="per-stage ms (mean; frame = all model-thread work per frame; encode = VP8 per frame)")
+    stages.add_column("variant")
+    for name in stage_names:
+        stages.add_column(name, justify="right")
+    for v in variants:
+        stages.add_row(v["name"], *(_ms(v["stages_ms"].get(k)) for k in stage_names))
+    top = report["verdict"]
+    verdict_table = Table(title=f"verdict for {top['variant']}: {top['summary']}")
+    for col in ("target", "goal", "measured", "met", "missed by"):
+        verdict_table.add_column(col, justify="left" if col == "target" else "right")
+    checks = {**top["checks"], "cold first frame ms": top["cold_first_frame_ms"]}
+    for name, c in checks.items():
+        verdict_table.add_row(
+            name,
+            f"{'>=' if 'fps' in name else '<='} {c['target']:g}",
+            _num(c["measured"]),
+            {True: "yes", False: "NO", None: "–"}[c["ok"]],
+            _num(c["miss_by"]),
+        )
+    cold = report["cold"]
+    if cold:
+        verdict_table.caption = (
+            f"cold start ({cold['variant']}): load {cold['load_ms']:.0f} ms + avatar {cold['avatar_ms']:.0f} ms + "
+            f"warm-up {cold['warmup_ms']:.0f} ms + start to first frame {_num(cold['start_to_first_frame_ms'])} ms; "
+            f"first generated frame {_num(cold['first_generated_ms'])} ms after speech"
+        )
+    return [main, stages, verdict_table]
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def _add_arguments(sp: argparse.ArgumentParser) -> None:
+    from facecast.export.backends import BACKENDS
+    from facecast.export.commands import _backends, _ints
+
+    d = StreamBenchOptions()
+    sp.add_argument("--avatar", type=Path, default=d.avatar, help="portrait, idle video or prepared bundle")
+    sp.add_argument("--audio", type=Path, default=d.audio, help="speech, looped as the talker")
+    sp.add_argument("--model", type=Path, default=d.model, help="model folder (default: the bundled model)")
+    sp.add_argument("--export", type=Path, default=None, help="export folder for onnxruntime (default: a temp export)")
+    sp.add_argument("--backend", type=_backends, default=d.backends, help=f"comma-separated, from {','.join(BACKENDS)}")
+    sp.add_argument("--device", default=d.device, help="torch device (cpu, cuda); onnxruntime: cpu = CPU provider")
+    sp.add_argument("--steps", type=_ints, default=d.steps, help="DDIM steps per frame, e.g. 1,2,4 (default 1)")
+    sp.add_argument("--sessions", type=_ints, default=d.sessions, help="engines at once on one backend, e.g. 1,2")
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--realtime", dest="fast", action="store_false", help="real 25 fps clock (default)")
+    mode.add_argument("--fast", dest="fast", action="store_true", help="feed audio as fast as the engine takes it")
+    sp.add_argument("--webrtc", action="store_true", help="measure to a loopback aiortc viewer on 127.0.0.1")
+    sp.add_argument("--seconds", type=float, default=d.seconds, help="audio seconds per variant (default 20)")
+    sp.add_argument("--viewers", type=int, default=d.viewers, help="VP8 encoders per session without --webrtc")
+    sp.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: theirs)")
+    sp.add_argument("--processing-frames", type=int, default=d.processing_frames, help="render budget in ticks")
+    sp.add_argument("--max-late-frames", type=int, default=d.max_late_frames)
+    sp.add_argument("--json", type=Path, default=None, help="write the full report here")
+    sp.add_argument("--plot", type=Path, default=None, help="write latency over time + histogram here (PNG)")
+    sp.set_defaults(func=cmd_bench_stream, fast=False)
+
+
+def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``bench stream`` beside ``bench models`` (``bench_subparsers`` is what add_commands returns)."""
+    sp = bench_subparsers.add_parser("stream", help="the live engine in real time: latency, fps, stages, memory")
+    _add_arguments(sp)
+    return sp
+
+
+def options_from(args: argparse.Namespace) -> StreamBenchOptions:
+    return StreamBenchOptions(
+        model=args.model,
+        avatar=args.avatar,
+        audio=args.audio,
+        export=args.export,
+        backends=tuple(args.backend),
+        steps=tuple(args.steps),
+        sessions=tuple(args.sessions),
+        seconds=args.seconds,
+        fast=args.fast,
+        webrtc=args.webrtc,
+        viewers=args.viewers,
+        device=args.device,
+        threads=args.threads,
+        processing_frames=args.processing_frames,
+        max_late_frames=args.max_late_frames,
+    )
+
+
+def _command_line() -> str:
+    argv = sys.argv[1:]
+    prefix = ["facecast"] if argv[:2] == ["bench", "stream"] else ["python", "-m", "facecast.streaming.bench"]
+    return shlex.join(prefix + argv)
+
+
+def cmd_bench_stream(args: argparse.Namespace) -> None:
+    from facecast.engine.errors import InputError
+
+    for path in (args.avatar, args.audio):
+        if not Path(path).exists():
+            raise InputError(f"not found: {path}. Give an existing avatar (--avatar) and speech file (--audio).")
+    report = run_bench(options_from(args), log=lambda s: console.print(s, markup=False, highlight=False))
+    report["command"] = _command_line()
+    if args.plot:
+        from .latency_plot import write_plot
+
+        report["plot"] = str(write_plot(report, args.plot))
+    else:
+        report["plot"] = None
+    out = Console()
+    for table in render_tables(report):
+        out.print(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"JSON report: {args.json}")
+    if args.plot:
+        console.print(f"plot: {args.plot}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from facecast.engine.errors import FacecastError
+
+    parser = argparse.ArgumentParser(prog="python -m facecast.streaming.bench", description=__doc__.splitlines()[0])
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except FacecastError as e:
+        console.print(f"error: {e}", markup=False)
+        return e.exit_code
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

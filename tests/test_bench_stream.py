@@ -1,0 +1,337 @@
+"""``facecast bench stream`` measures what it claims: on virtual time, with model calls and VP8 encodes that take
+known (virtual) milliseconds, the bench reports those milliseconds, the latency and frame rates they imply, the
+drop counters, and zero A/V offset and drift. Nothing here depends on this machine's speed: the numbers checked
+are all on the virtual clock, which moves only when the test moves it.
+"""
+
+import argparse
+import asyncio
+import fractions
+import json
+import re
+import threading
+import types
+
+import av
+import numpy as np
+import pytest
+from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
+from aiortc.jitterbuffer import JitterFrame
+from conftest import ASSETS, REPO, speech_like, write_wav
+
+from facecast.engine import avatar as avatar_mod
+from facecast.engine import pipeline
+from facecast.export.commands import add_commands as add_export_commands
+from facecast.export.torch_backend import TorchBackend
+from facecast.streaming.bench import (
+    Harness,
+    StreamBenchOptions,
+    add_bench_stream,
+    build_report,
+    cold_start,
+    run_variant,
+)
+from facecast.streaming.bench_stream import VirtualClock, read_stamp, stamp_index
+from facecast.streaming.latency_plot import write_plot
+
+STEP_S = 0.002  # the test clock moves in 2 ms steps; every injected delay is a multiple of it
+A2L_MS, DENOISE_MS, DECODE_MS, ENCODE_MS = 2.0, 12.0, 8.0, 4.0
+
+
+class TestClock(VirtualClock):
+    """Virtual time that model and encoder threads can wait on, as if they were computing."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition()
+        self.blocked = 0
+        self.released = False
+
+    def advance_to(self, t: float) -> None:
+        with self._cond:
+            super().advance_to(t)
+            self._cond.notify_all()
+
+    def spend(self, ms: float) -> None:
+        """Called from a worker thread: return once ``ms`` of virtual time has passed."""
+        with self._cond:
+            until = self.t + ms / 1000
+            self.blocked += 1
+            self._cond.wait_for(lambda: self.t >= until - 1e-9 or self.released)
+            self.blocked -= 1
+
+    def release(self) -> None:
+        with self._cond:
+            self.released = True
+            self._cond.notify_all()
+
+
+class DelayedBackend:
+    """The tiny model, each call costing known virtual ms on the engines' model threads. Warm-up runs before the
+    engine starts, inline on the event loop, which must not wait on a clock nobody moves: no delay there."""
+
+    def __init__(self, inner: TorchBackend, clock: TestClock, denoise_ms: float = DENOISE_MS) -> None:
+        self.inner, self.clock, self.denoise_ms = inner, clock, denoise_ms
+        self.name, self.cfg = "delayed", inner.cfg
+        self.model_threads: set[str] = set()
+
+    def _spend(self, ms: float) -> None:
+        name = threading.current_thread().name
+        if name.startswith("facecast-model"):
+            self.model_threads.add(name)
+            self.clock.spend(ms)
+
+    def a2l(self, *args):
+        self._spend(A2L_MS)
+        return self.inner.a2l(*args)
+
+    def denoise(self, *args):
+        self._spend(self.denoise_ms)
+        return self.inner.denoise(*args)
+
+    def decode(self, latents):
+        self._spend(DECODE_MS)
+        return self.inner.decode(latents)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class DelayedEncoder:
+    def __init__(self, clock: TestClock) -> None:
+        self.clock = clock
+
+    def encode(self, frame, force_keyframe=False):
+        self.clock.spend(ENCODE_MS)
+        return [b""], frame.pts
+
+
+class SteppedDriver:
+    """Virtual time in 2 ms steps. Before each step every model thread and encoder has either finished its work
+    or is waiting for virtual time, so everything happens when it would on a real clock, at any machine speed."""
+
+    def __init__(self, clock: TestClock) -> None:
+        self.clock = clock
+
+    async def run(self, run, seconds, until=None):
+        end = self.clock.now() + seconds
+        while self.clock.now() < end - 1e-9:
+            if until is not None and until():
+                return
+            self.clock.advance_to(self.clock.now() + STEP_S)
+            await self._settle(run)
+
+    async def _settle(self, run):
+        for _ in range(20_000):  # bounded: a hang fails the test instead of blocking the run
+            await asyncio.sleep(0.0002)
+            now = self.clock.now()
+            ticked = all(e.counters.ticks + e.counters.jumped > e.frames.frame_at(now) for e in run.engines)
+            busy = sum(e.stats()["backlog"] > 0 for e in run.engines) + sum(not v.idle.is_set() for v in run.viewers)
+            if ticked and self.clock.blocked >= busy:
+                return
+        raise AssertionError("the engines did not settle")
+
+    def release(self):
+        self.clock.release()
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    return TorchBackend(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def portrait(backend):
+    return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+
+
+@pytest.fixture
+def virtual(monkeypatch, backend):
+    """A test clock that also times the pipeline's stages (Frame.timings_ms), and a harness on it."""
+    clock = TestClock()
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=clock.now))
+    harness = Harness(
+        clock,
+        SteppedDriver(clock),
+        timed=True,
+        timer=clock.now,
+        encoder_factory=lambda: DelayedEncoder(clock),
+        speaker_fn=lambda audio: np.zeros(256, np.float32),
+    )
+    return clock, harness
+
+
+def options(**kw) -> StreamBenchOptions:
+    return StreamBenchOptions(**{"seconds": 3.0, "viewers": 1, **kw})
+
+
+def measure(backend, portrait, harness, steps=1, sessions=1, **kw):
+    opts = options(**kw)
+    v = asyncio.run(run_variant(backend, "delayed", portrait, speech_like(4.0), steps, sessions, opts, harness))
+    return opts, v
+
+
+def test_injected_delays_are_reported_back(virtual, backend, portrait):
+    clock, harness = virtual
+    slow = DelayedBackend(backend, clock)
+    opts, v = measure(slow, portrait, harness, steps=2)
+    st = {k: s["mean"] for k, s in v["stages_ms"].items()}
+    # a frame: A2L 2 + two UNet calls 2 x 12 + decode 8 = 34 virtual ms, the rest takes no virtual time
+    assert st["a2l"] == pytest.approx(A2L_MS, abs=0.01)
+    assert st["unet"] == pytest.approx(2 * DENOISE_MS, abs=0.01)
+    assert st["unet_per_step"] == pytest.approx(DENOISE_MS, abs=0.01)
+    assert st["decode"] == pytest.approx(DECODE_MS, abs=0.01)
+    assert st["encode"] == pytest.approx(ENCODE_MS, abs=0.01)
+    assert st["paste"] == st["conditions"] == st["features"] == 0
+    assert st["frame"] == pytest.approx(A2L_MS + 2 * DENOISE_MS + DECODE_MS, abs=0.01)
+    assert v["stages_ms"]["unet"]["max"] == pytest.approx(2 * DENOISE_MS, abs=0.01)  # every frame, not a mean
+    # 34 ms fits the 40 ms tick: every frame is rendered in time and shown while speaking
+    f = v["frames"]
+    assert f["skipped"] == f["dropped"] == f["late"] == f["repeated"] == f["model_errors"] == 0
+    assert f["rendered"] > 50 and f["fresh"] == f["speaking"] > 50
+    assert v["fps"] == pytest.approx(25.0, abs=0.01) and v["generated_fps_while_speaking"] == pytest.approx(25.0)
+    # end to end: the audio waits for a tick in the jitter buffer, then processing_frames ticks to the frame
+    lat = v["latency_ms"]
+    budget = opts.processing_frames * 40
+    assert lat["processing_budget"] == budget
+    wait = lat["input_wait"]["p50"]
+    assert 0 < wait <= 80 and lat["input_wait"]["max"] == pytest.approx(wait, abs=0.01)  # whole ticks, steady
+    assert lat["e2e"]["p50"] == pytest.approx(wait + budget, abs=0.01)
+    assert lat["e2e"]["max"] == pytest.approx(lat["e2e"]["p50"], abs=0.01)  # a steady clock: no spread
+    assert lat["picture_e2e"]["p95"] == pytest.approx(lat["e2e"]["p50"], abs=0.01)  # the shown mouth is its own
+    # the model had the frame 34 ms after the tick that fed its last audio block (one block later at most)
+    ready_after_tick = lat["model_ready"]["p50"] - wait
+    assert ready_after_tick == pytest.approx(34, abs=0.01) or ready_after_tick == pytest.approx(74, abs=0.01)
+    assert lat["client_e2e"] is None and lat["transport"] is None
+    av = v["av"]
+    assert av["offset_ms"]["max"] == 0 and av["offset_ms"]["mean"] == 0
+    assert av["drift_ms_per_min"] == pytest.approx(0, abs=1e-6)
+    assert av["output_clock_drift_ms_per_min"] == pytest.approx(0, abs=1e-3)
+    assert av["picture_lag_ms"]["max"] == 0
+    assert v["first_frame_ms"] == pytest.approx(40 * (1 + 2 + opts.processing_frames), abs=0.01)  # tick delay+1
+    assert v["throughput_fps"] == pytest.approx(f["rendered"] / v["wall_s"], rel=0.02)
+
+
+def test_compute_too_slow_for_the_clock_is_reported_with_its_cost(virtual, backend, portrait):
+    clock, harness = virtual
+    slow = DelayedBackend(backend, clock, denoise_ms=100.0)  # 110 ms a frame against a 40 ms tick
+    opts, v = measure(slow, portrait, harness)
+    f = v["frames"]
+    assert f["skipped"] > 20 and f["rendered"] > 5  # the drop policy engaged, the face still moves
+    assert f["fresh"] < f["speaking"] and f["repeated"] > 0
+    assert v["generated_fps_while_speaking"] == pytest.approx(25 * f["fresh"] / f["speaking"], abs=0.01)
+    assert v["stages_ms"]["unet"]["mean"] == pytest.approx(100.0, abs=0.01)
+    assert v["stages_ms"]["frame"]["mean"] == pytest.approx(110.0, abs=0.01)
+    # the output clock keeps its pace and its latency; the shown picture gets older instead
+    assert v["fps"] == pytest.approx(25.0, abs=0.01)
+    assert v["latency_ms"]["e2e"]["max"] == pytest.approx(v["latency_ms"]["e2e"]["p50"], abs=0.01)
+    assert v["latency_ms"]["picture_e2e"]["p95"] > v["latency_ms"]["e2e"]["p95"]
+    assert v["av"]["picture_lag_ms"]["max"] >= 40
+    report = build_report(opts, [v], None, timed=True)
+    verdict = report["verdict"]
+    fps = verdict["checks"]["generated_fps"]
+    assert verdict["met"] is False and fps["ok"] is False
+    assert fps["miss_by"] == pytest.approx(25 - v["generated_fps_while_speaking"], abs=0.01)
+    assert verdict["costliest_stage"] == "unet" and verdict["costliest_stage_ms"] == pytest.approx(100.0)
+    assert "unet" in verdict["summary"] and "new pictures/s" in verdict["summary"]
+
+
+def test_two_sessions_run_two_engines_on_one_backend(virtual, backend, portrait):
+    clock, harness = virtual
+    slow = DelayedBackend(backend, clock)
+    _, v = measure(slow, portrait, harness, sessions=2)
+    assert v["sessions"] == 2 and len(v["per_session"]) == 2
+    assert len(slow.model_threads) == 2  # each engine's own model thread called the one shared backend
+    for session in v["per_session"]:
+        assert session["frames"]["rendered"] > 50 and session["frames"]["skipped"] == 0
+        assert session["stages_ms"]["unet"]["mean"] == pytest.approx(DENOISE_MS, abs=0.01)
+    assert v["frames"]["rendered"] == sum(s["frames"]["rendered"] for s in v["per_session"])
+    assert v["latency_ms"]["e2e"]["n"] == sum(s["latency_ms"]["e2e"]["n"] for s in v["per_session"])
+
+
+def test_cold_start_counts_load_avatar_and_warm_up(virtual, backend, portrait):
+    clock, harness = virtual
+    audio = speech_like(4.0)
+    cold = asyncio.run(
+        cold_start(DelayedBackend(backend, clock), "torch", portrait, audio, options(), harness, 1500.0, 700.0)
+    )
+    assert cold["start_to_first_frame_ms"] == pytest.approx(240.0, abs=0.01)  # the 6th tick sends frame 0
+    assert cold["first_frame_ms"] == pytest.approx(1500.0 + 700.0 + cold["warmup_ms"] + 240.0, abs=0.1)
+    assert cold["first_generated_ms"] is not None and cold["first_generated_ms"] >= 160
+
+
+def test_frame_index_stamp_survives_vp8():
+    """The WebRTC client reads each picture's index from a stripe of cells; noise around it must not hide it."""
+    rng = np.random.default_rng(0)
+    encoder, decoder = Vp8Encoder(), Vp8Decoder()
+    for n in (0, 1, 4097, 65535):
+        image = stamp_index(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8), n)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = n * 3600, fractions.Fraction(1, 90000)
+        payloads, _ = encoder.encode(frame, force_keyframe=True)
+        data = b"".join(vp8_depayload(p) for p in payloads)
+        (decoded,) = decoder.decode(JitterFrame(data=data, timestamp=0))
+        assert read_stamp(decoded.to_ndarray(format="gray")) == n
+    assert read_stamp(np.full((512, 512), 128, np.uint8)) is None  # no stamp: the check bits disagree
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+DOC = REPO / "docs" / "benchmarks.md"
+SUMMARY = {"n", "mean", "p50", "p95", "p99", "max"}
+
+
+def documented_keys() -> set[str]:
+    """Key paths of the JSON report as docs/benchmarks.md lists them (first column of its key tables)."""
+    return set(re.findall(r"^\| `([^`]+)` \|", DOC.read_text(), re.MULTILINE))
+
+
+def report_keys(value, path="") -> set[str]:
+    """Key paths in the report: lists of objects as ``[]``, summaries and stage maps as documented leaves."""
+    if isinstance(value, dict) and value and set(value) == SUMMARY:
+        return {path}
+    if isinstance(value, dict):
+        keys = {path} if path else set()
+        for k, v in value.items():
+            name = "<stage>" if path.endswith("stages_ms") else k
+            keys |= report_keys(v, f"{path}.{name}" if path else name)
+        return keys
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return {path} | report_keys(value[0], f"{path}[]")
+    return {path}
+
+
+def test_command_writes_json_with_the_documented_keys_and_a_png(tmp_path, tiny_model):
+    parser = argparse.ArgumentParser()
+    bench = add_export_commands(parser.add_subparsers(dest="command"))
+    add_bench_stream(bench)
+    wav = write_wav(tmp_path / "talk.wav", speech_like(2.0), 16000)
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    args = parser.parse_args(
+        ["bench", "stream", "--model", str(tiny_model), "--audio", str(wav), "--fast", "--seconds", "1.2"]
+        + ["--steps", "1,2", "--threads", "1", "--json", str(out), "--plot", str(png)]
+    )
+    args.func(args)
+    report = json.loads(out.read_text())
+    assert report["mode"] == "fast" and [v["name"] for v in report["variants"]] == [
+        "torch steps=1 sessions=1",
+        "torch steps=2 sessions=1",
+    ]
+    assert report["baseline"] == "torch steps=1 sessions=1"
+    assert report["variants"][0]["ratios"]["frame_ms"] == 1.0 and report["variants"][1]["ratios"]["unet_ms"] > 0
+    assert report["cold"]["load_ms"] > 0 and report["verdict"]["variant"] == report["baseline"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report["plot"] == str(png)
+    documented, present = documented_keys(), report_keys(report)
+    assert present - documented == set(), "report keys missing from docs/benchmarks.md"
+    assert documented - present == set(), "docs/benchmarks.md documents keys the report does not have"
+
+
+def test_plot_of_a_realtime_report(tmp_path, virtual, backend, portrait):
+    clock, harness = virtual
+    opts, v = measure(DelayedBackend(backend, clock), portrait, harness, seconds=1.0)
+    report = build_report(opts, [v], None, timed=True)
+    path = write_plot(report, tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
