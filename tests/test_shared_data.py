@@ -39,7 +39,24 @@ def test_generate_real_portrait_with_real_speech(tmp_path, model):
 def test_eval_on_a_real_clip_reports_all_systems(tmp_path, model):
     clip = SHARED_DATA / "clips" / "grid_lrwp9a.mpg"  # held out of the default model's training
     out = tmp_path / "report.json"
-    assert main(["eval", "--model", str(model), "--clips", str(clip), "--out", str(out), "--steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model),
+                "--clips",
+                str(clip),
+                "--out",
+                str(out),
+                "--steps",
+                "1",
+                "--max-frames",
+                "30",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert set(report["mean"]) == {"model", "static", "oracle", "topline", "real"}
     assert report["mean"]["model"]["n_clips"] == 1
@@ -53,6 +70,23 @@ def test_eval_skips_clips_without_a_face_or_audio(tmp_path, model, capsys):
     (clips / "broken.mp4").write_bytes(b"nothing here")
     (clips / "grid.mpg").symlink_to(SHARED_DATA / "clips" / "grid_lrwp9a.mpg")
     out = tmp_path / "r.json"
-    assert main(["eval", "--model", str(model), "--clips", str(clips), "--out", str(out), "--steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model),
+                "--clips",
+                str(clips),
+                "--out",
+                str(out),
+                "--steps",
+                "1",
+                "--max-frames",
+                "30",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert "broken.mp4" in report["skipped"] and report["mean"]["model"]["n_clips"] == 1
