@@ -17,9 +17,9 @@ JSON for machines (docs/benchmarks.md documents every key), rich tables for peop
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
+import logging
 import shlex
 import sys
 import tempfile
@@ -27,10 +27,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiortc.codecs.vpx import Vp8Encoder
 from rich.console import Console
 from rich.table import Table
 
@@ -38,22 +37,14 @@ from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 
-from .bench_stream import (
-    Driver,
-    LockstepDriver,
-    MeasuredEngine,
-    RealTimeDriver,
-    RunOptions,
-    Timer,
-    VirtualClock,
-    loopback_ice,
-    measure_run,
-    summarise_run,
-)
 from .clock import Clock, MonotonicClock
 from .config import LiveConfig
 
+if TYPE_CHECKING:  # the measurement pulls in aiortc and PyAV: imported when a bench runs, not with the CLI
+    from .bench_stream import Driver, MeasuredEngine, SessionLog, Timer
+
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
+DESCRIPTION = "the live engine as viewers get it: latency, fps, per-stage time, drops, A/V sync, memory"
 Log = Callable[[str], None]
 console = Console(stderr=True)  # progress on stderr; stdout carries only the tables
 
@@ -97,11 +88,13 @@ class Harness:
     driver: Driver
     timed: bool = True  # False: the clock is virtual, latencies on it are not measurements
     timer: Timer = time.perf_counter  # the bench's own durations (VP8 encode, wall time)
-    encoder_factory: Callable[[], Any] = Vp8Encoder
+    encoder_factory: Callable[[], Any] | None = None  # None: aiortc's Vp8Encoder
     speaker_fn: Callable[[np.ndarray], np.ndarray] | None = None  # None: the engine's own (Resemblyzer)
 
     @classmethod
     def for_mode(cls, fast: bool) -> Harness:
+        from .bench_stream import LockstepDriver, RealTimeDriver, VirtualClock
+
         if fast:
             clock = VirtualClock()
             return cls(clock, LockstepDriver(clock), timed=False)
@@ -114,6 +107,8 @@ class Harness:
 def _engines(
     backend: Backend, avatar: Avatar, steps: int, sessions: int, options: StreamBenchOptions, harness: Harness
 ) -> list[MeasuredEngine]:
+    from .bench_stream import MeasuredEngine
+
     live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
     extra = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
     return [MeasuredEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
@@ -134,6 +129,8 @@ async def run_variant(
     harness: Harness,
 ) -> dict[str, Any]:
     """K fresh engines on ``backend`` at once, warmed up as ``facecast serve`` does, measured for ``seconds``."""
+    from .bench_stream import RunOptions, measure_run, summarise_run
+
     engines = _engines(backend, avatar, steps, sessions, options, harness)
     for engine in engines:
         await engine.warm_up()
@@ -147,7 +144,8 @@ async def run_variant(
     }
 
 
-def _shown(logs: list) -> bool:
+def _shown(logs: list[SessionLog]) -> bool:
+    """The first generated picture is out (checked at every poll, so the newest few frames are enough)."""
     return any(e.picture is not None for e in logs[0].emitted[-5:])
 
 
@@ -162,6 +160,8 @@ async def cold_start(
     avatar_ms: float,
 ) -> dict[str, Any]:
     """The process's first session: warm-up, start, until its first generated picture is out."""
+    from .bench_stream import RunOptions, measure_run, summarise_run
+
     (engine,) = _engines(backend, avatar, options.steps[0], 1, options, harness)
     t = harness.timer()
     await engine.warm_up()
@@ -448,11 +448,38 @@ def _progress_line(v: dict[str, Any]) -> str:
 def run_bench(options: StreamBenchOptions, log: Log = print, harness: Harness | None = None) -> dict[str, Any]:
     from facecast.engine.media import load_audio
 
+    from .bench_stream import loopback_ice
+
     audio = load_audio(options.audio, 16_000)
     harness = harness or Harness.for_mode(options.fast)
     ice = loopback_ice() if options.webrtc else contextlib.nullcontext()
-    with _torch_threads(options.threads), ice, tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp:
-        return asyncio.run(_bench(options, audio, Path(tmp), harness, log))
+    with (
+        _torch_threads(options.threads),
+        _quiet_engine(),
+        ice,
+        tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp,
+    ):
+        from .commands import _event_loop
+
+        loop = _event_loop()  # the loop `facecast serve` runs on (uvloop when installed)
+        try:
+            return loop.run_until_complete(_bench(options, audio, Path(tmp), harness, log))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+
+@contextlib.contextmanager
+def _quiet_engine() -> Iterator[None]:
+    """The engine warns every 5 s while it skips frames; the bench counts them itself and would drown in those."""
+    logger = logging.getLogger("facecast.live")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -506,6 +533,14 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
         stages.add_column(name, justify="right")
     for v in variants:
         stages.add_row(v["name"], *(_ms(v["stages_ms"].get(k)) for k in stage_names))
+    base = report["baseline"]
+    compared = Table(title=f"ratios to {base} (value / baseline: above 1 is more ms, more fps, more MB)")
+    compared.add_column("variant")
+    keys = list(variants[0]["ratios"])
+    for key in keys:
+        compared.add_column(key, justify="right")
+    for v in variants:
+        compared.add_row(v["name"], *(_num(v["ratios"][k], "{:.2f}") for k in keys))
     top = report["verdict"]
     verdict_table = Table(title=f"verdict for {top['variant']}: {top['summary']}")
     for col in ("target", "goal", "measured", "met", "missed by"):
@@ -526,7 +561,7 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
             f"warm-up {cold['warmup_ms']:.0f} ms + start to first frame {_num(cold['start_to_first_frame_ms'])} ms; "
             f"first generated frame {_num(cold['first_generated_ms'])} ms after speech"
         )
-    return [main, stages, verdict_table]
+    return [main, stages, compared, verdict_table]
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -561,7 +596,7 @@ def _add_arguments(sp: argparse.ArgumentParser) -> None:
 
 def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``bench stream`` beside ``bench models`` (``bench_subparsers`` is what add_commands returns)."""
-    sp = bench_subparsers.add_parser("stream", help="the live engine in real time: latency, fps, stages, memory")
+    sp = bench_subparsers.add_parser("stream", help=DESCRIPTION, description=DESCRIPTION)
     _add_arguments(sp)
     return sp
 
@@ -620,7 +655,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     from facecast.engine.errors import FacecastError
 
-    parser = argparse.ArgumentParser(prog="python -m facecast.streaming.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m facecast.streaming.bench", description=DESCRIPTION)
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:

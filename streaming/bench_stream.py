@@ -526,7 +526,7 @@ async def measure_run(
     driver: Driver,
     timer: Timer = time.perf_counter,
     until: Callable[[list[SessionLog]], bool] | None = None,
-    encoder_factory: Callable[[], Any] = Vp8Encoder,
+    encoder_factory: Callable[[], Any] | None = None,  # None: aiortc's Vp8Encoder
 ) -> RunRecord:
     """Start every engine with its talker at once, let ``driver`` move time for ``options.seconds`` (or until
     ``until(logs)``), stop everything and return what was logged. The engines must be stopped and warmed up."""
@@ -543,7 +543,7 @@ async def measure_run(
             await client.connect(options.connect_timeout_s)
     else:
         viewers = [
-            EncodingViewer(e.subscribe(), log, timer, encoder_factory)
+            EncodingViewer(e.subscribe(), log, timer, encoder_factory or Vp8Encoder)
             for e, log in zip(engines, logs, strict=True)
             for _ in range(options.viewers)
         ]
@@ -612,7 +612,8 @@ def slope_per_min(t: list[float], y: list[float]) -> float | None:
     """Least-squares slope of y over t (seconds), per minute."""
     if len(t) < 2 or max(t) - min(t) <= 0:
         return None
-    return round(float(np.polyfit(np.asarray(t) - t[0], np.asarray(y), 1)[0]) * 60, 4)
+    x, v = np.asarray(t, np.float64), np.asarray(y, np.float64)
+    return round(float(np.polyfit(x - x[0], v - v[0], 1)[0]) * 60, 4)  # relative to the first: clocks are large
 
 
 @dataclass
@@ -746,12 +747,12 @@ def summarise_run(record: RunRecord, webrtc: bool = False) -> dict[str, Any]:
         return max(values) if values else None
 
     generated = [p["generated_fps_while_speaking"] for p in per_session]
-    return {
+    return {  # rates and first-frame times of the worst session; everything else pooled over the sessions
         "sessions": len(per_session),
         "wall_s": round(record.wall_s, 2),
         "output_s": round(max(len(log.emitted) for log in record.logs) / record.fps, 2),
-        "fps": round(float(np.mean([p["fps"] for p in per_session])), 2),
-        "generated_fps_while_speaking": None if None in generated else round(float(min(generated)), 2),
+        "fps": min(p["fps"] for p in per_session),
+        "generated_fps_while_speaking": None if None in generated else min(generated),
         "throughput_fps": round(frames["rendered"] / wall, 2),
         "first_frame_ms": worst("first_frame_ms"),
         "first_generated_ms": worst("first_generated_ms"),

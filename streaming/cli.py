@@ -18,6 +18,7 @@ from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import FacecastError
 from facecast.export.commands import add_commands as add_export_commands
 from facecast.export.manifest import autoencoder_hash
+from facecast.streaming.bench import add_bench_stream
 from facecast.streaming.commands import add_serve
 
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
@@ -253,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(sp)
     sp.set_defaults(func=cmd_eval)
 
-    add_export_commands(sub)  # export, bench models
+    bench = add_export_commands(sub)  # export, bench models
+    add_bench_stream(bench)
     add_serve(sub)
 
     sp = sub.add_parser("eval-landmarks", help="A2L alone on held-out clips of a prepared dataset")
