@@ -61,6 +61,9 @@ def session_options(threads: int | None = None) -> Any:  # onnxruntime.SessionOp
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # our graphs are chains: parallel branches don't pay
     so.intra_op_num_threads = threads or physical_cores()
     so.inter_op_num_threads = 1
+    # Four sessions (a2l, unet, decode, encode) run one after another per frame; each has its own thread pool,
+    # and threads that spin-wait after their call steal the cores from the next session's call.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
