@@ -40,6 +40,22 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_model(tmp_path_factory.mktemp("tiny_model"), tiny_config())
 
 
+@pytest.fixture(scope="session")
+def backend(tiny_model: Path):
+    """The torch backend on the tiny model (a test module may override ``backend`` with its own)."""
+    from facecast.export.torch_backend import TorchBackend
+
+    return TorchBackend(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def portrait(backend):
+    """The bundled portrait prepared as a one-frame avatar for the tiny model."""
+    from facecast.engine.avatar import prepare_avatar
+
+    return prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+
+
 def speech_like(seconds: float, rate: int = 16_000, seed: int = 0) -> np.ndarray:
     """A voiced buzz with a syllable-rate envelope: enough structure for features, A2L and sync tests."""
     rng = np.random.default_rng(seed)

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
-from conftest import ASSETS, REPO, speech_like, write_wav
+from conftest import REPO, speech_like, write_wav
 
-from facecast.engine import avatar as avatar_mod
 from facecast.engine import pipeline
 from facecast.export.commands import add_commands as add_export_commands
 from facecast.export.torch_backend import TorchBackend
@@ -141,16 +140,6 @@ class SteppedDriver:
 
     def release(self):
         self.clock.release()
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_model):
-    return TorchBackend(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def portrait(backend):
-    return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
 
 
 @pytest.fixture

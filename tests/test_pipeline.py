@@ -9,18 +9,7 @@ from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import InputError
 from facecast.engine.generate import generate_video, run_session
 from facecast.engine.pipeline import LipSyncSession
-from facecast.export.torch_backend import TorchBackend
 from facecast.streaming.cli import main
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_model):
-    return TorchBackend(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def portrait_avatar(backend):
-    return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
 
 
 def collect(session, audio, chunk):
@@ -29,10 +18,10 @@ def collect(session, audio, chunk):
     return frames
 
 
-def test_generate_writes_a_25fps_h264_aac_mp4(tmp_path, backend, portrait_avatar):
+def test_generate_writes_a_25fps_h264_aac_mp4(tmp_path, backend, portrait):
     audio = speech_like(1.3)
     out = tmp_path / "out.mp4"
-    report = generate_video(backend, backend.cfg, portrait_avatar, audio, out, InferenceConfig(steps=2))
+    report = generate_video(backend, backend.cfg, portrait, audio, out, InferenceConfig(steps=2))
     assert report.frames == len(audio) // 640 == 32
     info = media.probe_video(out)
     assert (info.fps, info.frames, info.has_audio) == (25.0, 32, True)
@@ -42,12 +31,12 @@ def test_generate_writes_a_25fps_h264_aac_mp4(tmp_path, backend, portrait_avatar
     assert set(report.stage_ms) >= {"unet", "decode", "paste", "a2l", "features"}
 
 
-def test_streaming_chunks_give_the_same_frames_as_one_push(backend, portrait_avatar):
+def test_streaming_chunks_give_the_same_frames_as_one_push(backend, portrait):
     audio = speech_like(1.0, seed=3)
     spk = np.zeros(256, np.float32)
-    one = collect(LipSyncSession(backend, backend.cfg, portrait_avatar, spk), audio, len(audio))
+    one = collect(LipSyncSession(backend, backend.cfg, portrait, spk), audio, len(audio))
     rng = np.random.default_rng(0)
-    session, chunked, i = LipSyncSession(backend, backend.cfg, portrait_avatar, spk), [], 0
+    session, chunked, i = LipSyncSession(backend, backend.cfg, portrait, spk), [], 0
     while i < len(audio):
         n = int(rng.integers(1, 1500))
         chunked += session.push_audio(audio[i : i + n])
@@ -59,25 +48,25 @@ def test_streaming_chunks_give_the_same_frames_as_one_push(backend, portrait_ava
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
 
 
-def test_frames_wait_exactly_for_the_lookahead(backend, portrait_avatar):
-    session = LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32))
+def test_frames_wait_exactly_for_the_lookahead(backend, portrait):
+    session = LipSyncSession(backend, backend.cfg, portrait, np.zeros(256, np.float32))
     look = backend.cfg.a2l.lookahead_frames
     got = session.push_audio(speech_like(0.4)[: 640 * (look + 3)])  # frames 0 .. look+2 of audio
     assert [f.index for f in got] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("source", ["static", "avatar"])
-def test_undriven_modes_keep_the_avatar_landmarks(backend, portrait_avatar, source):
-    session = LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32), landmarks=source)
+def test_undriven_modes_keep_the_avatar_landmarks(backend, portrait, source):
+    session = LipSyncSession(backend, backend.cfg, portrait, np.zeros(256, np.float32), landmarks=source)
     frames = collect(session, speech_like(0.5), 3200)
     for f in frames:
         # A portrait's reference is its own landmarks, so both give them back unmoved.
-        np.testing.assert_allclose(f.landmarks, portrait_avatar.landmarks[0], atol=1e-3)
+        np.testing.assert_allclose(f.landmarks, portrait.landmarks[0], atol=1e-3)
 
 
-def test_unknown_landmark_source_is_refused(backend, portrait_avatar):
+def test_unknown_landmark_source_is_refused(backend, portrait):
     with pytest.raises(ValueError, match="landmarks must be one of"):
-        LipSyncSession(backend, backend.cfg, portrait_avatar, np.zeros(256, np.float32), landmarks="dream")
+        LipSyncSession(backend, backend.cfg, portrait, np.zeros(256, np.float32), landmarks="dream")
 
 
 def test_video_avatar_loops_ping_pong_and_bundle_round_trip(tmp_path, backend, tiny_model):
@@ -95,7 +84,7 @@ def test_video_avatar_loops_ping_pong_and_bundle_round_trip(tmp_path, backend, t
     assert report.frames == 20 and media.probe_video(out).frames == 20
 
 
-def test_an_interrupted_generate_leaves_no_finished_looking_file(tmp_path, backend, portrait_avatar):
+def test_an_interrupted_generate_leaves_no_finished_looking_file(tmp_path, backend, portrait):
     out = tmp_path / "out.mp4"
 
     def stop(done, total):
@@ -103,7 +92,7 @@ def test_an_interrupted_generate_leaves_no_finished_looking_file(tmp_path, backe
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        generate_video(backend, backend.cfg, portrait_avatar, speech_like(1.0), out, progress=stop)
+        generate_video(backend, backend.cfg, portrait, speech_like(1.0), out, progress=stop)
     assert not out.exists() and not list(tmp_path.glob("*.mp4"))
 
 

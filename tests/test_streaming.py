@@ -18,7 +18,6 @@ from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import AudioError, InputError
 from facecast.engine.generate import run_session
 from facecast.engine.pipeline import LipSyncSession
-from facecast.export.torch_backend import TorchBackend
 from facecast.streaming.clock import FrameClock
 from facecast.streaming.config import LiveConfig, PushConfig
 from facecast.streaming.live import LiveEngine
@@ -90,16 +89,6 @@ async def tick_lockstep(engine: LiveEngine, clock: ManualClock, ticks: int, out:
             await asyncio.sleep(0)
         while queue is not None and not queue.empty():
             out.append(queue.get_nowait())
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_model):
-    return TorchBackend(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def portrait(backend):
-    return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from conftest import ASSETS, speech_like, write_wav
 
-from facecast.engine import avatar as avatar_mod
 from facecast.engine.errors import InputError
-from facecast.export.torch_backend import TorchBackend
 from facecast.streaming import commands
 from facecast.streaming.config import LiveConfig, ServerConfig
 from facecast.streaming.live import LiveEngine
@@ -42,16 +40,6 @@ def loopback_only():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
         yield
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_model):
-    return TorchBackend(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def portrait(backend):
-    return avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
 
 
 @contextlib.asynccontextmanager
