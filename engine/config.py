@@ -76,8 +76,8 @@ class AutoencoderConfig:
 @dataclass(frozen=True)
 class A2LConfig:
     # Small on purpose: with a few dozen training speakers a larger GRU memorises them and does worse on new ones
-    # (held-out mouth LMD, `facecast eval-landmarks`: 1x64 GRU at 600 steps 0.0319; 1x64 at 2000 steps 0.0331;
-    # 2x192 0.049 before the input fixes; the unmoved mean shape 0.0300).
+    # (held-out mouth LMD, `facecast eval-landmarks`: 1x64 GRU at 600 steps 0.0319; at 2000 steps 0.0331;
+    # the unmoved mean shape 0.0300).
     hidden: int = 64
     layers: int = 1
     lookahead_frames: int = 2  # frame n is predicted once the audio of frame n + lookahead has arrived
