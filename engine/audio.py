@@ -70,11 +70,6 @@ def log_mel(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarr
     return MelExtractor(cfg).push(audio_16k)
 
 
-def frames_for_audio(num_samples: int, cfg: AudioConfig = AudioConfig()) -> int:
-    """How many whole 25 fps video frames a signal of ``num_samples`` covers."""
-    return num_samples // cfg.samples_per_frame
-
-
 def mel_per_video_frame(mel: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
     """Group mel frames by video frame: (mel_frames, n_mels) -> (video_frames, mels_per_frame * n_mels)."""
     k = cfg.mels_per_frame
@@ -93,13 +88,6 @@ def check_speech(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig(), name: 
         raise AudioError(
             f"{name} is silent (RMS {rms:.2e}): nothing to lip-sync. Check the microphone or the file's volume."
         )
-
-
-def frame_energy(audio_16k: np.ndarray, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
-    """RMS per video frame, shape (video_frames,)."""
-    n = frames_for_audio(len(audio_16k), cfg)
-    x = audio_16k[: n * cfg.samples_per_frame].reshape(n, cfg.samples_per_frame)
-    return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1)).astype(np.float32)
 
 
 class RunningMeanNormaliser:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facecast.engine.avatar import model_hash
 from facecast.engine.checkpoint import PARTS, file_hash
 from facecast.engine.errors import WeightsError
 
@@ -167,4 +168,4 @@ def autoencoder_hash(folder: Path) -> str:
     folder = Path(folder)
     if is_export_dir(folder) and not (folder / "autoencoder.safetensors").is_file():
         return load_manifest(folder, verify_hashes=False).source_files["autoencoder.safetensors"]
-    return file_hash(folder / "autoencoder.safetensors")
+    return model_hash(folder)
