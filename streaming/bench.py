@@ -404,7 +404,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harness: Harness, log: Log) -> dict:
-    from .commands import _load_avatar
+    from .commands import load_avatar
 
     variants: list[dict[str, Any]] = []
     cold = None
@@ -416,7 +416,7 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
         backend = _load_backend(name, options, export_dir)
         load_ms = 1000 * (time.perf_counter() - t)
         t = time.perf_counter()
-        avatar = _load_avatar(options.avatar, backend, backend.cfg, options.model)
+        avatar = load_avatar(options.avatar, backend, backend.cfg, options.model)
         avatar_ms = 1000 * (time.perf_counter() - t)
         if cold is None:
             log(f"cold start: {name}, load {load_ms:.0f} ms, avatar {avatar_ms:.0f} ms")

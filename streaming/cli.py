@@ -19,7 +19,7 @@ from facecast.engine.errors import FacecastError
 from facecast.export.commands import add_commands as add_export_commands
 from facecast.export.manifest import autoencoder_hash
 from facecast.streaming.bench import add_bench_stream
-from facecast.streaming.commands import add_serve
+from facecast.streaming.commands import add_serve, load_avatar
 
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
 console = Console(stderr=True)
@@ -41,20 +41,10 @@ def _backend(name: str, model_dir: Path, device: str = "cpu"):  # noqa: ANN202 -
     return load_backend(name, Path(model_dir), device=device)
 
 
-def _avatar(path: Path, backend, cfg, model_dir: Path, face_backend: str = "dlib", face_weights: Path | None = None):  # noqa: ANN001, ANN202
-    from facecast.engine import avatar, face
-
-    path = Path(path)
-    if path.is_dir():
-        return avatar.Avatar.load(path, autoencoder_hash(model_dir))
-    fb = face.make_backend(face_backend, face_weights, cfg.face)
-    return avatar.prepare_avatar(path, backend.encode, cfg, fb)
-
-
 def cmd_prepare(args: argparse.Namespace) -> None:
 
     backend = _backend(args.backend, args.model)
-    av = _avatar(args.avatar, backend, backend.cfg, args.model, args.face_backend, args.face_weights)
+    av = load_avatar(args.avatar, backend, backend.cfg, args.model, args.face_backend, args.face_weights)
     av.save(args.out, autoencoder_hash(args.model))
     console.print(f"avatar bundle written to {args.out} ({av.num_frames} frame(s))")
 
@@ -69,7 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     backend = _backend(args.backend, args.model, args.device)
     cfg = backend.cfg
     audio = load_audio(args.audio, cfg.audio.sample_rate)
-    av = _avatar(args.avatar, backend, cfg, args.model, args.face_backend, args.face_weights)
+    av = load_avatar(args.avatar, backend, cfg, args.model, args.face_backend, args.face_weights)
     with _progress() as bar:
         task = bar.add_task("generate", total=len(audio) // cfg.audio.samples_per_frame)
         report = generate_video(

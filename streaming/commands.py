@@ -47,7 +47,15 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=cmd_serve)
 
 
-def _load_avatar(path: Path, backend, cfg, model_dir: Path):  # noqa: ANN001, ANN202 - engine Backend / Avatar
+def load_avatar(  # noqa: ANN201 - returns engine.avatar.Avatar
+    path: Path,
+    backend,  # noqa: ANN001 - an engine.backend.Backend
+    cfg,  # noqa: ANN001 - its ModelConfig
+    model_dir: Path,
+    face_backend: str = "dlib",
+    face_weights: Path | None = None,
+):
+    """A `facecast prepare` bundle (checked against the model's encoder), or a portrait / idle video prepared now."""
     from facecast.engine import avatar, face
     from facecast.export.manifest import autoencoder_hash
 
@@ -56,7 +64,7 @@ def _load_avatar(path: Path, backend, cfg, model_dir: Path):  # noqa: ANN001, AN
         return avatar.Avatar.load(path, autoencoder_hash(model_dir))
     if not path.is_file():
         raise InputError(f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle.")
-    return avatar.prepare_avatar(path, backend.encode, cfg, face.make_backend("dlib", cfg=cfg.face))
+    return avatar.prepare_avatar(path, backend.encode, cfg, face.make_backend(face_backend, face_weights, cfg.face))
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -91,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise InputError(f"audio file not found: {args.audio_file}. Check the path.")
     backend = load_backend(args.backend, Path(args.model), device=args.device)
     cfg = backend.cfg
-    avatar = _load_avatar(args.avatar, backend, cfg, args.model)
+    avatar = load_avatar(args.avatar, backend, cfg, args.model)
     live = LiveConfig(steps=args.steps, processing_frames=args.processing_frames)
     engine = LiveEngine(backend, cfg, avatar, live)
     sources = []
@@ -103,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     app = create_app(
         engine,
         config,
-        avatar_loader=partial(_load_avatar, backend=backend, cfg=cfg, model_dir=args.model),
+        avatar_loader=partial(load_avatar, backend=backend, cfg=cfg, model_dir=args.model),
         sources=tuple(sources),
     )
     if not _is_loopback(args.host):

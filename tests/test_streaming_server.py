@@ -256,7 +256,7 @@ def test_push_garbage_or_too_fast_gets_an_error_and_only_that_client_closes(back
 
 
 def test_page_stats_and_avatar_change(backend, portrait, tiny_model):
-    loader = partial(commands._load_avatar, backend=backend, cfg=backend.cfg, model_dir=tiny_model)
+    loader = partial(commands.load_avatar, backend=backend, cfg=backend.cfg, model_dir=tiny_model)
 
     async def main():
         engine = engine_for(backend, portrait)
