@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -93,3 +94,19 @@ def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> 
         w.write(cv2.warpAffine(img, np.float32([[1, 0, i % 4], [0, 1, 0]]), (320, 320)))
     w.close(speech_like(frames / 25) if with_audio else None)
     return path
+
+
+@contextlib.asynccontextmanager
+async def served(app):
+    """Serve an aiohttp app on a free port of 127.0.0.1; yields its base URL (no trailing slash)."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

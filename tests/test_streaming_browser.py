@@ -2,15 +2,13 @@
 talks. Skipped where Chromium (Debian's `chromium` package) or Python's playwright is not installed."""
 
 import asyncio
-import contextlib
 import shutil
 from pathlib import Path
 
 import aioice
 import aioice.ice
 import pytest
-from aiohttp import web
-from conftest import ASSETS, speech_like, write_wav
+from conftest import ASSETS, served, speech_like, write_wav
 
 from facecast.engine import avatar as avatar_mod
 from facecast.export.torch_backend import TorchBackend
@@ -56,19 +54,6 @@ def loopback_only():
         yield
 
 
-@contextlib.asynccontextmanager
-async def serving(app):
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/"
-    finally:
-        await runner.cleanup()
-
-
 def test_the_page_plays_the_avatar_and_sends_the_microphone(tmp_path, tiny_model, playwright_api):
     backend = TorchBackend(tiny_model)
     portrait = avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
@@ -77,11 +62,11 @@ def test_the_page_plays_the_avatar_and_sends_the_microphone(tmp_path, tiny_model
     async def main():
         engine = LiveEngine(backend, backend.cfg, portrait, LiveConfig(speaker_seconds=0))
         app = create_app(engine, ServerConfig(port=0), sources=(FileSource(engine, wav).run,))
-        async with serving(app) as url, playwright_api.async_playwright() as pw:
+        async with served(app) as base, playwright_api.async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
             try:
                 page = await browser.new_page()
-                await page.goto(url)
+                await page.goto(base + "/")
                 await page.click("#start")
                 await page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
                 t0 = await page.evaluate("document.getElementById('video').currentTime")

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
-from conftest import ASSETS, speech_like, write_wav
+from conftest import ASSETS, served, speech_like, write_wav
 
 from facecast.engine.errors import InputError
 from facecast.streaming import commands
@@ -45,16 +45,8 @@ def loopback_only():
 @contextlib.asynccontextmanager
 async def serving(engine, **kw):
     app = create_app(engine, ServerConfig(port=0), **kw)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        async with ClientSession(f"http://{host}:{port}") as http:
-            yield app, http
-    finally:
-        await runner.cleanup()
+    async with served(app) as base, ClientSession(base) as http:
+        yield app, http
 
 
 class Viewer:
