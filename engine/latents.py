@@ -17,9 +17,9 @@ def image_to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).div(127.5).sub(1.0)
 
 
-def tensor_to_image(x: torch.Tensor) -> np.ndarray:
-    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
-    return x.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+def to_uint8_images(x: np.ndarray) -> np.ndarray:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3): the inverse of ``image_to_tensor``."""
+    return (np.clip(x, -1, 1).transpose(0, 2, 3, 1) * 127.5 + 127.5 + 0.5).astype(np.uint8)
 
 
 def mask_lower_face(images_uint8: np.ndarray, cfg: ModelConfig) -> np.ndarray:

@@ -24,6 +24,7 @@ from .backend import Backend
 from .config import InferenceConfig, ModelConfig
 from .ddim import DDIMSchedule, ddim_step
 from .landmarks import DRIVEN, apply_affine, render_heatmaps
+from .latents import to_uint8_images
 
 DECODE_MARGIN_ROWS = 2  # latent rows above the regenerated region that are decoded too, for the decoder's context
 # Where the driven (mouth and jaw) landmarks come from:
@@ -228,13 +229,8 @@ def compose_lower_face(
 ) -> np.ndarray:
     """Decode the latent rows from ``row`` (minus a margin) down and lay them over ``base_crop`` (256, 256, 3)."""
     top = max(0, row - DECODE_MARGIN_ROWS)
-    decoded = tensor_to_image_np(backend.decode(latent[:, :, top:]))[0]
+    decoded = to_uint8_images(backend.decode(latent[:, :, top:]))[0]
     out = base_crop.copy()
     y0 = top * cfg.autoencoder.downscale
     out[y0:] = decoded[: cfg.face.crop_px - y0]
     return out
-
-
-def tensor_to_image_np(x: np.ndarray) -> np.ndarray:
-    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
-    return (np.clip(x, -1, 1).transpose(0, 2, 3, 1) * 127.5 + 127.5 + 0.5).astype(np.uint8)
