@@ -18,6 +18,7 @@ from .config import ModelConfig
 from .errors import FaceError, InputError
 from .landmarks import STABLE, fit_similarity, register_to
 from .latents import EncodeFn, encode_images, mask_lower_face
+from .warp import most_closed_frame
 
 BUNDLE_VERSION = 1
 DEFAULT_MAX_AVATAR_FRAMES = 250  # 10 s of idle video at 25 fps is plenty for a natural loop
@@ -33,7 +34,7 @@ class Avatar:
     latents: np.ndarray  # float32 (T, C, 32, 32)
     masked_latents: np.ndarray  # float32 (T, C, 32, 32), lower face blanked before encoding
     reference: np.ndarray  # float32 (68, 2): the pose-free landmarks A2L displaces
-    identity_index: int = 0
+    identity_index: int = 0  # the identity reference and the warp's source: the most closed mouth
     source: str = ""
 
     @property
@@ -144,6 +145,7 @@ def prepare_avatar(
         latents=encode_images(encode, crops),
         masked_latents=encode_images(encode, mask_lower_face(crops, cfg)),
         reference=reference.astype(np.float32),
+        identity_index=most_closed_frame(lms_crop),
         source=str(path),
     )
 

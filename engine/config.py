@@ -56,6 +56,12 @@ class FaceConfig:
     detect_max_px: int = 640  # detection runs on a copy no larger than this
     feather_px: int = 12  # blur radius of the paste-back mask edge
     mouth_region_px: int = 26  # the regenerated region reaches this far around the lips (inside the lower face)
+    # Lips, skin and jaw from the avatar's own pixels warped to the landmarks (``warp.py``); off = the decoded
+    # lower face is pasted as it is (the first model's composite, kept for comparison).
+    warp_prior: bool = True
+    # The decoded (painted) mouth interior is used inside the inner lips grown by this, feathered by the next.
+    interior_grow_px: int = 1
+    interior_feather_px: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,10 @@ class A2LConfig:
     # In training, each sample's speaker and reference inputs can be zeroed with this probability (a guard
     # against memorising speakers); the held-out sweep found 0 better, so it is off by default.
     condition_dropout: float = 0.0
+    # A regression to the mean under MSE damps the predicted motion (the first model moved the mouth about a
+    # third as much as real speech). After training, the displacements are scaled by this gain, measured on the
+    # training clips as std(real inner-lip opening) / std(predicted); 1.0 = unscaled.
+    motion_gain: float = 1.0
 
 
 @dataclass(frozen=True)

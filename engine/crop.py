@@ -98,8 +98,17 @@ def match_colours(image: np.ndarray, reference: np.ndarray, region: np.ndarray, 
 
 def blend(base: np.ndarray, overlay: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """uint8 images (H, W, 3), mask (H, W) in [0, 1]."""
-    m = mask[..., None]
-    return (base.astype(np.float32) * (1 - m) + overlay.astype(np.float32) * m + 0.5).astype(np.uint8)
+    return composite(base, [(overlay, mask)])
+
+
+def composite(base: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Lay each (uint8 image (H, W, 3), mask (H, W) in [0, 1]) over ``base`` in turn, rounding once at the end
+    (rounding after every layer would let float noise in one layer grow into whole grey levels)."""
+    out = base.astype(np.float32)
+    for image, mask in layers:
+        m = mask[..., None]
+        out = out * (1 - m) + image.astype(np.float32) * m
+    return (out + 0.5).astype(np.uint8)
 
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, mask_crop: np.ndarray, transform: np.ndarray) -> np.ndarray:

@@ -7,6 +7,11 @@ style included):
     DATASET/<clip>/audio.npy      float32 (samples,)      16 kHz mono, cut to T * 640 samples
     DATASET/<clip>/speaker.npy    float32 (256,)          Resemblyzer embedding of the clip's voice
     DATASET/<clip>/meta.json      source, frames, speaker, found-face ratio
+
+``facecast pack-data`` makes a compact copy for another machine (a GPU host): per clip ``crops.mp4`` (H.264,
+about 40 dB PSNR against the crops at a few hundred bytes a frame, instead of 196 kB) and ``arrays.npz``
+(landmarks, found, 16-bit audio, speaker). ``load_clips`` reads either layout; reading a pack needs OpenCV
+only, not PyAV, dlib or Resemblyzer, which such a host may lack.
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from . import crop, face, media
-from .audio import check_speech
 from .config import ModelConfig
 from .errors import FacecastError
-from .speaker import speaker_embedding
+
+if TYPE_CHECKING:
+    from .face import LandmarkBackend
 
 VIDEO_SUFFIXES = {".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 MIN_FOUND_RATIO = 0.9  # clips where the face is lost more often are skipped: their crops would be wrong
@@ -37,8 +43,13 @@ def clip_name(video: Path, root: Path) -> str:
 
 
 def prepare_clip(
-    video: Path, out: Path, cfg: ModelConfig, backend: face.LandmarkBackend, max_frames: int | None = None
+    video: Path, out: Path, cfg: ModelConfig, backend: LandmarkBackend, max_frames: int | None = None
 ) -> dict:
+    # Imported here: reading a prepared dataset (below) must not need PyAV, dlib or Resemblyzer.
+    from . import crop, face, media
+    from .audio import check_speech
+    from .speaker import speaker_embedding
+
     audio = media.load_audio(video, cfg.audio.sample_rate)
     check_speech(audio, cfg.audio, str(video))
     frames = list(media.iter_video_frames(video, cfg.audio.fps, max_frames=max_frames))
@@ -67,6 +78,8 @@ def prepare_dataset(
     videos = find_videos(video_dir)
     if not videos:
         raise FacecastError(f"no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) found under {video_dir}.")
+    from . import face
+
     backend = face.make_backend("dlib", cfg=cfg.face)
     report: dict[str, dict] = {}
     for video in tqdm(videos, desc="prepare-data", unit="clip"):
@@ -102,20 +115,86 @@ class Clip:
 
 
 def load_clips(dataset: Path, names: list[str] | None = None) -> list[Clip]:
+    """A prepared dataset's clips (``prepare-data``'s layout or a ``pack-data`` pack), optionally only ``names``."""
     dataset = Path(dataset)
-    dirs = sorted(d for d in dataset.iterdir() if (d / "meta.json").is_file())
+    dirs = sorted(d for d in dataset.iterdir() if (d / "meta.json").is_file()) if dataset.is_dir() else []
     if names is not None:
         dirs = [d for d in dirs if d.name in names]
     if not dirs:
         raise FacecastError(f"no prepared clips in {dataset}: run `facecast prepare-data VIDEO_DIR --out {dataset}`.")
-    return [
-        Clip(
-            d.name,
-            np.load(d / "crops.npy", mmap_mode="r"),
-            np.load(d / "landmarks.npy"),
-            np.load(d / "audio.npy"),
-            np.load(d / "speaker.npy"),
-            np.load(d / "found.npy"),
+    return [_load_packed(d) if (d / PACKED_CROPS).is_file() else _load_prepared(d) for d in dirs]
+
+
+def _load_prepared(d: Path) -> Clip:
+    return Clip(
+        d.name,
+        np.load(d / "crops.npy", mmap_mode="r"),
+        np.load(d / "landmarks.npy"),
+        np.load(d / "audio.npy"),
+        np.load(d / "speaker.npy"),
+        np.load(d / "found.npy"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- packs
+
+PACKED_CROPS = "crops.mp4"
+PACKED_ARRAYS = "arrays.npz"
+PACK_CRF = 20  # H.264 quality: ~40 dB PSNR on face crops, well above what the 16-channel decoder gives back
+PCM16_SCALE = 32767.0
+
+
+def pack_dataset(dataset: Path, out: Path, skip: tuple[str, ...] = (), max_frames: int | None = None) -> dict:
+    """Write a compact copy of ``dataset`` to ``out``, leaving out the clips in ``skip`` (e.g. held-out speakers)
+    and cutting each clip to ``max_frames``. Returns {clip: frames}."""
+    import av
+
+    out = Path(out)
+    written: dict[str, int] = {}
+    for clip in tqdm(load_clips(dataset), desc="pack-data", unit="clip"):
+        if clip.name in skip:
+            continue
+        n = clip.frames if max_frames is None else min(clip.frames, max_frames)
+        folder = out / clip.name
+        folder.mkdir(parents=True, exist_ok=True)
+        with av.open(str(folder / PACKED_CROPS), "w") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height = clip.crops.shape[2], clip.crops.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(PACK_CRF), "preset": "slow"}
+            for image in clip.crops[:n]:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        samples = n * len(clip.audio) // clip.frames
+        np.savez_compressed(
+            folder / PACKED_ARRAYS,
+            landmarks=clip.landmarks[:n],
+            found=clip.found[:n],
+            audio_pcm16=(np.clip(clip.audio[:samples], -1, 1) * PCM16_SCALE).astype(np.int16),
+            speaker=clip.speaker,
         )
-        for d in dirs
-    ]
+        (folder / "meta.json").write_text(json.dumps({"frames": int(n), "packed_from": str(dataset)}))
+        written[clip.name] = int(n)
+    ModelConfig.load(Path(dataset) / "config.json").save(out / "config.json")
+    return written
+
+
+def _load_packed(d: Path) -> Clip:
+    import cv2  # OpenCV's own FFmpeg reads H.264: no PyAV needed on the machine that trains
+
+    capture = cv2.VideoCapture(str(d / PACKED_CROPS))
+    frames = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(bgr[..., ::-1])
+    capture.release()
+    with np.load(d / PACKED_ARRAYS) as z:
+        lms, found, pcm, speaker = z["landmarks"], z["found"], z["audio_pcm16"], z["speaker"]
+    if len(frames) != len(lms):
+        raise FacecastError(f"{d / PACKED_CROPS} decodes to {len(frames)} frames, expected {len(lms)}: pack it again.")
+    audio = pcm.astype(np.float32) / PCM16_SCALE
+    return Clip(d.name, np.ascontiguousarray(np.stack(frames)), lms, audio, speaker, found)

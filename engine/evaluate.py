@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,23 @@ from .avatar import Avatar, prepare_avatar
 from .backend import Backend
 from .config import InferenceConfig, ModelConfig
 from .dataset import find_videos
-from .errors import FacecastError
+from .errors import FacecastError, InputError
 from .generate import run_session
 from .pipeline import LipSyncSession
 from .speaker import speaker_embedding
 
 SYSTEMS = ("model", "static", "oracle", "topline")
 MOUTH_BOX_PX = 96  # side of the square mouth crop (in the 256² face crop) that mouth metrics use
+
+# Sheets (PNG): white label panel on the left of each row, blocks of rows per clip separated by a white gap.
+SHEET_GAP_PX = 6
+# Mouth sheet: each mouth pixel becomes a 3x3 block (96² -> 288²), so blur and lost teeth are visible at a glance;
+# nearest-neighbour on purpose, an interpolating resize would add blur of its own.
+MOUTH_SHEET_SCALE = 3
+MOUTH_SHEET_FRAMES = 4  # per clip
+MOUTH_LABEL_PX = 220  # label panel width, fits a clip name like "mimictalk_may_5s" at MOUTH_FONT_SCALE
+MOUTH_FONT_SCALE = 0.7
+LINE_PX_PER_FONT_SCALE = 30  # label line spacing: Hershey Simplex capitals are ~22 px tall at scale 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class EvalConfig:
     max_frames: int = 250  # per clip (10 s at 25 fps)
     sync_max_offset_frames: int = 5
     contact_frames: int = 4  # per clip in the contact sheet
+    mouth_sheet_frames: int = MOUTH_SHEET_FRAMES  # per clip in the mouth sheet (--mouth-sheet)
 
 
 @dataclass
@@ -66,7 +78,20 @@ def mouth_boxes(lms: np.ndarray, size: int = MOUTH_BOX_PX, crop_px: int = 256) -
 
 
 def cut_boxes(images: np.ndarray, corners: np.ndarray, size: int = MOUTH_BOX_PX) -> np.ndarray:
+    """(T, H, W, 3) images and (T, 2) top-left (x, y) corners -> (T, size, size, 3) crops."""
     return np.stack([img[y : y + size, x : x + size] for img, (x, y) in zip(images, corners, strict=True)])
+
+
+def mouth_crops(crops: np.ndarray, landmarks: np.ndarray, size: int = MOUTH_BOX_PX) -> np.ndarray:
+    """The size² mouth box of each face crop: (T, H, H, 3) crops -> (T, size, size, 3).
+
+    ``landmarks`` are (T, 68, 2) in crop pixels, or one (68, 2) set used for every frame (a portrait avatar's
+    reference landmarks, whose crop does not move).
+    """
+    lms = np.asarray(landmarks)
+    if lms.ndim == 2:
+        lms = np.repeat(lms[None], len(crops), axis=0)
+    return cut_boxes(crops, mouth_boxes(lms, size, crop_px=crops.shape[1]), size)
 
 
 def detect_all(crops: np.ndarray, backend: face.LandmarkBackend, fallback: np.ndarray) -> np.ndarray:
@@ -88,12 +113,14 @@ def score_system(
     cfg: EvalConfig,
     scorers: Scorers,
 ) -> dict[str, float]:
-    boxes = mouth_boxes(real_lms)
+    boxes = mouth_boxes(real_lms)  # the real mouth's place in both: a misplaced generated mouth scores low
     fake_mouth, real_mouth = cut_boxes(fake, boxes), cut_boxes(real, boxes)
     envelope = metrics.audio_envelope(audio, len(fake))
     corr0, offset, corr_best = metrics.sync_correlation(
         metrics.mouth_opening(fake_lms), envelope, cfg.sync_max_offset_frames
     )
+    fake_detail = float(metrics.laplacian_variance(fake_mouth).mean())  # grey levels²
+    real_detail = float(metrics.laplacian_variance(real_mouth).mean())
     out = {
         "psnr_face": metrics.clip_psnr(real, fake),
         "ssim_face": metrics.clip_ssim(real, fake),
@@ -106,6 +133,11 @@ def score_system(
         "sync_corr": corr0,
         "sync_corr_best": corr_best,
         "sync_offset_frames": float(offset),
+        "opening_std": metrics.opening_std(fake_lms),
+        "motion_ratio": metrics.motion_ratio(fake_lms, real_lms),
+        "mouth_laplacian_var": fake_detail,
+        # NaN (left out of the means) when the real mouth crop is flat: no detail to match.
+        "detail_ratio": fake_detail / real_detail if real_detail >= metrics.FLAT_LAPLACIAN_VAR else math.nan,
     }
     if scorers.syncnet is not None:
         s = scorers.syncnet.score(fake, audio)
@@ -130,6 +162,7 @@ def one_shot(avatar: Avatar) -> Avatar:
         latents=avatar.latents[keep],
         masked_latents=avatar.masked_latents[keep],
         reference=avatar.landmarks[0],
+        identity_index=0,
     )
 
 
@@ -141,7 +174,9 @@ def generated_crops(session: LipSyncSession, audio: np.ndarray, n: int) -> np.nd
 
 def topline_crops(session: LipSyncSession, real: Avatar, n: int) -> np.ndarray:
     """The autoencoder's own reconstruction of the real lower face, composited like generated frames."""
-    return np.stack([session.compose_crop(t, real.latents[t][None], real.landmarks[t])[0] for t in range(n)])
+    return np.stack(
+        [session.compose_crop(t, real.latents[t][None], real.landmarks[t], warp_prior=False)[0] for t in range(n)]
+    )
 
 
 def evaluate_clip(
@@ -151,7 +186,8 @@ def evaluate_clip(
     ecfg: EvalConfig,
     face_backend: face.LandmarkBackend,
     scorers: Scorers,
-) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], np.ndarray]:
+    """Scores per system (and "real"), the 256² crops per system (and "real"), and the (T, 2) mouth-box corners."""
     audio = media.load_audio(video, cfg.audio.sample_rate)
     check_speech(audio, cfg.audio, str(video))
     clip = prepare_avatar(video, backend.encode, cfg, face_backend, max_frames=ecfg.max_frames)
@@ -177,35 +213,123 @@ def evaluate_clip(
     for name, crops in systems.items():
         fake_lms = detect_all(crops, face_backend, clip.landmarks[:n])
         scores[name] = score_system(crops, real, real_lms, fake_lms, audio, ecfg, scorers)
+    corners = mouth_boxes(real_lms)
+    real_mouth = cut_boxes(real, corners)
     scores["real"] = {
         "sync_corr": metrics.sync_correlation(
             metrics.mouth_opening(real_lms), metrics.audio_envelope(audio, n), ecfg.sync_max_offset_frames
         )[0],
-        "pixel_mse_t": metrics.temporal_pixel_mse(cut_boxes(real, mouth_boxes(real_lms))),
+        "pixel_mse_t": metrics.temporal_pixel_mse(real_mouth),
+        "opening_std": metrics.opening_std(real_lms),
+        "mouth_laplacian_var": float(metrics.laplacian_variance(real_mouth).mean()),
     }
     systems["real"] = real
-    return scores, systems
+    return scores, systems, corners
+
+
+def _sheet_row(label: str, tiles: Sequence[np.ndarray], label_px: int, font_scale: float) -> np.ndarray:
+    """A white panel ``label_px`` wide with ``label`` in black (one line per "\\n"), then the tiles left to right."""
+    import cv2
+
+    height = tiles[0].shape[0]
+    panel = np.full((height, label_px, 3), 255, np.uint8)
+    lines = label.split("\n")
+    line_px = round(LINE_PX_PER_FONT_SCALE * font_scale)
+    for i, text in enumerate(lines):
+        y = height // 2 + round((i - (len(lines) - 1) / 2) * line_px)  # the lines centred on the row
+        cv2.putText(panel, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([panel, *tiles], axis=1)
+
+
+def _write_sheet(rows: list[np.ndarray | None], path: Path) -> Path:
+    """Stack RGB row images top to bottom and write them as a PNG; a ``None`` row is a white gap."""
+    import cv2
+
+    width = max(r.shape[1] for r in rows if r is not None)
+    gap = np.full((SHEET_GAP_PX, width, 3), 255, np.uint8)
+    sheet = np.concatenate([gap if r is None else r for r in rows], axis=0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), sheet[..., ::-1]):  # cv2 wants BGR
+        raise FacecastError(f"could not write the sheet {path}; give a writable path ending in .png")
+    return path
+
+
+def _evenly_spaced(n_frames: int, frames: int) -> np.ndarray:
+    """``frames`` frame indices spread from the first to the last of ``n_frames`` (fewer if the clip is shorter)."""
+    return np.linspace(0, n_frames - 1, min(frames, n_frames)).round().astype(int)
 
 
 def contact_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], path: Path, frames: int, thumb_px: int = 128) -> Path:
     """One block per clip: a row per system (real first), ``frames`` evenly spaced thumbnails each."""
     import cv2
 
-    blocks = []
+    out: list[np.ndarray | None] = []
     for _, systems in rows:
-        order = ["real"] + [s for s in SYSTEMS if s in systems]
-        n = len(systems["real"])
-        idx = np.linspace(0, n - 1, frames).round().astype(int)
-        for s in order:
-            row = [cv2.resize(systems[s][i], (thumb_px, thumb_px), interpolation=cv2.INTER_AREA) for i in idx]
-            label = np.full((thumb_px, thumb_px // 2 * 3, 3), 255, np.uint8)
-            cv2.putText(label, s, (4, thumb_px // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-            blocks.append(np.concatenate([label, *row], axis=1))
-        blocks.append(np.full((6, blocks[-1].shape[1], 3), 255, np.uint8))
-    sheet = np.concatenate(blocks, axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), sheet[..., ::-1])
-    return path
+        idx = _evenly_spaced(len(systems["real"]), frames)
+        for s in ["real"] + [s for s in SYSTEMS if s in systems]:
+            tiles = [cv2.resize(systems[s][i], (thumb_px, thumb_px), interpolation=cv2.INTER_AREA) for i in idx]
+            out.append(_sheet_row(s, tiles, thumb_px // 2 * 3, 0.5))
+        out.append(None)
+    return _write_sheet(out, path)
+
+
+def _mouth_rows(rows: Sequence[tuple[str, np.ndarray]], frames: int, scale: int) -> list[np.ndarray]:
+    """Row images for labelled (T, h, w, 3) uint8 mouth stacks, the same evenly spaced frames in every row."""
+    if not rows:
+        raise InputError("a mouth sheet needs at least one (label, crops) row.")
+    if frames < 1 or scale < 1:
+        raise InputError(f"frames and scale must be >= 1, got frames={frames}, scale={scale}.")
+    stacks = [np.asarray(crops) for _, crops in rows]
+    for (label, _), stack in zip(rows, stacks, strict=True):
+        if stack.dtype != np.uint8 or stack.ndim != 4 or stack.shape[-1] != 3 or len(stack) == 0:
+            raise InputError(
+                f"mouth sheet row {label!r} must be a non-empty (T, h, w, 3) uint8 RGB stack, "
+                f"got {stack.dtype} {stack.shape}."
+            )
+    if len({s.shape[1:] for s in stacks}) > 1:
+        raise InputError(
+            f"mouth sheet rows differ in crop size: {[s.shape[1:3] for s in stacks]}; cut all at one size "
+            "(mouth_crops does)."
+        )
+    idx = _evenly_spaced(min(len(s) for s in stacks), frames)  # shortest stack: the same frames in every row
+    return [
+        _sheet_row(
+            label, [stack[i].repeat(scale, axis=0).repeat(scale, axis=1) for i in idx], MOUTH_LABEL_PX, MOUTH_FONT_SCALE
+        )
+        for (label, _), stack in zip(rows, stacks, strict=True)
+    ]
+
+
+def mouth_sheet(
+    rows: Sequence[tuple[str, np.ndarray]],
+    path: Path,
+    frames: int = MOUTH_SHEET_FRAMES,
+    scale: int = MOUTH_SHEET_SCALE,
+) -> Path:
+    """Write a PNG of labelled mouth-crop stacks: one row each, ``frames`` evenly spaced tiles enlarged ``scale``x.
+
+    ``rows``: (label, (T, h, w, 3) uint8 RGB) pairs in display order (real first when there is one); every stack
+    has the same crop size, and the tiles come from the same frame indices in every row. A label may have
+    several lines ("model\\nclip_name"). For a generated-only sheet, e.g. the bundled astronaut::
+
+        mouths = mouth_crops(generated_crops, avatar.landmarks[0])  # (T, 96, 96, 3)
+        mouth_sheet([("astronaut", mouths)], Path("astronaut_mouth.png"))
+    """
+    return _write_sheet(_mouth_rows(rows, frames, scale), path)
+
+
+def eval_mouth_sheet(clips: list[tuple[str, dict[str, np.ndarray]]], path: Path, frames: int) -> Path:
+    """``facecast eval --mouth-sheet``: one block per clip, a row per system with real first, tiles 3x enlarged.
+
+    ``clips``: (clip name, {system or "real": (T, 96, 96, 3) mouth crops}) pairs, all cut at the real mouth.
+    """
+    out: list[np.ndarray | None] = []
+    for clip, mouths in clips:
+        order = [s for s in ("real", *SYSTEMS) if s in mouths]
+        out += _mouth_rows([(f"{s}\n{clip}", mouths[s]) for s in order], frames, MOUTH_SHEET_SCALE)
+        out.append(None)
+    return _write_sheet(out, path)
 
 
 def evaluate(
@@ -217,7 +341,9 @@ def evaluate(
     out_json: Path | None = None,
     sheet_png: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    mouth_png: Path | None = None,
 ) -> dict:
+    """Score every clip in ``clips_dir`` (or one video); write the JSON and the sheets whose paths are given."""
     if ecfg.protocol not in ("reconstruct", "one-shot"):
         raise FacecastError(f"unknown protocol {ecfg.protocol!r}: use reconstruct or one-shot")
     clips_dir = Path(clips_dir)
@@ -226,17 +352,19 @@ def evaluate(
         raise FacecastError(f"no video clips found in {clips_dir}")
     scorers = scorers or Scorers()
     face_backend = face.make_backend("dlib", cfg=cfg.face)
-    per_clip, skipped, sheet_rows = {}, {}, []
+    per_clip, skipped, sheet_rows, mouth_rows = {}, {}, [], []
     for video in videos:
         if progress:
             progress(video.name)
         try:
-            scores, systems = evaluate_clip(video, backend, cfg, ecfg, face_backend, scorers)
+            scores, systems, corners = evaluate_clip(video, backend, cfg, ecfg, face_backend, scorers)
         except FacecastError as e:  # a clip without a face or audio is reported, never fatal
             skipped[video.name] = str(e)
             continue
         per_clip[video.stem] = scores
         sheet_rows.append((video.stem, systems))
+        if mouth_png is not None:  # all frames' mouths (~7 MB per system and 250 frames); the sheet samples them
+            mouth_rows.append((video.stem, {s: cut_boxes(crops, corners) for s, crops in systems.items()}))
     if not per_clip:
         raise FacecastError(f"every clip was skipped: {json.dumps(skipped, indent=1)}")
     mean = {s: metrics.summarize([c[s] for c in per_clip.values() if s in c]) for s in (*SYSTEMS, "real")}
@@ -256,10 +384,23 @@ def evaluate(
     }
     if sheet_png is not None:
         report["contact_sheet"] = str(contact_sheet(sheet_rows, Path(sheet_png), ecfg.contact_frames))
+    if mouth_png is not None:
+        report["mouth_sheet"] = str(eval_mouth_sheet(mouth_rows, Path(mouth_png), ecfg.mouth_sheet_frames))
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(report, indent=2))
+        Path(out_json).write_text(json.dumps(_json_safe(report), indent=2))
     return report
+
+
+def _json_safe(value: object) -> object:
+    """NaN/inf floats -> None (null), recursively: json.dumps would write NaN, which strict JSON readers reject."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _notes(ecfg: EvalConfig, scorers: Scorers) -> list[str]:
@@ -269,6 +410,14 @@ def _notes(ecfg: EvalConfig, scorers: Scorers) -> list[str]:
         "sync_corr: Pearson correlation of inner-lip opening with the audio RMS envelope at offset 0; "
         f"sync_corr_best and sync_offset_frames: the best over ±{ecfg.sync_max_offset_frames} frames "
         "(positive = mouth lags audio)",
+        "motion_ratio: std over the clip of the generated inner-lip opening (inner-lip gap / interocular distance, "
+        "dlib on the generated crops) over the same std of the real clip (opening_std holds both); target "
+        "0.7-1.3: below, the mouth under-articulates, above, it exaggerates or jitters; null for a clip whose real "
+        f"mouth is still (std < {metrics.STILL_MOUTH_OPENING_STD} interocular), which the means leave out",
+        f"detail_ratio: mean variance of the Laplacian of the grey {MOUTH_BOX_PX}² mouth crop, generated over "
+        "real (mouth_laplacian_var holds both, grey levels²); target >= 0.7: lower means a blurred mouth (lip "
+        "edges and teeth lost), which PSNR/SSIM barely penalise; noise and artefacts also raise it, so above 1 "
+        "is not better",
     ]
     if ecfg.protocol == "one-shot":
         notes.append("one-shot: head motion differs from the real video, so frame-wise metrics include pose error")

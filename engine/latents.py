@@ -38,16 +38,18 @@ def encode_images(encode: EncodeFn, images_uint8: np.ndarray, batch: int = 32) -
     return np.concatenate(out).astype(np.float32)
 
 
-def torch_encoder(codec: torch.nn.Module) -> EncodeFn:
+def torch_encoder(codec: torch.nn.Module, device: str = "cpu") -> EncodeFn:
     @torch.no_grad()
     def encode(x: np.ndarray) -> np.ndarray:
-        return codec.encode(torch.from_numpy(x)).numpy()
+        return codec.encode(torch.from_numpy(x).to(device)).cpu().numpy()
 
     return encode
 
 
-def clip_latents(codec: torch.nn.Module, clip: Clip, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+def clip_latents(
+    codec: torch.nn.Module, clip: Clip, cfg: ModelConfig, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
     """Latents of a clip's crops and of its masked crops: two (T, C, 32, 32) arrays."""
     crops = np.asarray(clip.crops)
-    encode = torch_encoder(codec)
+    encode = torch_encoder(codec, device)
     return encode_images(encode, crops), encode_images(encode, mask_lower_face(crops, cfg))

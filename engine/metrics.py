@@ -1,12 +1,15 @@
 """Reference-based quality metrics for ``facecast eval``, measured the way talking-head papers measure them.
 
-Everything here is plain numpy (plus skimage for SSIM) so it runs anywhere and is easy to test:
+Everything here is plain numpy (plus skimage for SSIM, cv2 for the Laplacian) so it runs anywhere and is easy to
+test:
 
 * image fidelity: PSNR and SSIM per frame, averaged per clip;
+* sharpness: variance of the Laplacian, for generated vs real mouth detail;
 * geometry: landmark distance (LMD) normalised by the interocular distance, on the mouth or the whole face;
 * temporal coherence: mean pixel MSE between consecutive frames, and its gap to the real video;
 * an offline lip-sync proxy: correlation of the inner-lip opening with the audio loudness envelope,
-  searched over small offsets (the learned SyncNet scores live in ``syncnet.py``).
+  searched over small offsets (the learned SyncNet scores live in ``syncnet.py``);
+* mouth motion: how much the inner-lip opening varies over a clip, generated vs real.
 
 Conventions: images are uint8 HWC RGB (a stack is THWC); landmarks are float pixels in 68-point iBUG order,
 shape (T, 68, 2); video is 25 fps and audio 16 kHz mono float, video frame n covering samples
@@ -29,6 +32,17 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 # Identical frames have infinite PSNR; clip means cap each frame here so one perfect frame does not turn the
 # whole clip (and every average above it) into inf. 100 dB is far above any real reconstruction.
 PSNR_CAP_DB = 100.0
+
+# A real clip whose inner-lip opening varies less than this over the clip (std, interocular units) has a mouth
+# that does not move: a motion ratio against it would divide by detector noise. Measured with dlib on
+# ../shared/data clips: re-detecting one still frame under +-2 grey-level noise gives an opening std of
+# 0.002-0.004; talking clips (grid, hdtf, dinet) give 0.02-0.07.
+STILL_MOUTH_OPENING_STD = 0.005
+
+# Variance of the Laplacian (grey levels^2) below which a real crop has no texture to compare against (a flat
+# patch); sharpness ratios against it are undefined. Real 96^2 mouth crops of the 256^2 aligned face score 20-35
+# (measured on grid and hdtf clips from ../shared/data), far above it.
+FLAT_LAPLACIAN_VAR = 1.0
 
 # iBUG-68 index sets.
 FACE = np.arange(68)
@@ -134,6 +148,29 @@ def clip_ssim(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Sharpness
+
+
+def laplacian_variance(images: np.ndarray) -> np.ndarray:
+    """Per-frame sharpness (T,): variance of the 3x3 Laplacian of the grey image, in grey levels^2.
+
+    The usual focus measure: edges and fine texture (teeth, lip lines) give large second derivatives, a blurred
+    image small ones. It also rises with noise and compression artefacts, so compare a generated crop with the
+    real crop of the same place rather than reading the number alone; 0 for a flat image.
+    """
+    import cv2  # project dependency; imported here like skimage above, only this metric needs it
+
+    stack = _image_stack(images, "images")
+    if min(stack.shape[1:3]) < 3:
+        raise InputError(f"the Laplacian needs images of at least 3x3 pixels, got {stack.shape[1]}x{stack.shape[2]}.")
+    out = np.empty(stack.shape[0], dtype=np.float64)
+    for t, image in enumerate(stack):
+        grey = image[..., 0] if image.shape[-1] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        out[t] = cv2.Laplacian(grey, cv2.CV_64F).var()  # CV_64F: a uint8 result would clip negative responses
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Geometry
 
 
@@ -199,6 +236,27 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     lm = _landmarks(landmarks, "mouth")
     gaps_px = np.stack([np.linalg.norm(lm[:, a] - lm[:, b], axis=-1) for a, b in INNER_LIP_PAIRS], axis=1)
     return gaps_px.mean(axis=1) / interocular_px(lm)
+
+
+def opening_std(landmarks: np.ndarray) -> float:
+    """How much the mouth moves over a clip: std over frames of ``mouth_opening``, in interocular units."""
+    opening = mouth_opening(landmarks)
+    if opening.shape[0] < 2:
+        raise InputError("mouth motion needs at least 2 frames of landmarks, got 1.")
+    return float(opening.std())
+
+
+def motion_ratio(fake: np.ndarray, real: np.ndarray, still_std: float = STILL_MOUTH_OPENING_STD) -> float:
+    """``opening_std(fake) / opening_std(real)`` for landmarks (T, 68, 2) of the same clip; 1.0 = as lively.
+
+    Below 1 the generated mouth under-articulates (a model regressing to the mean opens it too little), above 1
+    it exaggerates or jitters. NaN when the real mouth is still (std below ``still_std``): there is no motion
+    to match, and ``summarize`` leaves NaN out of the means.
+    """
+    real_std = opening_std(real)
+    if real_std < still_std:
+        return math.nan
+    return opening_std(fake) / real_std
 
 
 def audio_envelope(audio_16k: np.ndarray, n_frames: int) -> np.ndarray:

@@ -17,15 +17,24 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-REPRODUCE = """## Reproduce
+def reproduce(holdout: tuple[str, ...]) -> str:
+    clips = " ".join(holdout)
+    return f"""## Reproduce
 
 ```bash
-facecast prepare-data ../shared/data/clips --out runs/data
-for part in autoencoder a2l l2v; do
-  facecast train $part --data runs/data --out runs/model --config configs/default.json; done
-mkdir -p runs/heldout && for c in kennedy_low.mp4 mimictalk_may_5s.mp4 vox_00104.mp4 lrs2_00016.mp4 grid_lrwp9a.mpg; do
-  ln -s "$PWD/../shared/data/clips/$c" runs/heldout/; done
-facecast eval --model runs/model --clips runs/heldout --out runs/eval/report.json --steps 2
+# all clips but kannadasub_input_video (burned-in captions under the mouth)
+mkdir -p runs/clips && for f in ../shared/data/clips/*; do
+  case $f in *kannadasub*) ;; *) ln -sf "$(realpath $f)" runs/clips/;; esac; done
+facecast prepare-data runs/clips --out runs/data
+facecast train autoencoder --data runs/data --out runs/model --config configs/default.json
+facecast train a2l --data runs/data --out runs/model --config configs/default.json
+# L2V on a GPU host (configs/gpu.json), from a compact copy of the training clips; or on the CPU with
+# configs/default.json's l2v section (much slower)
+facecast pack-data runs/data --out runs/pack --max-frames 400
+facecast train l2v --data runs/pack --out runs/model --config configs/gpu.json --device cuda
+mkdir -p runs/heldout && for c in {clips}; do
+  ln -sf "$(ls $PWD/../shared/data/clips/$c.*)" runs/heldout/; done
+facecast eval --model runs/model --clips runs/heldout --out runs/eval/report.json --steps 2 --max-frames 100
 facecast eval-landmarks --model runs/model --data runs/data --json runs/eval/a2l.json
 python -m facecast.engine.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json
 ```
@@ -112,7 +121,7 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         lines += [f"- {n}" for n in eval_report.get("notes", [])]
     if a2l_report:
         lines += render_a2l(a2l_report)
-    lines += ["", REPRODUCE]
+    lines += ["", reproduce(tuple(a.get("holdout", [])))]
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import crop
+from . import crop, warp
 from .audio import MelExtractor, RunningMeanNormaliser
 from .avatar import Avatar, pose_to_frame
 from .backend import Backend
@@ -169,18 +169,32 @@ class LipSyncSession:
         """Feathered mask (256, 256) of what is replaced in avatar frame a: see ``crop.paste_mask``."""
         return crop.paste_mask(np.stack([self.avatar.landmarks[a], lms]), self.cfg.face, self.cfg.l2v)
 
-    def compose_crop(self, a: int, latent: np.ndarray, lms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Avatar crop a with the lower face decoded from ``latent`` (1, C, 32, 32) for landmarks ``lms``.
+    def compose_crop(
+        self, a: int, latent: np.ndarray, lms: np.ndarray, warp_prior: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Avatar crop a with a new lower face for landmarks ``lms``, from ``latent`` (1, C, 32, 32).
 
-        Returns the crop and its paste mask (256, 256). The decoded face is colour-matched to the avatar frame
-        over the skin the mask covers *outside* the mouth: the small autoencoder shifts colours and L2V may
-        invent a skin tone for a face unlike its training set; matching on the surrounding skin fixes both
-        without borrowing anything from the avatar's own mouth.
+        Returns the crop and its paste mask (256, 256). With ``warp_prior`` the lips, skin and jaw are the
+        avatar's own pixels warped to ``lms`` (``warp.py``: full resolution, so as sharp as the avatar), and the
+        decoded latent is used only inside the inner lips, for the teeth and cavity that a warp cannot show.
+        Without it (``FaceConfig.warp_prior``, or ``topline``'s autoencoder-only composite) the decoded lower face
+        is pasted as it is.
+        Both are colour-matched to the avatar frame over the skin the mask covers *outside* the mouth: the small
+        autoencoder shifts colours, and the warp's source frame may be lit unlike frame a.
         """
+        face = self.cfg.face
+        warp_prior = face.warp_prior if warp_prior is None else warp_prior
         mask = self.paste_mask(a, lms)
+        skin = (mask > 0.5) & (crop.mouth_mask(np.stack([self.avatar.landmarks[a], lms]), face) < 0.01)
         lower = compose_lower_face(self.backend, self.cfg, self.avatar.crops[a], latent, self.row)
-        skin = (mask > 0.5) & (crop.mouth_mask(np.stack([self.avatar.landmarks[a], lms]), self.cfg.face) < 0.01)
         lower = crop.match_colours(lower, self.avatar.crops[a], skin)
+        if warp_prior:
+            src = self.avatar.identity_index
+            top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
+            warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top_row=top)
+            warped = crop.match_colours(warped, self.avatar.crops[a], skin)
+            interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)
+            return crop.composite(self.avatar.crops[a], [(warped, mask), (lower, mask * interior)]), mask
         return crop.blend(self.avatar.crops[a], lower, mask), mask
 
     def render(self, n: int) -> Frame:

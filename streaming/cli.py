@@ -92,10 +92,19 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
     console.print(f"{ok} of {len(report)} clips prepared into {args.out} (details in {args.out}/report.json)")
 
 
+def cmd_pack_data(args: argparse.Namespace) -> None:
+    from facecast.engine.dataset import pack_dataset
+    from facecast.engine.train import DEFAULT_HOLDOUT
+
+    written = pack_dataset(args.data, args.out, () if args.with_holdout else DEFAULT_HOLDOUT, args.max_frames)
+    size_mb = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 2**20
+    console.print(f"{len(written)} clips, {sum(written.values())} frames, {size_mb:.1f} MB in {args.out}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from facecast.engine.train import train
 
-    summary = train(args.part, args.data, args.out, args.config)
+    summary = train(args.part, args.data, args.out, args.config, args.device)
     console.print(
         f"{args.part}: {summary['steps']} steps in {summary['seconds']} s, "
         f"final loss {summary['history'][-1]['loss']:.4f}"
@@ -130,9 +139,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         out,
         out.with_suffix(".png"),
         progress=lambda name: console.print(f"eval {name}"),
+        mouth_png=args.mouth_sheet,
     )
     print_eval_table(report)
     console.print(f"report: {out}, contact sheet: {report.get('contact_sheet')}")
+    if "mouth_sheet" in report:
+        console.print(f"mouth sheet: {report['mouth_sheet']}")
 
 
 def cmd_eval_landmarks(args: argparse.Namespace) -> None:
@@ -224,11 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-frames", type=int, default=None, help="per clip, for quick runs")
     sp.set_defaults(func=cmd_prepare_data)
 
+    sp = sub.add_parser("pack-data", help="a compact copy of a prepared dataset, to train on another machine")
+    sp.add_argument("data", type=Path, help="a dataset made by prepare-data")
+    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--max-frames", type=int, default=None, help="per clip")
+    sp.add_argument("--with-holdout", action="store_true", help="also pack the held-out clips (left out by default)")
+    sp.set_defaults(func=cmd_pack_data)
+
     sp = sub.add_parser("train", help="train one part of a model")
     sp.add_argument("part", choices=["autoencoder", "a2l", "l2v"])
     sp.add_argument("--data", type=Path, required=True)
     sp.add_argument("--out", type=Path, required=True, help="model folder to train into")
     sp.add_argument("--config", type=Path, default=None, help="JSON run config (see configs/default.json)")
+    sp.add_argument("--device", default=None, help="cpu or cuda (default: the run config's, cpu)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("eval", help="quality on held-out clips, with static and topline baselines")
@@ -241,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lpips-backbone", type=Path, default=None, help="alexnet-owt-7be5be79.pth, for LPIPS/tLP")
     sp.add_argument("--lpips-linear", type=Path, default=None, help="the lpips package's alex.pth")
     sp.add_argument("--fid-inception", type=Path, default=None, help="TorchScript inception-2015-12-05.pt, for FID")
+    sp.add_argument(
+        "--mouth-sheet", type=Path, default=None, help="also write a PNG of real vs generated mouths, 3x enlarged"
+    )
     model_args(sp)
     sp.set_defaults(func=cmd_eval)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -66,6 +67,32 @@ def test_image_metrics_reject_mismatched_or_float_input():
         M.ssim(a.astype(np.float32), a)
 
 
+def _checkerboard(square_px: int = 4, side_px: int = 48) -> np.ndarray:
+    """(side, side, 3) uint8 black/white checkerboard: every square edge is a sharp step."""
+    cells = (np.indices((side_px, side_px)) // square_px).sum(axis=0) % 2
+    return np.repeat((cells * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_laplacian_variance_sharp_beats_blurred_and_flat_is_zero():
+    sharp = _checkerboard()
+    blurred = cv2.GaussianBlur(sharp, (0, 0), sigmaX=2.0)
+    scores = M.laplacian_variance(np.stack([sharp, blurred]))
+    assert scores.shape == (2,)
+    assert scores[1] < 0.5 * scores[0]  # blurring a 4 px checkerboard with sigma 2 flattens most of its edges
+    assert M.laplacian_variance(np.full((8, 8, 3), 128, np.uint8)).tolist() == [0.0]
+    # One channel works too and scores like the RGB copy (the grey of a grey image is itself).
+    np.testing.assert_allclose(M.laplacian_variance(sharp[None, ..., :1]), scores[:1])
+
+
+def test_laplacian_variance_rejects_bad_input():
+    with pytest.raises(InputError, match="uint8"):
+        M.laplacian_variance(_checkerboard().astype(np.float32))
+    with pytest.raises(InputError, match="at least 3x3"):
+        M.laplacian_variance(np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(InputError, match="channels"):
+        M.laplacian_variance(np.zeros((1, 8, 8, 4), np.uint8))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Geometry
 
@@ -122,6 +149,36 @@ def test_mouth_opening_in_interocular_units():
     np.testing.assert_allclose(M.mouth_opening(lm), [0.1, 0.2], rtol=1e-6)
 
 
+def _talking_landmarks(amplitude_px: float, n_frames: int = 50, iod_px: float = 100.0) -> np.ndarray:
+    """Landmarks whose inner lips open 10 + amplitude * sin(t) px (all three pairs alike), eyes iod_px apart."""
+    lm = _face_landmarks(n_frames=n_frames, iod_px=iod_px)
+    gap_px = 10.0 + amplitude_px * np.sin(np.linspace(0, 6 * np.pi, n_frames))
+    for upper, lower in M.INNER_LIP_PAIRS:
+        lm[:, lower] = lm[:, upper] + np.stack([np.zeros(n_frames), gap_px], axis=1)
+    return lm
+
+
+def test_motion_ratio_of_half_the_opening_amplitude_is_half():
+    real = _talking_landmarks(amplitude_px=8.0)
+    fake = _talking_landmarks(amplitude_px=4.0)
+    sine_std = np.sin(np.linspace(0, 6 * np.pi, 50)).std()
+    assert M.opening_std(real) == pytest.approx(8.0 * sine_std / 100.0, rel=1e-5)  # interocular units
+    assert M.motion_ratio(fake, real) == pytest.approx(0.5, rel=1e-5)
+    assert M.motion_ratio(real, fake) == pytest.approx(2.0, rel=1e-5)
+    assert M.motion_ratio(real, real) == pytest.approx(1.0)
+
+
+def test_motion_ratio_against_a_still_real_mouth_is_nan_and_left_out_of_means():
+    still = _talking_landmarks(amplitude_px=0.0)
+    assert M.opening_std(still) == pytest.approx(0.0, abs=1e-6)  # float32 landmarks: round-off only
+    assert math.isnan(M.motion_ratio(_talking_landmarks(amplitude_px=4.0), still))
+    # Detector-noise-sized motion (std ~0.0007 interocular, below STILL_MOUTH_OPENING_STD) counts as still too.
+    assert math.isnan(M.motion_ratio(still, _talking_landmarks(amplitude_px=0.1)))
+    assert M.summarize([{"motion_ratio": math.nan}, {"motion_ratio": 0.8}]) == {"motion_ratio": 0.8, "n_clips": 2.0}
+    with pytest.raises(InputError, match="at least 2 frames"):
+        M.opening_std(still[:1])
+
+
 def test_audio_envelope_is_rms_per_video_frame():
     audio = np.concatenate([np.full(640, 0.5), np.full(640, -0.25), np.zeros(100)]).astype(np.float32)
     np.testing.assert_allclose(M.audio_envelope(audio, 3), [0.5, 0.25, 0.0])  # last frame padded with silence
@@ -155,6 +212,52 @@ def test_summarize_means_skip_missing_and_nonfinite():
         ]
     )
     assert out == {"psnr": 25.0, "lse_c": 7.0, "n_clips": 3.0}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mouth contact sheet (engine/evaluate.py; imported in the tests so an import problem there fails only these)
+
+
+def test_mouth_sheet_png_size_and_real_row_first(tmp_path: Path):
+    from facecast.engine import evaluate as E
+
+    real = np.full((10, E.MOUTH_BOX_PX, E.MOUTH_BOX_PX, 3), 10, np.uint8)
+    model = np.full_like(real, 200)
+    path = E.mouth_sheet([("real", real), ("model", model)], tmp_path / "sub" / "mouths.png", frames=4)
+    sheet = cv2.imread(str(path))
+    tile_px = 3 * E.MOUTH_BOX_PX  # 288
+    assert sheet.shape == (2 * tile_px, E.MOUTH_LABEL_PX + 4 * tile_px, 3)
+    assert sheet[tile_px // 2, E.MOUTH_LABEL_PX + 5].tolist() == [10, 10, 10]  # first row: real
+    assert sheet[tile_px + tile_px // 2, -5].tolist() == [200, 200, 200]  # second row: model
+    # Enlargement is nearest-neighbour: one source pixel -> a 3x3 block, no interpolation blur.
+    dot = real.copy()
+    dot[:, 0, 0] = 255
+    sheet = cv2.imread(str(E.mouth_sheet([("generated", dot)], tmp_path / "dot.png", frames=1)))
+    assert sheet.shape == (tile_px, E.MOUTH_LABEL_PX + tile_px, 3)
+    tile = sheet[:, E.MOUTH_LABEL_PX :, 0]
+    assert (tile[:3, :3] == 255).all() and tile[3, 0] == 10 and tile[0, 3] == 10
+
+
+def test_eval_mouth_sheet_one_block_per_clip(tmp_path: Path):
+    from facecast.engine import evaluate as E
+
+    mouths = {s: np.zeros((6, E.MOUTH_BOX_PX, E.MOUTH_BOX_PX, 3), np.uint8) for s in ("real", "model", "static")}
+    path = E.eval_mouth_sheet([("clip_a", mouths), ("clip_b", mouths)], tmp_path / "m.png", frames=3)
+    tile_px = 3 * E.MOUTH_BOX_PX
+    assert cv2.imread(str(path)).shape == (2 * (3 * tile_px + E.SHEET_GAP_PX), E.MOUTH_LABEL_PX + 3 * tile_px, 3)
+
+
+def test_mouth_sheet_rejects_bad_rows(tmp_path: Path):
+    from facecast.engine import evaluate as E
+
+    ok = np.zeros((4, 96, 96, 3), np.uint8)
+    with pytest.raises(InputError, match="crop size"):
+        E.mouth_sheet([("real", ok), ("model", ok[:, :64, :64])], tmp_path / "x.png")
+    with pytest.raises(InputError, match="uint8"):
+        E.mouth_sheet([("model", ok.astype(np.float32))], tmp_path / "x.png")
+    with pytest.raises(InputError, match="at least one"):
+        E.mouth_sheet([], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class A2L(nn.Module):
         )
 
     def initial_state(self, batch: int = 1) -> torch.Tensor:
-        return torch.zeros(self.cfg.layers, batch, self.cfg.hidden)
+        return torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=self.head[-1].weight.device)
 
     def forward(
         self, mel_frames: torch.Tensor, speaker: torch.Tensor, reference_px: torch.Tensor, state: torch.Tensor
@@ -59,4 +59,5 @@ class A2L(nn.Module):
             keep = torch.rand(ctx.shape[0], 1, device=ctx.device) >= self.cfg.condition_dropout
             ctx = ctx * keep
         out = self.head(torch.cat([h, ctx[:, None].expand(-1, h.shape[1], -1)], dim=-1))
-        return out.view(*out.shape[:2], N_DRIVEN, 2) * (self.face.crop_px / 2), state
+        scale = self.face.crop_px / 2 * (1.0 if self.training else self.cfg.motion_gain)
+        return out.view(*out.shape[:2], N_DRIVEN, 2) * scale, state

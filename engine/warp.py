@@ -1,0 +1,103 @@
+"""The warp prior: the avatar's own mouth and jaw, moved to the driving landmarks (IP_LAP-style).
+
+A piecewise-affine warp over a Delaunay triangulation of the 68 landmarks (plus fixed anchors on the crop's
+border) takes a source crop whose landmarks are known to new landmarks. Lips, skin, beard and lighting then come
+from the avatar's own pixels at full resolution; what a warp cannot show (the inside of an opening mouth: teeth,
+the dark cavity) is painted by L2V and laid in through ``interior_mask``.
+
+All coordinates are pixels in the 256² aligned crop; images are uint8 (H, W, 3).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from .landmarks import INNER_LIP
+
+# Inner-lip pairs (upper, lower) whose gaps measure how far a mouth is open (as metrics.mouth_opening does).
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+
+
+def border_anchors(size_px: int, per_side: int = 4) -> np.ndarray:
+    """(4 * per_side, 2) points spaced along the crop's border: they pin the warp to identity at the edges."""
+    t = np.linspace(0, size_px - 1, per_side + 1)[:-1]
+    far = float(size_px - 1)
+    sides = [
+        np.stack([t, np.zeros_like(t)], 1),
+        np.stack([np.full_like(t, far), t], 1),
+        np.stack([far - t, np.full_like(t, far)], 1),
+        np.stack([np.zeros_like(t), far - t], 1),
+    ]
+    return np.concatenate(sides).astype(np.float64)
+
+
+def _affines_to_source(dst_tri: np.ndarray, src_tri: np.ndarray) -> np.ndarray:
+    """Per triangle, the (3, 2) matrix taking homogeneous destination pixels to source pixels.
+
+    dst_tri, src_tri: (K, 3, 2). A triangle with no area (a closed mouth's inner lips) gets the pseudo-inverse's
+    least-squares answer, which maps it onto the source's line: harmless, it covers no pixel.
+    """
+    d = np.concatenate([dst_tri, np.ones((*dst_tri.shape[:2], 1))], axis=2)  # (K, 3, 3)
+    return np.linalg.pinv(d) @ src_tri
+
+
+def warp_map(src_px: np.ndarray, dst_px: np.ndarray, size_px: int, top_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Backward map for ``cv2.remap``: for each destination pixel at rows >= ``top_row``, where to sample the
+    source. src_px, dst_px: (N, 2) corresponding points (the 68 landmarks). Returns two float32 (size - top, size).
+    """
+    anchors = border_anchors(size_px)
+    dst = np.concatenate([np.asarray(dst_px, np.float64), anchors])
+    src = np.concatenate([np.asarray(src_px, np.float64), anchors])
+    triangles = Delaunay(dst).simplices  # (K, 3): triangulated where the pixels are drawn
+    # Which triangle each destination pixel lies in (the last one drawn wins on shared edges).
+    label = np.full((size_px - top_row, size_px), -1, np.int32)
+    shift = np.array([0.0, top_row])
+    for k, tri in enumerate(triangles):
+        cv2.fillConvexPoly(label, np.round(dst[tri] - shift).astype(np.int32), int(k))
+    affine = _affines_to_source(dst[triangles], src[triangles])  # (K, 3, 2)
+    ys, xs = np.mgrid[top_row:size_px, 0:size_px].astype(np.float64)
+    per_pixel = affine[np.maximum(label, 0)]  # (H, W, 3, 2)
+    map_x = xs * per_pixel[..., 0, 0] + ys * per_pixel[..., 1, 0] + per_pixel[..., 2, 0]
+    map_y = xs * per_pixel[..., 0, 1] + ys * per_pixel[..., 1, 1] + per_pixel[..., 2, 1]
+    outside = label < 0  # only sliver pixels at the border: sample in place
+    map_x[outside], map_y[outside] = xs[outside], ys[outside]
+    return map_x.astype(np.float32), map_y.astype(np.float32)
+
+
+def warp_face(source: np.ndarray, src_px: np.ndarray, dst_px: np.ndarray, top_row: int = 0) -> np.ndarray:
+    """``source`` (S, S, 3) with landmarks ``src_px`` (68, 2), warped so they land on ``dst_px`` (68, 2).
+
+    Rows above ``top_row`` are copied from the source unwarped (callers use only the lower face)."""
+    size = source.shape[0]
+    map_x, map_y = warp_map(src_px, dst_px, size, top_row)
+    out = source.copy()
+    out[top_row:] = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def interior_mask(lms_px: np.ndarray, size_px: int, grow_px: int, feather_px: float) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: the inside of the inner lips, grown by ``grow_px`` and feathered.
+
+    This is where a warp of a closed mouth can only show stretched lip skin, and L2V's painting is used."""
+    mask = np.zeros((size_px, size_px), np.uint8)
+    cv2.fillPoly(mask, [np.round(lms_px[INNER_LIP]).astype(np.int32)], 255)
+    if grow_px > 0:
+        mask = cv2.dilate(mask, np.ones((2 * grow_px + 1, 2 * grow_px + 1), np.uint8))
+    soft = mask.astype(np.float32) / 255.0
+    if feather_px > 0:
+        soft = cv2.GaussianBlur(soft, (0, 0), feather_px)
+    return np.clip(soft, 0.0, 1.0)
+
+
+def lip_gap(lms_px: np.ndarray) -> np.ndarray:
+    """Mean inner-lip gap in pixels, per landmark set: (…, 68, 2) -> (…,)."""
+    gaps = [np.linalg.norm(lms_px[..., a, :] - lms_px[..., b, :], axis=-1) for a, b in INNER_LIP_PAIRS]
+    return np.mean(gaps, axis=0)
+
+
+def most_closed_frame(landmarks_px: np.ndarray) -> int:
+    """Index of the frame (T, 68, 2) whose mouth is most closed: the best source to warp, since opening a
+    closed mouth only needs the interior painted, while closing an open one would squash teeth into the lips."""
+    return int(np.argmin(lip_gap(landmarks_px)))

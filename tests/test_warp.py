@@ -1,0 +1,69 @@
+"""The warp prior: landmarks land where they are told, pixels outside stay put, and the interior mask."""
+
+import cv2
+import numpy as np
+
+from facecast.engine import warp
+from facecast.engine.landmarks import INNER_LIP
+
+
+def face_like_landmarks() -> np.ndarray:
+    """A synthetic, roughly face-shaped set of 68 points in a 256² crop (mouth closed)."""
+    rng = np.random.default_rng(0)
+    lms = np.zeros((68, 2), np.float32)
+    t = np.linspace(-1, 1, 17)
+    lms[0:17] = np.stack([128 + 90 * t, 120 + 110 * np.sqrt(1 - 0.8 * t**2)], 1)  # jaw
+    lms[17:27] = np.stack([np.linspace(60, 196, 10), np.full(10, 70)], 1)  # brows
+    lms[27:36] = np.stack([np.full(9, 128) + np.linspace(-20, 20, 9), np.linspace(90, 128, 9)], 1)  # nose
+    lms[36:48] = np.stack([np.tile(np.linspace(80, 176, 6), 2), np.full(12, 84)], 1)  # eyes
+    a = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    lms[48:60] = np.stack([128 + 30 * np.cos(a), 172 + 10 * np.sin(a)], 1)  # outer lip
+    b = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    lms[60:68] = np.stack([128 + 20 * np.cos(b), 172 + 0.5 * np.sin(b)], 1)  # inner lip, nearly closed
+    return lms + rng.normal(0, 0.3, lms.shape).astype(np.float32)
+
+
+def textured_image(size: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    img = cv2.resize(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+    return img
+
+
+def test_warp_to_the_same_landmarks_is_the_identity():
+    img, lms = textured_image(), face_like_landmarks()
+    np.testing.assert_array_equal(warp.warp_face(img, lms, lms), img)
+
+
+def test_a_moved_point_carries_its_pixel_and_far_pixels_stay():
+    img, src = textured_image(), face_like_landmarks()
+    dst = src.copy()
+    dst[57] += [0, 12]  # lower lip centre moves down 12 px
+    dst[8] += [0, 10]  # and the chin
+    out = warp.warp_face(img, src, dst, top_row=100)
+    x, y = np.round(dst[57]).astype(int)
+    sx, sy = np.round(src[57]).astype(int)
+    assert np.abs(out[y, x].astype(int) - img[sy, sx].astype(int)).max() <= 12
+    # The upper rows are copied, and pixels far from every moved point do not change.
+    np.testing.assert_array_equal(out[:100], img[:100])
+    np.testing.assert_array_equal(out[105:115, 5:20], img[105:115, 5:20])
+    assert np.abs(out.astype(int) - img.astype(int)).max() > 20  # something did move
+
+
+def test_interior_mask_covers_an_open_mouth_and_nothing_far_from_it():
+    lms = face_like_landmarks()
+    lms[61:64, 1] -= 8
+    lms[65:68, 1] += 8
+    mask = warp.interior_mask(lms, 256, grow_px=1, feather_px=1.5)
+    assert mask.shape == (256, 256) and mask.dtype == np.float32
+    cx, cy = np.round(lms[INNER_LIP].mean(0)).astype(int)
+    assert mask[cy, cx] > 0.99
+    assert mask[:140].max() == 0 and mask[200:].max() == 0
+
+
+def test_most_closed_frame_picks_the_smallest_lip_gap():
+    closed = face_like_landmarks()
+    opened = closed.copy()
+    opened[65:68, 1] += 10
+    frames = np.stack([opened, closed, opened])
+    assert warp.most_closed_frame(frames) == 1
+    assert warp.lip_gap(opened) > warp.lip_gap(closed) + 5
