@@ -116,6 +116,18 @@ def load_avatar_frames(path: Path, cfg: ModelConfig, max_frames: int) -> list[np
     return frames
 
 
+def aligned_crops(
+    frames: list[np.ndarray], lms: np.ndarray, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames and their image landmarks (T, 68, 2) -> smoothed image->crop transforms (T, 2, 3), the 256² crops
+    (T, 256, 256, 3) and the landmarks in crop pixels (T, 68, 2)."""
+    transforms = np.stack([crop.crop_transform(lm, cfg.face) for lm in lms])
+    transforms = crop.smooth_transforms(transforms, cfg.face.smooth_frames)
+    crops = np.stack([crop.warp_to_crop(f, m, cfg.face.crop_px) for f, m in zip(frames, transforms, strict=True)])
+    lms_crop = np.stack([crop.to_crop_coords(lm, m) for lm, m in zip(lms, transforms, strict=True)])
+    return transforms, crops, lms_crop
+
+
 def prepare_avatar(
     path: Path,
     encode: EncodeFn,
@@ -131,10 +143,7 @@ def prepare_avatar(
         lms, found = face.video_landmarks(frames, backend, cfg.face, str(path))
         if found.mean() < 0.5:
             raise FaceError(f"the face is visible in only {found.mean():.0%} of {path}: use a steadier idle video.")
-    transforms = np.stack([crop.crop_transform(lm, cfg.face) for lm in lms])
-    transforms = crop.smooth_transforms(transforms, cfg.face.smooth_frames)
-    crops = np.stack([crop.warp_to_crop(f, m, cfg.face.crop_px) for f, m in zip(frames, transforms, strict=True)])
-    lms_crop = np.stack([crop.to_crop_coords(lm, m) for lm, m in zip(lms, transforms, strict=True)])
+    transforms, crops, lms_crop = aligned_crops(frames, lms, cfg)
     # The reference is the first frame's landmarks; every frame is registered onto it for the mean shape.
     reference = register_to(lms_crop, lms_crop[0]).mean(0) if len(lms_crop) > 1 else lms_crop[0]
     return Avatar(

@@ -5,6 +5,8 @@ Protocols
   are real; the lower face is masked and regenerated from the clip's own audio.
 - ``one-shot``: the clip's first frame is the avatar and the clip's audio drives it. Head motion then differs
   from the real video, so frame-wise PSNR/SSIM/LMD also measure pose mismatch, not only the mouth.
+- ``personal`` (``facecast enroll``): ``facecast enroll`` on the clip's first 70%, then ``reconstruct`` on the
+  last 30% (frames and speech the enrolment never saw), with the enrolled and the generic model side by side.
 
 Systems, side by side
 - ``model``: facecast (A2L landmarks -> L2V).
@@ -14,6 +16,8 @@ Systems, side by side
   perfect A2L, which separates A2L's error from L2V's.
 - ``topline``: the autoencoder's reconstruction of the real lower face (the best the decoder allows; reconstruct
   protocol only).
+- personal protocol: ``model`` and ``oracle`` are the *enrolled* model (what this user would run), ``generic`` and
+  ``generic_oracle`` the same runs with the base model.
 """
 
 from __future__ import annotations
@@ -33,12 +37,17 @@ from .avatar import Avatar, prepare_avatar
 from .backend import Backend
 from .config import InferenceConfig, ModelConfig
 from .dataset import find_videos
+from .enroll import EnrollConfig, enroll
 from .errors import FacecastError, InputError
 from .generate import run_session
 from .pipeline import LipSyncSession
 from .speaker import speaker_embedding
 
 SYSTEMS = ("model", "static", "oracle", "topline")
+ALL_SYSTEMS = ("model", "generic", "static", "oracle", "generic_oracle", "topline")  # display order
+PROTOCOLS = ("reconstruct", "one-shot", "personal")
+PERSONAL_ENROL_FRACTION = 0.7  # personal protocol: enrol on the clip's first 70%, score the rest
+SEGMENT_CRF = 12  # the personal protocol's two clip segments are re-encoded this close to lossless
 MOUTH_BOX_PX = 96  # side of the square mouth crop (in the 256² face crop) that mouth metrics use
 
 # Sheets (PNG): white label panel on the left of each row, blocks of rows per clip separated by a white gap.
@@ -60,6 +69,7 @@ class EvalConfig:
     sync_max_offset_frames: int = 5
     contact_frames: int = 4  # per clip in the contact sheet
     mouth_sheet_frames: int = MOUTH_SHEET_FRAMES  # per clip in the mouth sheet (--mouth-sheet)
+    enroll: EnrollConfig = EnrollConfig()  # personal protocol: the enrolment's budget (tests use a tiny one)
 
 
 @dataclass
@@ -267,7 +277,7 @@ def contact_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], path: Path, fra
     out: list[np.ndarray | None] = []
     for _, systems in rows:
         idx = _evenly_spaced(len(systems["real"]), frames)
-        for s in ["real"] + [s for s in SYSTEMS if s in systems]:
+        for s in ["real"] + [s for s in ALL_SYSTEMS if s in systems]:
             tiles = [cv2.resize(systems[s][i], (thumb_px, thumb_px), interpolation=cv2.INTER_AREA) for i in idx]
             out.append(_sheet_row(s, tiles, thumb_px // 2 * 3, 0.5))
         out.append(None)
@@ -326,7 +336,7 @@ def eval_mouth_sheet(clips: list[tuple[str, dict[str, np.ndarray]]], path: Path,
     """
     out: list[np.ndarray | None] = []
     for clip, mouths in clips:
-        order = [s for s in ("real", *SYSTEMS) if s in mouths]
+        order = [s for s in ("real", *ALL_SYSTEMS) if s in mouths]
         out += _mouth_rows([(f"{s}\n{clip}", mouths[s]) for s in order], frames, MOUTH_SHEET_SCALE)
         out.append(None)
     return _write_sheet(out, path)
@@ -344,20 +354,25 @@ def evaluate(
     mouth_png: Path | None = None,
 ) -> dict:
     """Score every clip in ``clips_dir`` (or one video); write the JSON and the sheets whose paths are given."""
-    if ecfg.protocol not in ("reconstruct", "one-shot"):
-        raise FacecastError(f"unknown protocol {ecfg.protocol!r}: use reconstruct or one-shot")
+    if ecfg.protocol not in PROTOCOLS:
+        raise FacecastError(f"unknown protocol {ecfg.protocol!r}: use one of {', '.join(PROTOCOLS)}")
     clips_dir = Path(clips_dir)
     videos = [clips_dir] if clips_dir.is_file() else find_videos(clips_dir)
     if not videos:
         raise FacecastError(f"no video clips found in {clips_dir}")
     scorers = scorers or Scorers()
     face_backend = face.make_backend("dlib", cfg=cfg.face)
-    per_clip, skipped, sheet_rows, mouth_rows = {}, {}, [], []
+    per_clip, skipped, sheet_rows, mouth_rows, enrolments = {}, {}, [], [], {}
     for video in videos:
         if progress:
             progress(video.name)
         try:
-            scores, systems, corners = evaluate_clip(video, backend, cfg, ecfg, face_backend, scorers)
+            if ecfg.protocol == "personal":
+                scores, systems, corners, enrolments[video.stem] = evaluate_personal_clip(
+                    video, backend, cfg, ecfg, face_backend, scorers
+                )
+            else:
+                scores, systems, corners = evaluate_clip(video, backend, cfg, ecfg, face_backend, scorers)
         except FacecastError as e:  # a clip without a face or audio is reported, never fatal
             skipped[video.name] = str(e)
             continue
@@ -367,10 +382,10 @@ def evaluate(
             mouth_rows.append((video.stem, {s: cut_boxes(crops, corners) for s, crops in systems.items()}))
     if not per_clip:
         raise FacecastError(f"every clip was skipped: {json.dumps(skipped, indent=1)}")
-    mean = {s: metrics.summarize([c[s] for c in per_clip.values() if s in c]) for s in (*SYSTEMS, "real")}
+    mean = {s: metrics.summarize([c[s] for c in per_clip.values() if s in c]) for s in (*ALL_SYSTEMS, "real")}
     if scorers.fid is not None:  # FID compares distributions, so it is taken over all clips' frames at once
         real_all = np.concatenate([systems["real"] for _, systems in sheet_rows])
-        for s in SYSTEMS:
+        for s in ALL_SYSTEMS:
             if all(s in systems for _, systems in sheet_rows):
                 mean[s]["fid"] = float(scorers.fid(real_all, np.concatenate([sy[s] for _, sy in sheet_rows])))
     report = {
@@ -382,6 +397,9 @@ def evaluate(
         "skipped": skipped,
         "notes": _notes(ecfg, scorers),
     }
+    if ecfg.protocol == "personal":
+        report["enrolment"] = enrolments
+        report["enrolled_vs_generic"] = {name: _personal_ratios(c) for name, c in per_clip.items()}
     if sheet_png is not None:
         report["contact_sheet"] = str(contact_sheet(sheet_rows, Path(sheet_png), ecfg.contact_frames))
     if mouth_png is not None:
@@ -419,6 +437,12 @@ def _notes(ecfg: EvalConfig, scorers: Scorers) -> list[str]:
         "edges and teeth lost), which PSNR/SSIM barely penalise; noise and artefacts also raise it, so above 1 "
         "is not better",
     ]
+    if ecfg.protocol == "personal":
+        notes.append(
+            f"personal: enrolled on each clip's first {PERSONAL_ENROL_FRACTION:.0%}, scored on the rest; model and "
+            "oracle are the enrolled model, generic and generic_oracle the base model; enrolled_vs_generic holds "
+            "lmd_mouth enrolled/generic (target <= 0.7) and psnr_mouth enrolled - generic (target >= +3 dB)"
+        )
     if ecfg.protocol == "one-shot":
         notes.append("one-shot: head motion differs from the real video, so frame-wise metrics include pose error")
     if scorers.syncnet is None:
@@ -455,5 +479,67 @@ def evaluate_landmarks(dataset: Path, a2l_predict: Callable, cfg: ModelConfig, c
             "lmd_mouth_model": float(metrics.landmark_distance(pred, real, metrics.MOUTH).mean()),
             "lmd_mouth_static": float(metrics.landmark_distance(static, real, metrics.MOUTH).mean()),
             "opening_corr": metrics.pearson(metrics.mouth_opening(pred), metrics.mouth_opening(real)),
+            "motion_ratio": metrics.motion_ratio(pred, real),
         }
     return {"clips": per_clip, "mean": metrics.summarize(list(per_clip.values()))}
+
+
+def _personal_ratios(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    model, generic = scores["model"], scores["generic"]
+    return {
+        "lmd_mouth_ratio": model["lmd_mouth"] / max(generic["lmd_mouth"], 1e-9),
+        "psnr_mouth_gain_db": model["psnr_mouth"] - generic["psnr_mouth"],
+        "oracle_lmd_mouth_ratio": scores["oracle"]["lmd_mouth"] / max(scores["generic_oracle"]["lmd_mouth"], 1e-9),
+        "oracle_psnr_mouth_gain_db": scores["oracle"]["psnr_mouth"] - scores["generic_oracle"]["psnr_mouth"],
+    }
+
+
+def _write_segment(path: Path, frames: list[np.ndarray], audio: np.ndarray) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = media.Mp4Writer(path, w, h, crf=SEGMENT_CRF)
+    for f in frames:
+        writer.write(f)
+    return writer.close(audio)
+
+
+def evaluate_personal_clip(
+    video: Path,
+    backend: Backend,
+    cfg: ModelConfig,
+    ecfg: EvalConfig,
+    face_backend: face.LandmarkBackend,
+    scorers: Scorers,
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], np.ndarray, dict]:
+    """Enrol on the clip's first 70%, then score the last 30% with the enrolled and the generic model.
+
+    Returns what ``evaluate_clip`` returns plus the enrolment's summary (time, steps, bundle size)."""
+    import tempfile
+
+    use_enrolment = getattr(backend, "use_enrolment", None)
+    model_dir = getattr(backend, "model_dir", None)
+    if use_enrolment is None or model_dir is None:
+        raise FacecastError(
+            "--protocol personal fine-tunes the model, which needs the model folder: use --backend torch"
+        )
+    audio = media.load_audio(video, cfg.audio.sample_rate)
+    check_speech(audio, cfg.audio, str(video))
+    spf = cfg.audio.samples_per_frame
+    frames = list(media.iter_video_frames(video, cfg.audio.fps, max_frames=len(audio) // spf))
+    n = min(len(frames), len(audio) // spf)
+    cut = round(n * PERSONAL_ENROL_FRACTION)
+    recon = dataclasses.replace(ecfg, protocol="reconstruct")
+    with tempfile.TemporaryDirectory(prefix="facecast_personal_") as tmp:
+        train_video = _write_segment(Path(tmp) / "enrol.mp4", frames[:cut], audio[: cut * spf])
+        test_video = _write_segment(Path(tmp) / "test.mp4", frames[cut:n], audio[cut * spf : n * spf])
+        del frames
+        bundle = Path(tmp) / "bundle"
+        enrolment = enroll(train_video, bundle, model_dir, ecfg.enroll, face_backend=face_backend, log=lambda _: None)
+        try:
+            use_enrolment(None)
+            generic, _, _ = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers)
+            use_enrolment(bundle)
+            scores, systems, corners = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers)
+        finally:
+            use_enrolment(None)
+    scores["generic"], scores["generic_oracle"] = generic["model"], generic["oracle"]
+    return scores, systems, corners, {k: v for k, v in enrolment.items() if k != "config"}

@@ -49,12 +49,13 @@ def render_a2l(report: dict) -> list[str]:
         "Pose-free mouth landmarks predicted from the clip's audio vs. the real ones; `static` is the clip's mean "
         "mouth shape, unmoved (the best constant).",
         "",
-        "| clip | mouth LMD model | mouth LMD static | opening correlation |",
-        "|---|---|---|---|",
+        "| clip | mouth LMD model | mouth LMD static | opening correlation | motion ratio |",
+        "|---|---|---|---|---|",
     ]
     for name, r in {**report["clips"], "mean": report["mean"]}.items():
         lines.append(
-            f"| {name} | {r['lmd_mouth_model']:.4f} | {r['lmd_mouth_static']:.4f} | {r['opening_corr']:+.3f} |"
+            f"| {name} | {r['lmd_mouth_model']:.4f} | {r['lmd_mouth_static']:.4f} | {r['opening_corr']:+.3f} | "
+            f"{r.get('motion_ratio', float('nan')):.2f} |"
         )
     return lines
 
@@ -70,8 +71,8 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         "",
         "## Parts",
         "",
-        "| part | file | MB | steps | train time (s) | final loss |",
-        "|---|---|---|---|---|---|",
+        "| part | file | MB | clips | steps | batch | device | train time (s) | final loss |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     summaries = {}
     for part in PARTS:
@@ -81,7 +82,9 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         loss = s.get("history", [{}])[-1].get("loss", float("nan"))
         lines.append(
             f"| {part} | {part}.safetensors | {_size_mb(model_dir / f'{part}.safetensors'):.1f} | "
-            f"{s.get('steps', '?')} | {s.get('seconds', '?')} | {loss:.4f} |"
+            f"{len(s.get('train_clips', []))} | {s.get('steps', '?')} | {s.get('batch', '?')} | "
+            f"{s.get('device', 'cpu')} | {s.get('seconds', '?')} | "
+            f"{loss:.4f} |"
         )
     a = summaries.get("a2l", {})
     lines += [
@@ -90,7 +93,9 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         f"{a.get('threads', '?')}. Run configs: `configs/default.json`; each run's full config is in "
         "`runs/<part>/train_config.json` of the training folder (not committed).",
         "",
-        f"Training clips ({len(a.get('train_clips', []))}): {', '.join(a.get('train_clips', []))}.",
+        f"A2L and L2V training clips ({len(a.get('train_clips', []))}): {', '.join(a.get('train_clips', []))}. "
+        "A part trained on fewer clips (the autoencoder, from an earlier split) used a subset of these, with none "
+        "of the held-out clips.",
         "",
         f"Held-out clips (never trained on): {', '.join(a.get('holdout', []))}.",
         "",
@@ -100,9 +105,17 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         f"{cfg.autoencoder.decoder_channels} ch, {cfg.autoencoder.latent_channels}-channel latent at 1/"
         f"{cfg.autoencoder.downscale} resolution, latent scale {cfg.autoencoder.latent_scale:.3f}",
         f"- A2L: GRU {cfg.a2l.layers}×{cfg.a2l.hidden}, lookahead {cfg.a2l.lookahead_frames} frames, "
-        "Resemblyzer speaker embedding",
+        f"Resemblyzer speaker embedding, motion gain {cfg.a2l.motion_gain:.2f} (measured after training on the "
+        "training clips: std of the real inner-lip gap / std of the predicted one)",
         f"- L2V: UNet2DConditionModel {list(cfg.l2v.block_out_channels)}, x0-prediction, "
         f"regenerates rows ≥ {cfg.l2v.mask_top_px} px of the 256² crop",
+        "- composite: "
+        + (
+            "warp prior (the avatar's most-closed-mouth frame warped piecewise-affinely to the landmarks; the "
+            "decoded L2V face only inside the inner lips)"
+            if cfg.face.warp_prior
+            else "the decoded lower face, pasted near the mouth"
+        ),
     ]
     if eval_report:
         lines += [

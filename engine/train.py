@@ -433,6 +433,8 @@ def train(part: str, data: Path, model_dir: Path, config_path: Path | None = Non
             "train_clips": [c.name for c in clips],
             "holdout": list(tcfg.holdout),
             "threads": torch.get_num_threads(),
+            "batch": tcfg.batch,
+            "device": torch.cuda.get_device_name(0) if tcfg.device.startswith("cuda") else "cpu",
         }
     )
     (model_dir / f"{part}.train.json").write_text(json.dumps(summary, indent=2))

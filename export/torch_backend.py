@@ -20,6 +20,24 @@ class TorchBackend:
         self.dtype = torch.float16 if fp16 and self.device.type == "cuda" else torch.float32
         parts = {p: checkpoint.load_part(model_dir, p, self.cfg).to(self.device, self.dtype) for p in checkpoint.PARTS}
         self.codec, self.a2l_net, self.l2v = parts["autoencoder"], parts["a2l"], parts["l2v"]
+        self.model_dir = Path(model_dir)
+        self._base = (self.a2l_net, self.l2v)
+        self._enrolled: dict[Path, tuple[torch.nn.Module, torch.nn.Module]] = {}  # (A2L, L2V) per enrolled bundle
+
+    def use_enrolment(self, bundle: Path | None) -> None:
+        """Run an enrolled bundle's L2V (the model's L2V with the bundle's adapter merged, a copy), or with
+        ``None`` the model's own. The loaded model and its files are never changed."""
+        if bundle is None:
+            self.a2l_net, self.l2v = self._base
+            return
+        from facecast.engine.enroll import enrolled_a2l, l2v_hash, merged_l2v
+
+        key = Path(bundle).resolve()
+        if key not in self._enrolled:
+            l2v = merged_l2v(self._base[1], key, l2v_hash(self.model_dir)).to(self.device, self.dtype)
+            a2l = enrolled_a2l(key, self.cfg)
+            self._enrolled[key] = (self._base[0] if a2l is None else a2l.to(self.device, self.dtype), l2v)
+        self.a2l_net, self.l2v = self._enrolled[key]
 
     def _t(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)

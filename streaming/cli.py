@@ -84,6 +84,28 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
+def cmd_enroll(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from facecast.engine import face
+    from facecast.engine.checkpoint import load_config
+    from facecast.engine.enroll import EnrollConfig, enroll
+
+    ecfg = EnrollConfig(threads=args.threads)
+    if args.minutes is not None:
+        ecfg = dataclasses.replace(ecfg, minutes=args.minutes)
+    landmarks = face.make_backend(args.face_backend, args.face_weights, load_config(args.model).face)
+    report = enroll(
+        args.video, args.out, args.model, ecfg, resume=args.resume, face_backend=landmarks, log=console.print
+    )
+    console.print(
+        f"enrolled bundle written to {args.out}: {report['steps']} steps in {report['seconds']} s, validation loss "
+        f"{report['val_loss_first']} -> {report['val_loss_last']}, adapter {report['adapter_mb']} MB, "
+        f"bundle {report['bundle_mb']} MB"
+    )
+    print(json.dumps({k: v for k, v in report.items() if k != "config"}))
+
+
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     from facecast.engine.dataset import prepare_dataset
 
@@ -163,9 +185,17 @@ def cmd_eval_landmarks(args: argparse.Namespace) -> None:
         return disp[0, look:]
 
     report = evaluate_landmarks(args.data, predict, backend.cfg, args.clips or list(DEFAULT_HOLDOUT))
-    table = Table("clip", "mouth LMD model", "mouth LMD static", "opening corr", title="A2L on held-out clips")
+    table = Table(
+        "clip", "mouth LMD model", "mouth LMD static", "opening corr", "motion ratio", title="A2L on held-out clips"
+    )
     for name, r in {**report["clips"], "mean": report["mean"]}.items():
-        table.add_row(name, f"{r['lmd_mouth_model']:.4f}", f"{r['lmd_mouth_static']:.4f}", f"{r['opening_corr']:+.3f}")
+        table.add_row(
+            name,
+            f"{r['lmd_mouth_model']:.4f}",
+            f"{r['lmd_mouth_static']:.4f}",
+            f"{r['opening_corr']:+.3f}",
+            f"{r['motion_ratio']:.2f}",
+        )
     Console().print(table)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
@@ -230,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     face_args(sp)
     sp.set_defaults(func=cmd_prepare)
 
+    sp = sub.add_parser("enroll", help="fit the model to one person from 1-2 minutes of their video -> bundle")
+    sp.add_argument("--video", type=Path, required=True, help="the person alone, talking, 1-2 minutes")
+    sp.add_argument("--out", type=Path, required=True, help="the bundle folder (use it as --avatar)")
+    sp.add_argument("--minutes", type=float, default=None, help="time budget for the whole run (default 14)")
+    sp.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --out")
+    sp.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
+    face_args(sp)
+    sp.set_defaults(func=cmd_enroll)
+
     sp = sub.add_parser("prepare-data", help="talking-face videos -> training dataset")
     sp.add_argument("video_dir", type=Path)
     sp.add_argument("--out", type=Path, required=True)
@@ -253,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="quality on held-out clips, with static and topline baselines")
     sp.add_argument("--clips", type=Path, required=True, help="a folder of talking-face videos (or one video)")
-    sp.add_argument("--protocol", default="reconstruct", choices=["reconstruct", "one-shot"])
+    sp.add_argument("--protocol", default="reconstruct", choices=["reconstruct", "one-shot", "personal"])
     sp.add_argument("--steps", type=int, default=2)
     sp.add_argument("--max-frames", type=int, default=250, help="per clip")
     sp.add_argument("--out", type=Path, default=Path("eval/report.json"), help="JSON report; the PNG goes beside it")

@@ -57,11 +57,15 @@ def load_avatar(  # noqa: ANN201 - returns engine.avatar.Avatar
 ):
     """A `facecast prepare` bundle (checked against the model's encoder), or a portrait / idle video prepared now."""
     from facecast.engine import avatar, face
+    from facecast.engine.enroll import check_backend
     from facecast.export.manifest import autoencoder_hash
 
     path = Path(path)
     if path.is_dir():
-        return avatar.Avatar.load(path, autoencoder_hash(model_dir))
+        loaded = avatar.Avatar.load(path, autoencoder_hash(model_dir))
+        check_backend(backend, path)  # an enrolled bundle's adapter goes into (a copy of) the backend's L2V
+        return loaded
+    check_backend(backend, None)
     if not path.is_file():
         raise InputError(f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle.")
     return avatar.prepare_avatar(path, backend.encode, cfg, face.make_backend(face_backend, face_weights, cfg.face))

@@ -1,12 +1,14 @@
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import moving_face_video, tiny_config
 from safetensors.torch import load_file
 
 from facecast.engine import checkpoint
-from facecast.engine.dataset import load_clips, prepare_dataset
+from facecast.engine.dataset import load_clips, pack_dataset, prepare_dataset
 from facecast.engine.errors import FacecastError
 from facecast.engine.train import train
 
@@ -65,3 +67,34 @@ def test_training_is_seeded(dataset, tmp_path):
 def test_holding_out_every_clip_is_an_error(dataset, tmp_path):
     with pytest.raises(FacecastError, match="held out"):
         train("a2l", dataset, tmp_path / "m", run_config(tmp_path, 1, holdout=["speaker0", "speaker1"]))
+
+
+def test_a_pack_reads_back_as_the_same_clips_and_trains(dataset, tmp_path):
+    pack = tmp_path / "pack"
+    written = pack_dataset(dataset, pack, skip=("speaker1",), max_frames=20)
+    assert written == {"speaker0": 20}
+    (packed,) = load_clips(pack)
+    (original,) = load_clips(dataset, ["speaker0"])
+    assert packed.crops.shape == (20, 256, 256, 3) and packed.landmarks.shape == (20, 68, 2)
+    np.testing.assert_array_equal(packed.landmarks, original.landmarks[:20])
+    # H.264 is lossy, but close: about 40 dB PSNR on real faces.
+    err = packed.crops.astype(float) - original.crops[:20].astype(float)
+    assert 10 * np.log10(255**2 / np.mean(err**2)) > 30
+    assert np.abs(packed.audio - original.audio[: 20 * 640]).max() < 1e-4  # 16-bit audio
+    model = tmp_path / "model"
+    train("autoencoder", dataset, model, run_config(tmp_path, 1))
+    summary = train("l2v", pack, model, run_config(tmp_path, 2, mouth_loss_weight=4.0), device="cpu")
+    assert summary["steps"] == 2 and np.isfinite(summary["history"][-1]["loss"])
+
+
+def test_a2l_motion_gain_is_measured_and_applied(dataset, tmp_path):
+    model = tmp_path / "model"
+    train("a2l", dataset, model, run_config(tmp_path, 2))
+    cfg = checkpoint.load_config(model)
+    assert cfg.a2l.motion_gain > 0 and cfg.a2l.motion_gain != 1.0
+    a2l = checkpoint.load_part(model, "a2l")
+    mel, spk, ref = torch.randn(1, 5, 320), torch.randn(1, 256), torch.full((1, 68, 2), 128.0)
+    scaled, _ = a2l(mel, spk, ref, a2l.initial_state(1))
+    a2l.cfg = dataclasses.replace(cfg.a2l, motion_gain=1.0)
+    plain, _ = a2l(mel, spk, ref, a2l.initial_state(1))
+    torch.testing.assert_close(scaled, plain * cfg.a2l.motion_gain)

@@ -1,0 +1,248 @@
+"""`facecast enroll`: a tiny enrolment on a generated video (tiny model, a few steps), the bundle's round trip
+through `generate`, resume, the bad inputs, and the personal eval protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ASSETS, moving_face_video, speech_like, write_wav
+
+from facecast.engine import enroll as enroll_module
+from facecast.engine import media
+from facecast.engine.avatar import Avatar, model_hash
+from facecast.engine.checkpoint import file_hash
+from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, ADAPTER_FILE, EnrollConfig, check_backend, enroll
+from facecast.engine.errors import AudioError, FaceError, InputError
+
+# A few steps at a high rate: enough to move the adapter off zero, fast enough for CI.
+TINY = EnrollConfig(
+    max_steps=4,
+    batch=2,
+    lr=1e-2,
+    warmup_steps=1,
+    a2l_steps=4,
+    a2l_batch=2,
+    a2l_lr=1e-2,
+    min_seconds=2.0,
+    check_identity=False,
+    log_every=2,
+    save_every=2,
+)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return moving_face_video(tmp_path_factory.mktemp("enroll") / "person.mp4", frames=75)  # 3 s
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_model: Path, video: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bundle") / "person"
+    return out, enroll(video, out, tiny_model, TINY, log=_quiet)
+
+
+def _face_video(path: Path, frame_fn, frames: int, audio: np.ndarray | None = None) -> Path:  # noqa: ANN001
+    """A video whose frame i is ``frame_fn(i, astronaut_face)``, with speech-like audio unless given."""
+    face = np.ascontiguousarray(media.load_image(ASSETS / "astronaut.jpg")[0:320, 80:400])
+    first = frame_fn(0, face)
+    w = media.Mp4Writer(path, first.shape[1], first.shape[0])
+    for i in range(frames):
+        w.write(frame_fn(i, face))
+    w.close(speech_like(frames / 25) if audio is None else audio)
+    return path
+
+
+def backend_reference(backend) -> np.ndarray:  # noqa: ANN001
+    """A plausible (1, 68, 2) reference shape: the bundled portrait's landmarks are not needed, any face will do."""
+    from facecast.engine.config import FaceConfig
+
+    rng = np.random.default_rng(1)
+    return (FaceConfig().crop_px / 2 + 40 * rng.standard_normal((1, 68, 2))).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- the bundle
+
+
+def test_bundle_holds_the_avatar_and_a_small_adapter(bundle: tuple[Path, dict], tiny_model: Path) -> None:
+    out, report = bundle
+    assert {p.name for p in out.iterdir()} == {"avatar.npz", "meta.json", ADAPTER_FILE, ADAPTER_CONFIG_FILE, A2L_FILE}
+    assert not out.with_name(out.name + ".partial").exists()
+    avatar = Avatar.load(out, model_hash(tiny_model))
+    assert avatar.num_frames == 75 and avatar.crops.shape == (75, 256, 256, 3)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["enrolment"]["base_l2v_hash"] == file_hash(tiny_model / "l2v.safetensors")
+    assert report["steps"] == TINY.max_steps and report["val_loss_last"] is not None
+    assert report["train_frames"] + report["val_frames"] == 75
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / ADAPTER_FILE))
+    assert weights and all("lora_" in k for k in weights)
+    assert report["adapter_mb"] < 1.0  # only what changed: the tiny model's adapter is a few hundred kB
+
+
+def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
+    bundle: tuple[Path, dict], tiny_model: Path
+) -> None:
+    from facecast.export.torch_backend import TorchBackend
+    from facecast.streaming.commands import load_avatar
+
+    out, _ = bundle
+    before = file_hash(tiny_model / "l2v.safetensors")
+    backend = TorchBackend(tiny_model)
+    base_weights = {k: v.clone() for k, v in backend.l2v.state_dict().items()}
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 8, 32, 32), dtype=np.float32) for _ in range(4)]
+    args = (inputs[0], np.array([500]), inputs[1], inputs[2], inputs[3])
+    extra = (
+        rng.random((1, 3, 32, 32), np.float32),
+        rng.random((1, 37, 2), np.float32) * 256,
+        rng.random((1, 5, 320), np.float32),
+    )
+    generic = backend.denoise(*args, *extra)
+    mel = rng.standard_normal((1, 10, 320), dtype=np.float32)
+    a2l_args = (mel, rng.standard_normal((1, 256), dtype=np.float32), backend_reference(backend))
+    generic_motion = backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
+
+    load_avatar(out, backend, backend.cfg, tiny_model)  # an enrolled bundle: its adapter goes into a copy of L2V
+    enrolled = backend.denoise(*args, *extra)
+    assert np.abs(enrolled - generic).max() > 1e-5
+    enrolled_motion = backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
+    assert np.abs(enrolled_motion - generic_motion).max() > 1e-5
+
+    load_avatar(ASSETS / "astronaut.jpg", backend, backend.cfg, tiny_model)  # a plain avatar: the model's own L2V
+    np.testing.assert_array_equal(backend.denoise(*args, *extra), generic)
+    np.testing.assert_array_equal(
+        backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0], generic_motion
+    )
+    for k, v in backend.l2v.state_dict().items():
+        assert np.array_equal(v.numpy(), base_weights[k].numpy()), k
+    assert file_hash(tiny_model / "l2v.safetensors") == before
+
+
+def test_bundle_round_trips_through_generate(bundle: tuple[Path, dict], tiny_model: Path, tmp_path: Path) -> None:
+    from facecast.streaming.cli import main
+
+    out, _ = bundle
+    wav = write_wav(tmp_path / "speech.wav", speech_like(0.6), 16_000)
+    mp4 = tmp_path / "out.mp4"
+    rc = main(["generate", "--avatar", str(out), "--audio", str(wav), "--out", str(mp4), "--model", str(tiny_model)])
+    assert rc == 0 and media.probe_video(mp4).frames >= 10
+
+
+def test_backends_without_adapters_refuse_an_enrolled_bundle(bundle: tuple[Path, dict]) -> None:
+    class OnnxLike:
+        name = "onnxruntime"
+
+    with pytest.raises(InputError, match="--backend torch"):
+        check_backend(OnnxLike(), bundle[0])
+    check_backend(OnnxLike(), None)  # a plain avatar is fine
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def test_interrupted_run_resumes(
+    video: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_batch = enroll_module.l2v_batch
+    calls = {"n": 0}
+
+    def interrupting_batch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 5:  # the validation batch, the timing batch, then training steps 1, 2: stop in step 3
+            raise KeyboardInterrupt
+        return real_batch(*args, **kwargs)
+
+    out = tmp_path / "person"
+    monkeypatch.setattr(enroll_module, "l2v_batch", interrupting_batch)
+    with pytest.raises(KeyboardInterrupt):
+        enroll(video, out, tiny_model, TINY, log=_quiet)
+    assert not out.exists()  # never a half-written bundle
+    state = json.loads((tmp_path / "person.partial" / "runs" / "l2v_lora" / "state.json").read_text())
+    assert state["step"] == 2
+    monkeypatch.setattr(enroll_module, "l2v_batch", real_batch)
+    report = enroll(video, out, tiny_model, TINY, resume=True, log=_quiet)
+    assert report["steps"] == TINY.max_steps
+    assert (out / ADAPTER_FILE).is_file() and not (tmp_path / "person.partial").exists()
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_too_short_says_how_long_is_needed(tiny_model: Path, tmp_path: Path) -> None:
+    short = moving_face_video(tmp_path / "short.mp4", frames=12)
+    with pytest.raises(InputError, match="at least 10 s"):
+        enroll(short, tmp_path / "b", tiny_model, EnrollConfig(), log=_quiet)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_no_speech_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    silent = _face_video(tmp_path / "silent.mp4", lambda i, f: f, 75, audio=np.zeros(75 * 640, np.float32))
+    with pytest.raises(AudioError):
+        enroll(silent, tmp_path / "b", tiny_model, TINY, log=_quiet)
+    mute = moving_face_video(tmp_path / "mute.mp4", frames=75, with_audio=False)
+    with pytest.raises(AudioError, match="no audio"):
+        enroll(mute, tmp_path / "b", tiny_model, TINY, log=_quiet)
+    assert not (tmp_path / "b").exists()
+
+
+def test_several_people_are_refused(tiny_model: Path, tmp_path: Path) -> None:
+    two = _face_video(tmp_path / "two.mp4", lambda i, f: np.concatenate([f, f[:, ::-1]], axis=1), 75)
+    with pytest.raises(FaceError, match="several people"):
+        enroll(two, tmp_path / "b", tiny_model, TINY, log=_quiet)
+
+
+def test_face_lost_in_many_frames_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    blank = lambda i, f: f if i % 3 == 0 else np.full_like(f, 90)  # noqa: E731 - the face in a third of frames
+    lost = _face_video(tmp_path / "lost.mp4", blank, 75)
+    with pytest.raises(FaceError, match="lost"):
+        enroll(lost, tmp_path / "b", tiny_model, TINY, log=_quiet)
+
+
+def test_a_different_person_in_the_second_half_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    def frame(i: int, f: np.ndarray) -> np.ndarray:
+        canvas = np.full((320, 384, 3), 128, np.uint8)
+        face = f if i < 125 else cv2.resize(f, (384, 288))  # then another face's proportions: wider, flatter
+        canvas[: face.shape[0], : face.shape[1]] = face
+        return canvas
+
+    other = _face_video(tmp_path / "other.mp4", frame, 250)  # 10 s: the identity checks' minimum
+    with pytest.raises(InputError, match="different person"):
+        enroll(other, tmp_path / "b", tiny_model, dataclasses.replace(TINY, check_identity=True), log=_quiet)
+
+
+# ---------------------------------------------------------------------------------------------- eval
+
+
+def test_personal_protocol_scores_enrolled_and_generic_side_by_side(video: Path, tiny_model: Path) -> None:
+    from facecast.engine.evaluate import EvalConfig, evaluate
+    from facecast.export.torch_backend import TorchBackend
+
+    backend = TorchBackend(tiny_model)
+    ecfg = EvalConfig(protocol="personal", steps=1, max_frames=20, enroll=dataclasses.replace(TINY, min_seconds=1.0))
+    report = evaluate(video, backend, backend.cfg, ecfg)
+    assert not report["skipped"], report["skipped"]
+    scores = report["clips"][video.stem]
+    for system in ("model", "generic", "oracle", "generic_oracle", "static", "topline"):
+        assert np.isfinite(scores[system]["psnr_mouth"]), system
+    ratios = report["enrolled_vs_generic"][video.stem]
+    assert set(ratios) >= {"lmd_mouth_ratio", "psnr_mouth_gain_db"}
+    assert report["enrolment"][video.stem]["steps"] == TINY.max_steps
+    assert (backend.a2l_net, backend.l2v) == backend._base  # the generic model is back after the clip
+
+
+def test_cli_enroll_reports_bad_input_with_exit_code_2(tiny_model: Path, tmp_path: Path) -> None:
+    from facecast.streaming.cli import main
+
+    short = moving_face_video(tmp_path / "short.mp4", frames=12)
+    rc = main(["enroll", "--video", str(short), "--out", str(tmp_path / "b"), "--model", str(tiny_model)])
+    assert rc == 2 and not (tmp_path / "b").exists()
