@@ -14,9 +14,10 @@ class LiveConfig:
     seed: int = 0
     # Output frame n is sent delay_frames = lookahead + processing_frames ticks after its audio came in: the model
     # needs `lookahead` frames of audio past n, then gets `processing_frames` ticks to render it. On the 2-core CPU
-    # (docs/streaming.md) 3 ticks with no lateness gave as many new pictures as 2 ticks with one tick of lateness,
-    # and every picture then goes out with its own 40 ms of sound.
-    processing_frames: int = 3
+    # with onnxruntime at one step (23 ms a frame with the warp prior), 2 ticks keep all 25 new pictures a second
+    # and bring p95 end-to-end from 202 to 162 ms (`facecast bench stream --processing-frames 2` vs 3, README).
+    # Slower set-ups (torch, more steps) skip more pictures at 2: give them 3.
+    processing_frames: int = 2
     max_late_frames: int = 0  # a frame may go out this many ticks late; one that would be later is not rendered
     jitter_ms: int = 60  # each source buffers this much before it plays, so packet jitter does not cut the audio
     live_backlog_ms: int = 300  # a live source (mic, browser) further ahead than this is trimmed (clock drift)

@@ -310,7 +310,9 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
     async def main():
         clock = ManualClock()
         slow = SlowBackend(backend, clock, seconds=0.100)
-        engine = LiveEngine(slow, backend.cfg, portrait, live_config(hangover_frames=20), clock=clock)
+        # A render (100 ms) longer than a tick but inside a 3-tick budget: some pictures make it, some are skipped.
+        config = live_config(hangover_frames=20, processing_frames=3)
+        engine = LiveEngine(slow, backend.cfg, portrait, config, clock=clock)
         queue = engine.subscribe()
         await engine.start()
         buf = engine.open_source("talker", live=False)
