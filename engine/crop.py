@@ -82,16 +82,20 @@ def paste_mask(lms_crop: np.ndarray, face: FaceConfig = FaceConfig(), l2v: L2VCo
     return lower_face_mask(lms_crop, face, l2v) * np.clip(near_mouth, 0.0, 1.0)
 
 
-def match_colours(image: np.ndarray, reference: np.ndarray, region: np.ndarray, min_pixels: int = 100) -> np.ndarray:
+def match_colours(
+    image: np.ndarray, reference: np.ndarray, region: np.ndarray, min_pixels: int = 100, contrast: bool = True
+) -> np.ndarray:
     """Per-channel gain and offset taking ``image``'s colour statistics over ``region`` to ``reference``'s.
 
-    uint8 (H, W, 3) images, boolean region (H, W). Too small a region leaves the image as it is.
+    uint8 (H, W, 3) images, boolean region (H, W). Too small a region leaves the image as it is. Without
+    ``contrast`` only the means are matched (gain 1): right for pixels far outside the region's colours (teeth, a
+    dark mouth), where a gain fitted on skin would push them to white or black.
     """
     if int(region.sum()) < min_pixels:
         return image
     src = image[region].astype(np.float32)
     dst = reference[region].astype(np.float32)
-    gain = np.clip(dst.std(0) / np.maximum(src.std(0), 1.0), 0.5, 2.0)
+    gain = np.clip(dst.std(0) / np.maximum(src.std(0), 1.0), 0.5, 2.0) if contrast else np.ones(3, np.float32)
     offset = dst.mean(0) - gain * src.mean(0)
     return np.clip(image.astype(np.float32) * gain + offset + 0.5, 0, 255).astype(np.uint8)
 

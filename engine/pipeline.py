@@ -187,7 +187,8 @@ class LipSyncSession:
         mask = self.paste_mask(a, lms)
         skin = (mask > 0.5) & (crop.mouth_mask(np.stack([self.avatar.landmarks[a], lms]), face) < 0.01)
         lower = compose_lower_face(self.backend, self.cfg, self.avatar.crops[a], latent, self.row)
-        lower = crop.match_colours(lower, self.avatar.crops[a], skin)
+        # With the warp, decoded pixels show only inside the mouth: match their mean colour, not their contrast.
+        lower = crop.match_colours(lower, self.avatar.crops[a], skin, contrast=not warp_prior)
         if warp_prior:
             src = self.avatar.identity_index
             top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
