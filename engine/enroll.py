@@ -45,11 +45,11 @@ from .train import (
     A2LObjective,
     L2VObjective,
     TrainConfig,
-    _with_motion_gain,
     a2l_batch,
     l2v_batch,
     l2v_clip,
     train_loop,
+    with_motion_gain,
 )
 from .warp import most_closed_frame
 
@@ -407,7 +407,7 @@ def fit_a2l(
     summary = train_loop(
         "a2l", a2l, lambda rng: a2l_batch([train], cfg, tcfg, rng, cache), objective, cfg, tcfg, work, val
     )
-    gain = _with_motion_gain(cfg, a2l, [train], cache).a2l.motion_gain
+    gain = with_motion_gain(cfg, a2l, [train], cache).a2l.motion_gain
     return a2l.eval(), gain, (base_val, summary["history"][-1].get("val_loss") if summary["history"] else base_val)
 
 

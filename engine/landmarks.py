@@ -15,11 +15,19 @@ MOUTH = np.arange(48, 68)
 DRIVEN = np.concatenate([JAW, MOUTH])
 # Points that speech does not move: used to register a frame's landmarks onto another's.
 STABLE = np.concatenate([np.arange(17, 27), NOSE, LEFT_EYE, RIGHT_EYE])
+# Inner-lip pairs (upper, lower) whose gaps measure how far a mouth is open.
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 
 
 def eye_centres(lms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(…, 68, 2) -> left and right eye centres (…, 2), image left first."""
     return lms[..., LEFT_EYE, :].mean(-2), lms[..., RIGHT_EYE, :].mean(-2)
+
+
+def lip_gap(lms: np.ndarray) -> np.ndarray:
+    """Mean Euclidean gap of the inner-lip pairs, in the landmarks' units: (…, 68, 2) -> (…,). Euclidean rather
+    than the pure y gap so a tilted head does not read as a closed mouth."""
+    return np.mean([np.linalg.norm(lms[..., a, :] - lms[..., b, :], axis=-1) for a, b in INNER_LIP_PAIRS], axis=0)
 
 
 def interocular(lms: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .errors import FaceError, InputError
+from .landmarks import INNER_LIP_PAIRS, lip_gap  # noqa: F401 - INNER_LIP_PAIRS: part of this module's API
 
 SAMPLE_RATE = 16_000
 FPS = 25
@@ -49,8 +50,6 @@ FACE = np.arange(68)
 MOUTH = np.arange(48, 68)
 LEFT_EYE_OUTER = 36  # subject's right eye, outer corner (image left)
 RIGHT_EYE_OUTER = 45  # subject's left eye, outer corner (image right)
-# Inner-lip pairs (upper, lower) whose gaps define the mouth opening.
-INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,8 +233,7 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     pure y gap so a tilted head does not read as a closed mouth.
     """
     lm = _landmarks(landmarks, "mouth")
-    gaps_px = np.stack([np.linalg.norm(lm[:, a] - lm[:, b], axis=-1) for a, b in INNER_LIP_PAIRS], axis=1)
-    return gaps_px.mean(axis=1) / interocular_px(lm)
+    return lip_gap(lm) / interocular_px(lm)
 
 
 def opening_std(landmarks: np.ndarray) -> float:

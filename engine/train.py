@@ -26,10 +26,10 @@ from .config import ModelConfig, build_dataclass
 from .dataset import Clip, load_clips
 from .ddim import make_scheduler
 from .errors import FacecastError
-from .landmarks import DRIVEN, register_to, render_heatmaps
+from .landmarks import DRIVEN, lip_gap, register_to, render_heatmaps
 from .latents import clip_latents, image_to_tensor
 
-# Held-out speakers (whole speakers: no other clip of theirs is trained on), from five sources: see the model card.
+# Held-out speakers (whole speakers: no other clip of theirs is trained on), from seven sources: see the model card.
 DEFAULT_HOLDOUT = (
     "mimictalk_may_5s",
     "lrs2_00016",
@@ -408,7 +408,7 @@ def train(part: str, data: Path, model_dir: Path, config_path: Path | None = Non
             model_dir,
             val,
         )
-        cfg = _with_motion_gain(cfg, model, clips, cache)
+        cfg = with_motion_gain(cfg, model, clips, cache)
         model.cfg = cfg.a2l
         summary["motion_gain"] = cfg.a2l.motion_gain
     elif part == "l2v":
@@ -468,15 +468,13 @@ def a2l_predict_clip(model: torch.nn.Module, mel: np.ndarray, speaker: np.ndarra
     return disp[0, look:].numpy()
 
 
-def _with_motion_gain(cfg: ModelConfig, model: torch.nn.Module, clips: list[Clip], cache: dict) -> ModelConfig:
+def with_motion_gain(cfg: ModelConfig, model: torch.nn.Module, clips: list[Clip], cache: dict) -> ModelConfig:
     """Measure how much A2L damps the mouth on its *training* clips and store the inverse as ``motion_gain``.
 
     Pooled over clips: std of the real inner-lip gap / std of the predicted one (pose-free pixels). Held-out
     clips are not looked at, so held-out scores stay honest.
     """
     import dataclasses
-
-    from .warp import lip_gap
 
     model.eval()
     model.cfg = dataclasses.replace(cfg.a2l, motion_gain=1.0)

@@ -14,10 +14,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from .landmarks import INNER_LIP
-
-# Inner-lip pairs (upper, lower) whose gaps measure how far a mouth is open (as metrics.mouth_opening does).
-INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+from .landmarks import INNER_LIP, lip_gap
 
 
 def border_anchors(size_px: int, per_side: int = 4) -> np.ndarray:
@@ -89,12 +86,6 @@ def interior_mask(lms_px: np.ndarray, size_px: int, grow_px: int, feather_px: fl
     if feather_px > 0:
         soft = cv2.GaussianBlur(soft, (0, 0), feather_px)
     return np.clip(soft, 0.0, 1.0)
-
-
-def lip_gap(lms_px: np.ndarray) -> np.ndarray:
-    """Mean inner-lip gap in pixels, per landmark set: (…, 68, 2) -> (…,)."""
-    gaps = [np.linalg.norm(lms_px[..., a, :] - lms_px[..., b, :], axis=-1) for a, b in INNER_LIP_PAIRS]
-    return np.mean(gaps, axis=0)
 
 
 def most_closed_frame(landmarks_px: np.ndarray) -> int:
