@@ -61,6 +61,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         batch=args.batch,
         options=ExportOptions(opset=args.opset, slim=not args.no_slim),
         log=_log,
+        dynamic_batch=not args.static_batch,
     )
     table = Table("graph", "inputs -> outputs", "nodes", "max abs / rel. error", "onnxslim", "TensorRT ops")
     for name, g in manifest.graphs.items():
@@ -87,7 +88,10 @@ def add_export(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
     sp.add_argument("--out", type=Path, required=True, help="export folder to write")
     sp.add_argument("--fp16", action="store_true", help="half-precision graphs (for GPUs; slow on ORT's CPU provider)")
-    sp.add_argument("--batch", type=int, default=1, help="static batch size of the graphs (default 1, as streaming)")
+    sp.add_argument("--batch", type=int, default=1, help="batch the graphs are traced and checked at (default 1)")
+    sp.add_argument(
+        "--static-batch", action="store_true", help="graphs take only --batch (default: any batch, for many sessions)"
+    )
     sp.add_argument("--opset", type=int, default=17, help="ONNX opset (TensorRT 10 reads 9..24)")
     sp.add_argument("--no-slim", action="store_true", help="skip onnxslim")
     sp.set_defaults(func=cmd_export)

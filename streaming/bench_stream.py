@@ -33,7 +33,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from facecast.engine.pipeline import Frame
+from facecast.engine.batching import Steps
 
 from .clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock
 from .config import LiveConfig, ServerConfig
@@ -182,8 +182,8 @@ class MeasuredEngine(LiveEngine):
             self.log.arrivals[k] = arrival
             self.log.taken[k] = self.clock.now()
 
-    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> tuple[int, list[Frame]]:
-        epoch, frames = super()._feed(epoch, block, begin, end)
+    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> Steps:
+        epoch, frames = yield from super()._feed(epoch, block, begin, end)
         now = self.clock.now()  # when these frames reach the display; one block's frames come back together
         for f in frames if not self.log.closed else ():
             if SKIPPED not in f.timings_ms:

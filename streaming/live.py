@@ -11,7 +11,9 @@
                                             ▼ subscribers (WebRTC tracks, tests)
 
 All model work (push_audio, finish, the speaker embedding, avatar preparation) runs in one worker thread, in
-submission order, so the event loop never blocks on it and the session needs no locks.
+submission order, so the event loop never blocks on it and the session needs no locks. That thread is a
+``ModelWorker``: the engine's own by default, or one shared by many engines (``worker=``), which then batches the
+frames due from every session into one model call (model_worker.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
+from facecast.engine.batching import Steps
 from facecast.engine.config import InferenceConfig, ModelConfig
 from facecast.engine.pipeline import Frame, LipSyncSession
 from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
@@ -38,6 +41,7 @@ from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
 from .clock import Clock, FrameClock, MonotonicClock
 from .config import LiveConfig
 from .mixer import Mixer, SourceBuffer
+from .model_worker import ModelWorker
 from .sync import SKIPPED, AudioOut, Display, RenderPolicy, SpeechGate
 
 log = logging.getLogger("facecast.live")
@@ -83,13 +87,13 @@ class LiveSession(LipSyncSession):
         self.start_frame = start_frame
         self.avatar.offset_frames = start_frame
 
-    def render(self, n: int) -> Frame:
+    def render_steps(self, n: int) -> Steps:
         index = self.start_frame + n
         if self.policy is not None and not self.policy.should_render(index):
             a = self.avatar.index_for(n)
             return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
         t = self.clock.now()
-        frame = super().render(n)
+        frame = yield from super().render_steps(n)
         if self.policy is not None:
             self.policy.rendered(self.clock.now() - t)
         frame.index = index
@@ -127,8 +131,10 @@ class LiveEngine:
         config: LiveConfig | None = None,
         clock: Clock | None = None,
         speaker_fn: Callable[[np.ndarray], np.ndarray] = speaker_embedding,
+        worker: ModelWorker | None = None,
     ) -> None:
         config = config or LiveConfig()
+        self.worker = worker or ModelWorker(backend)  # shared with other engines, or this engine's own
         self.backend, self.cfg, self.config = backend, cfg, config
         self.clock = clock or MonotonicClock()
         self.speaker_fn = speaker_fn
@@ -143,7 +149,7 @@ class LiveEngine:
         self._speaker = np.zeros(SPEAKER_DIM, np.float32)  # written by the model thread only
         self._session = self._new_session(avatar, None)
         self._subscribers: list[asyncio.Queue[OutputFrame | None]] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Executor | None = None  # this engine's lane on the model worker while running
         self._ticker: asyncio.Task[None] | None = None
         self._reset_state()
 
@@ -183,7 +189,7 @@ class LiveEngine:
         if self.running:
             return
         self._reset_state()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-model")
+        self._executor = self.worker.join()
         # One frame of slack so that the first ticks are not already late while start() returns.
         self.frames = FrameClock(self.clock.now() + 1 / self.cfg.audio.fps, self.cfg.audio.fps)
         self.policy = RenderPolicy(
@@ -392,14 +398,15 @@ class LiveEngine:
                 self.counters.rendered += 1
                 self.display.add(f)
 
-    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> tuple[int, list[Frame]]:
-        """Model thread: one 40 ms block into the session; the frames it completed come back."""
+    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> Steps:
+        """Model thread: one 40 ms block into the session; returns (epoch, the frames it completed). Its model
+        calls are requests the worker batches with other sessions' (engine.batching)."""
         session = self._session
         if begin is not None:
             session.begin(begin)
-        frames = session.push_audio(block)
+        frames = yield from session.push_audio_steps(block)
         if end:
-            frames += session.finish()
+            frames += yield from session.finish_steps()
         return epoch, frames
 
     def _collect_speech(self, block: np.ndarray) -> None:
