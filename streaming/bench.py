@@ -37,6 +37,7 @@ from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 
+from .bench_sessions import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
 from .clock import Clock, MonotonicClock
 from .config import LiveConfig
 
@@ -68,6 +69,7 @@ class StreamBenchOptions:
     backends: tuple[str, ...] = ("torch",)
     steps: tuple[int, ...] = (1,)
     sessions: tuple[int, ...] = (1,)
+    workers: tuple[str, ...] = WORKER_MODES  # for K > 1: shared model worker (batched) and/or one per session
     seconds: float = 20.0
     fast: bool = False
     webrtc: bool = False
@@ -105,17 +107,27 @@ class Harness:
 
 
 def _engines(
-    backend: Backend, avatar: Avatar, steps: int, sessions: int, options: StreamBenchOptions, harness: Harness
+    backend: Backend,
+    avatar: Avatar,
+    steps: int,
+    sessions: int,
+    options: StreamBenchOptions,
+    harness: Harness,
+    worker: str = WORKER_SHARED,
 ) -> list[MeasuredEngine]:
     from .bench_stream import MeasuredEngine
+    from .model_worker import ModelWorker
 
     live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
-    extra = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
+    extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
+    if worker == WORKER_SHARED:
+        extra["worker"] = ModelWorker(backend)  # else each engine makes its own
     return [MeasuredEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
 
 
-def variant_name(backend: str, steps: int, sessions: int) -> str:
-    return f"{backend} steps={steps} sessions={sessions}"
+def variant_name(backend: str, steps: int, sessions: int, worker: str = WORKER_SHARED) -> str:
+    mode = f" worker={worker}" if sessions > 1 else ""
+    return f"{backend} steps={steps} sessions={sessions}{mode}"
 
 
 async def run_variant(
@@ -127,19 +139,22 @@ async def run_variant(
     sessions: int,
     options: StreamBenchOptions,
     harness: Harness,
+    worker: str = WORKER_SHARED,
 ) -> dict[str, Any]:
-    """K fresh engines on ``backend`` at once, warmed up as ``facecast serve`` does, measured for ``seconds``."""
+    """K fresh engines on ``backend`` at once, warmed up as ``facecast serve`` does, measured for ``seconds``;
+    ``worker``: all on one shared model worker, or each on its own (bench_sessions.py)."""
     from .bench_stream import RunOptions, measure_run, summarise_run
 
-    engines = _engines(backend, avatar, steps, sessions, options, harness)
+    engines = _engines(backend, avatar, steps, sessions, options, harness, worker)
     for engine in engines:
         await engine.warm_up()
     run = RunOptions(seconds=options.seconds, webrtc=options.webrtc, viewers=options.viewers, timed=harness.timed)
     record = await measure_run(engines, audio_16k, run, harness.driver, harness.timer, None, harness.encoder_factory)
     return {
-        "name": variant_name(backend_name, steps, sessions),
+        "name": variant_name(backend_name, steps, sessions, worker),
         "backend": backend_name,
         "steps": steps,
+        "worker": worker,
         **summarise_run(record, options.webrtc),
     }
 
@@ -342,6 +357,7 @@ def build_report(
         "cold": cold,
         "baseline": base["name"],
         "variants": variants,
+        "sessions_sweep": sessions_sweep(variants),
         "verdict": top,
     }
 
@@ -423,10 +439,11 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
             cold = await cold_start(backend, name, avatar, audio, options, harness, load_ms, avatar_ms)
         for steps in options.steps:
             for sessions in options.sessions:
-                log(f"{variant_name(name, steps, sessions)}: {options.seconds:g} s")
-                v = await run_variant(backend, name, avatar, audio, steps, sessions, options, harness)
-                log(f"  {_progress_line(v)}")
-                variants.append(v)
+                for worker in worker_modes(sessions, options.workers):
+                    log(f"{variant_name(name, steps, sessions, worker)}: {options.seconds:g} s")
+                    v = await run_variant(backend, name, avatar, audio, steps, sessions, options, harness, worker)
+                    log(f"  {_progress_line(v)}")
+                    variants.append(v)
     context = {
         "machine": machine_info(),
         "model": str(options.model),
@@ -561,7 +578,7 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
             f"warm-up {cold['warmup_ms']:.0f} ms + start to first frame {_num(cold['start_to_first_frame_ms'])} ms; "
             f"first generated frame {_num(cold['first_generated_ms'])} ms after speech"
         )
-    return [main, stages, compared, verdict_table]
+    return [main, stages, compared, verdict_table, *sweep_table(report.get("sessions_sweep", []))]
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -579,7 +596,13 @@ def _add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--backend", type=_backends, default=d.backends, help=f"comma-separated, from {','.join(BACKENDS)}")
     sp.add_argument("--device", default=d.device, help="torch device (cpu, cuda); onnxruntime: cpu = CPU provider")
     sp.add_argument("--steps", type=_ints, default=d.steps, help="DDIM steps per frame, e.g. 1,2,4 (default 1)")
-    sp.add_argument("--sessions", type=_ints, default=d.sessions, help="engines at once on one backend, e.g. 1,2")
+    sp.add_argument("--sessions", type=_ints, default=d.sessions, help="engines at once on one backend, e.g. 1,2,4,8")
+    sp.add_argument(
+        "--worker",
+        type=_worker_modes,
+        default=d.workers,
+        help="for K > 1: shared (one model worker, frames batched), own (a thread per session), or both (default)",
+    )
     mode = sp.add_mutually_exclusive_group()
     mode.add_argument("--realtime", dest="fast", action="store_false", help="real 25 fps clock (default)")
     mode.add_argument("--fast", dest="fast", action="store_true", help="feed audio as fast as the engine takes it")
@@ -592,6 +615,13 @@ def _add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--json", type=Path, default=None, help="write the full report here")
     sp.add_argument("--plot", type=Path, default=None, help="write latency over time + histogram here (PNG)")
     sp.set_defaults(func=cmd_bench_stream, fast=False)
+
+
+def _worker_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not modes or any(m not in WORKER_MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"--worker takes {', '.join(WORKER_MODES)} (comma-separated), not {text!r}")
+    return modes
 
 
 def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -610,6 +640,7 @@ def options_from(args: argparse.Namespace) -> StreamBenchOptions:
         backends=tuple(args.backend),
         steps=tuple(args.steps),
         sessions=tuple(args.sessions),
+        workers=tuple(args.worker),
         seconds=args.seconds,
         fast=args.fast,
         webrtc=args.webrtc,

@@ -191,7 +191,9 @@ class LiveEngine:
         self._reset_state()
         self._executor = self.worker.join()
         # One frame of slack so that the first ticks are not already late while start() returns.
-        self.frames = FrameClock(self.clock.now() + 1 / self.cfg.audio.fps, self.cfg.audio.fps)
+        # On the worker's frame grid, so that engines sharing it tick (and need frames) together.
+        fps = self.cfg.audio.fps
+        self.frames = FrameClock(self.worker.align_start(self.clock.now() + 1 / fps, fps), fps)
         self.policy = RenderPolicy(
             self.frames,
             self.clock,

@@ -16,12 +16,18 @@ Policy when the worker cannot serve everyone in time (explicit, and the same as 
 - each session's own ``RenderPolicy`` skips the frames it predicts late (its render time is measured around the
   batched call, so it sees the shared worker's real pace) and the display repeats its last picture;
 - joining or leaving only adds or removes a lane between rounds: nobody else's jobs wait for it.
+
+Gathering: engines on one worker tick on one frame grid (``align_start``), so their jobs arrive together; a round
+that finds some lanes served last round still empty waits up to ``WorkerConfig.gather_ms`` for them, and never
+for a lane that has gone quiet (between utterances, or gone).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor, Future
@@ -32,6 +38,14 @@ from facecast.engine.backend import Backend
 from facecast.engine.batching import run_calls
 
 log = logging.getLogger("facecast.model_worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    max_batch: int | None = None  # most frames in one model call; None: every frame due (TensorRT's profile caps it)
+    # A round waits this long for lanes that were served last round and have no job yet: ticks of sessions on one
+    # grid submit within a millisecond or two, and a round without them would run twice as many model calls.
+    gather_ms: float = 5.0
 
 
 @dataclass
@@ -59,6 +73,7 @@ class Lane(Executor):
         self.closed = False
         self.idle = threading.Event()  # set while no job of this lane is running
         self.idle.set()
+        self.last_round = -1  # the worker round that last served this lane
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -93,10 +108,11 @@ class ModelWorker:
     The thread runs while at least one lane is joined, so a private worker (one session) costs the same thread
     a one-worker thread pool did."""
 
-    def __init__(self, backend: Backend, max_batch: int | None = None, name: str = "facecast-model") -> None:
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1 (or None for no limit), got {max_batch}")
-        self.backend, self.max_batch, self.name = backend, max_batch, name
+    def __init__(self, backend: Backend, config: WorkerConfig = WorkerConfig(), name: str = "facecast-model") -> None:
+        if config.max_batch is not None and config.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1 (or None for no limit), got {config.max_batch}")
+        self.backend, self.config, self.name = backend, config, name
+        self._grid_start: float | None = None
         self.cond = threading.Condition()
         self.lanes: list[Lane] = []
         self.counters = WorkerCounters()
@@ -114,6 +130,15 @@ class ModelWorker:
                 self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                 self._thread.start()
         return lane
+
+    def align_start(self, t: float, fps: int) -> float:
+        """The first tick time at or after ``t`` on this worker's frame grid (set by the first engine to ask), so
+        the engines sharing the worker tick together and their frames are due in the same round."""
+        with self.cond:
+            if self._grid_start is None:
+                self._grid_start = t
+            ticks = math.ceil((t - self._grid_start) * fps - 1e-9)
+            return self._grid_start + max(0, ticks) / fps
 
     @property
     def sessions(self) -> int:
@@ -134,14 +159,31 @@ class ModelWorker:
             if ready:
                 break
             self.cond.wait()
+        self._gather()
+        ready = [lane for lane in self.lanes if lane.jobs]
         start = self._rotation % len(ready)
         self._rotation += 1
         taken = []
         for lane in ready[start:] + ready[:start]:
             job = lane.jobs.popleft()
             lane.idle.clear()
+            lane.last_round = self.counters.rounds
             taken.append((lane, job))
         return taken
+
+    def _gather(self) -> None:
+        """Under the lock: wait up to ``gather_ms`` for the lanes served last round that have no job yet."""
+        deadline = time.monotonic() + self.config.gather_ms / 1e3
+        while True:
+            expected = [
+                lane
+                for lane in self.lanes
+                if not lane.jobs and not lane.closed and lane.last_round == self.counters.rounds - 1
+            ]
+            left = deadline - time.monotonic()
+            if not expected or left <= 0:
+                return
+            self.cond.wait(left)
 
     def _serve(self) -> None:
         while True:
@@ -175,7 +217,7 @@ class ModelWorker:
         if not steps:
             return
         self.counters.batched_jobs += len(steps)
-        outcomes = run_calls(self.backend, [gen for _, gen in steps], self.max_batch)
+        outcomes = run_calls(self.backend, [gen for _, gen in steps], self.config.max_batch)
         for (job, _), outcome in zip(steps, outcomes, strict=True):
             if outcome.error is not None:
                 job.future.set_exception(outcome.error)

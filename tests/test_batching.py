@@ -210,9 +210,9 @@ def test_the_worker_serves_lanes_in_turn_when_it_falls_behind(backend):
     """Fairness: a backlog is worked off one job per lane per round, never one lane's queue before the others."""
     import threading
 
-    from facecast.streaming.model_worker import ModelWorker
+    from facecast.streaming.model_worker import ModelWorker, WorkerConfig
 
-    worker = ModelWorker(backend)
+    worker = ModelWorker(backend, WorkerConfig(gather_ms=0))
     started, release = threading.Event(), threading.Event()
     order: list[str] = []
 
@@ -234,3 +234,31 @@ def test_the_worker_serves_lanes_in_turn_when_it_falls_behind(backend):
     for lane in (blocker, *lanes):
         lane.shutdown()
     assert worker.sessions == 0
+
+
+def test_the_sessions_sweep_finds_the_largest_k_and_the_batched_ratio():
+    from facecast.streaming.bench_sessions import sessions_sweep, worker_modes
+
+    def variant(k, worker, throughput, met):
+        return {
+            "name": f"ort k={k} {worker}",
+            "backend": "onnxruntime",
+            "steps": 1,
+            "sessions": k,
+            "worker": worker,
+            "fps": 25.0,
+            "generated_fps_while_speaking": 25.0 if met else 12.0,
+            "throughput_fps": throughput,
+            "latency_ms": {"e2e": {"p95": 150.0}, "client_e2e": None},
+            "memory": {"rss_per_session_mb": 40.0},
+            "frames": {"skipped": 0 if met else 30},
+            "verdict": {"met": met},
+        }
+
+    variants = [variant(1, "shared", 25, True), variant(2, "shared", 50, True), variant(2, "own", 40, False)]
+    variants += [variant(4, "shared", 60, False), variant(4, "own", 30, False)]
+    (sweep,) = sessions_sweep(variants)
+    assert sweep["largest_k_meeting_targets"] == 2
+    assert [r["batched_vs_own_thread_throughput"] for r in sweep["per_k"]] == [None, 1.25, 2.0]
+    assert sweep["per_k"][1]["own_thread"]["new_pictures_per_s_per_session"] == 12.0
+    assert worker_modes(1, ("shared", "own")) == ("shared",) and worker_modes(4, ("own",)) == ("own",)
