@@ -38,6 +38,7 @@ from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 
 from .bench_sessions import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
+from .bench_sessions import lookup as _get
 from .clock import Clock, MonotonicClock
 from .config import LiveConfig
 
@@ -199,14 +200,6 @@ async def cold_start(
 
 
 # ------------------------------------------------------------------------------------------ comparison and verdict
-
-
-def _get(d: dict[str, Any] | None, *path: str) -> Any:
-    for key in path:
-        if d is None:
-            return None
-        d = d.get(key)
-    return d
 
 
 def headline(v: dict[str, Any]) -> dict[str, float | None]:

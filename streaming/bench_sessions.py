@@ -23,7 +23,8 @@ def worker_modes(sessions: int, modes: tuple[str, ...]) -> tuple[str, ...]:
     return (WORKER_SHARED,) if sessions == 1 else modes
 
 
-def _get(d: dict[str, Any] | None, *path: str) -> Any:
+def lookup(d: dict[str, Any] | None, *path: str) -> Any:
+    """``d[path[0]][path[1]]...``, or None where a level is missing (report fields that a mode leaves out)."""
     for key in path:
         if d is None:
             return None
@@ -32,16 +33,16 @@ def _get(d: dict[str, Any] | None, *path: str) -> Any:
 
 
 def _row(v: dict[str, Any]) -> dict[str, Any]:
-    e2e = "client_e2e" if _get(v, "latency_ms", "client_e2e") is not None else "e2e"
+    e2e = "client_e2e" if lookup(v, "latency_ms", "client_e2e") is not None else "e2e"
     return {
         "variant": v["name"],
         "delivered_fps": v["fps"],
         "new_pictures_per_s_per_session": v["generated_fps_while_speaking"],
         "throughput_fps": v["throughput_fps"],
-        "e2e_p95_ms": _get(v, "latency_ms", e2e, "p95"),
-        "rss_per_session_mb": _get(v, "memory", "rss_per_session_mb"),
+        "e2e_p95_ms": lookup(v, "latency_ms", e2e, "p95"),
+        "rss_per_session_mb": lookup(v, "memory", "rss_per_session_mb"),
         "skipped": v["frames"]["skipped"],
-        "met": _get(v, "verdict", "met"),
+        "met": lookup(v, "verdict", "met"),
     }
 
 

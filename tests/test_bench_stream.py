@@ -19,7 +19,7 @@ from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 from conftest import REPO, speech_like, write_wav
 
-from facecast.engine import pipeline
+from facecast.engine import batching, pipeline
 from facecast.export.commands import add_commands as add_export_commands
 from facecast.export.torch_backend import TorchBackend
 from facecast.streaming.bench import (
@@ -147,6 +147,7 @@ def virtual(monkeypatch, backend):
     """A test clock that also times the pipeline's stages (Frame.timings_ms), and a harness on it."""
     clock = TestClock()
     monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=clock.now))
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=clock.now))  # times the model calls
     harness = Harness(
         clock,
         SteppedDriver(clock),
