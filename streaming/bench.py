@@ -411,12 +411,12 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
     variants: list[dict[str, Any]] = []
     cold = None
     export_used = None
-    processes: dict[str, dict[str, Any]] = {}
+    processes: list[dict[str, Any]] = []
     for name in options.backends:
         export_dir = None if name == "torch" else _export_dir(options, tmp, log)
         export_used = export_used or (export_dir and (str(export_dir) if options.export else "temporary export"))
-        processes[name] = serving_process.measure(name, export_dir or options.model, options.avatar, options.device)
-        log(f"fresh {name} serving process: {processes[name]}")
+        processes.append(serving_process.measure(name, export_dir or options.model, options.avatar, options.device))
+        log(f"a fresh {name} serving process: {processes[-1]}")
         t = time.perf_counter()
         backend = _load_backend(name, options, export_dir)
         load_ms = 1000 * (time.perf_counter() - t)

@@ -60,20 +60,22 @@ def serve_ready(backend_name: str, model: Path, avatar_path: Path, device: str =
 
 def measure(backend_name: str, model: Path, avatar_path: Path, device: str = "cpu") -> dict[str, Any]:
     """Launch a fresh serving process and report: ``ready_s`` (launch -> ready to serve, imports included),
-    ``rss_mb`` / ``rss_peak_mb`` (MiB when ready), ``imported`` (torch, diffusers: loaded or not), or ``error``."""
+    ``in_process_s``, ``rss_mb`` / ``rss_peak_mb`` (MiB when ready), ``imported`` (torch, diffusers: loaded or not)
+    and ``error`` (null; else why it failed, with the others null)."""
+    failed = dict.fromkeys(("ready_s", "in_process_s", "rss_mb", "rss_peak_mb", "imported"))
     cmd = [sys.executable, "-m", "facecast.streaming.serving_process", "--backend", backend_name]
     cmd += ["--model", str(model), "--avatar", str(avatar_path), "--device", device]
     t = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=READY_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
-        return {"error": f"not ready after {READY_TIMEOUT_S:g} s"}
+        return {"backend": backend_name, **failed, "error": f"not ready after {READY_TIMEOUT_S:g} s"}
     wall = time.perf_counter() - t
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {tail}"}
-    return {"ready_s": round(wall, 3), **json.loads(lines[-1])}
+        return {"backend": backend_name, **failed, "error": f"exit {done.returncode}: {tail}"}
+    return {"backend": backend_name, "ready_s": round(wall, 3), **json.loads(lines[-1]), "error": None}
 
 
 def main(argv: list[str] | None = None) -> int:
