@@ -26,7 +26,6 @@ from .ddim import DDIMSchedule, ddim_step
 from .landmarks import DRIVEN, apply_affine, render_heatmaps
 from .latents import to_uint8_images
 
-DECODE_MARGIN_ROWS = 2  # latent rows above the regenerated region that are decoded too, for the decoder's context
 # Where the driven (mouth and jaw) landmarks come from:
 #   audio  - A2L's prediction from the speech (facecast itself)
 #   static - the avatar's reference shape, not moved: no audio-driven motion (the `static` baseline)
@@ -242,8 +241,8 @@ class LipSyncSession:
 def compose_lower_face(
     backend: Backend, cfg: ModelConfig, base_crop: np.ndarray, latent: np.ndarray, row: int
 ) -> np.ndarray:
-    """Decode the latent rows from ``row`` (minus a margin) down and lay them over ``base_crop`` (256, 256, 3)."""
-    top = max(0, row - DECODE_MARGIN_ROWS)
+    """Decode the latent rows from ``row`` (less a margin) down and lay them over ``base_crop`` (256, 256, 3)."""
+    top = max(0, row - cfg.l2v.decode_margin_rows)
     decoded = to_uint8_images(backend.decode(latent[:, :, top:]))[0]
     out = base_crop.copy()
     y0 = top * cfg.autoencoder.downscale
