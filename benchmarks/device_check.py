@@ -87,18 +87,10 @@ def ensure_facecast_importable() -> str:
 
 
 def decode_margin_rows(run: Any) -> int:
-    """engine.pipeline.DECODE_MARGIN_ROWS, read from the source: importing engine.pipeline pulls PyAV and more."""
-    import re
+    """L2VConfig.decode_margin_rows (engine/config.py imports nothing beyond the standard library)."""
+    from facecast.engine.config import L2VConfig
 
-    try:
-        text = (Path(sys.modules["facecast.engine"].__path__[0]) / "pipeline.py").read_text()
-        m = re.search(r"^DECODE_MARGIN_ROWS\s*=\s*(\d+)", text, re.M)
-        if m:
-            return int(m.group(1))
-    except Exception as e:  # noqa: BLE001
-        run.data["notes"].append(f"engine/pipeline.py unreadable: {e}")
-    run.data["notes"].append("DECODE_MARGIN_ROWS not found in engine/pipeline.py: using 2")
-    return 2
+    return L2VConfig().decode_margin_rows
 
 
 # ------------------------------------------------------------------------------------------ bookkeeping

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import crop, face, media
+from .backend import Backend
 from .checkpoint import file_hash
 from .config import ModelConfig
 from .errors import FaceError, InputError
@@ -21,6 +22,7 @@ from .latents import EncodeFn, encode_images, mask_lower_face
 from .warp import most_closed_frame
 
 BUNDLE_VERSION = 1
+ADAPTER_FILE = "l2v_lora.safetensors"  # in an enrolled bundle (``facecast enroll``): its L2V adapter
 DEFAULT_MAX_AVATAR_FRAMES = 250  # 10 s of idle video at 25 fps is plenty for a natural loop
 MAX_FRAME_PX = 1920  # larger video frames are downscaled once here, so pasting stays cheap
 
@@ -166,3 +168,34 @@ def model_hash(model_dir: Path) -> str:
 def pose_to_frame(reference: np.ndarray, frame_landmarks: np.ndarray) -> np.ndarray:
     """2x3 similarity from the reference landmarks' pose to one avatar frame's pose (by stable points)."""
     return fit_similarity(reference[STABLE].astype(np.float64), frame_landmarks[STABLE].astype(np.float64))
+
+
+def has_adapter(bundle: Path) -> bool:
+    return (Path(bundle) / ADAPTER_FILE).is_file()
+
+
+def check_backend(backend: object, bundle: Path | None) -> None:
+    """Make ``backend`` run the bundle's adapter (or its own L2V for a bundle without one); refuse backends that
+    cannot. Backends opt in with ``use_enrolment(bundle | None)``."""
+    use = getattr(backend, "use_enrolment", None)
+    if use is not None:
+        use(bundle if bundle is not None and has_adapter(bundle) else None)
+    elif bundle is not None and has_adapter(bundle):
+        raise InputError(
+            f"{bundle} is an enrolled bundle (a fine-tuned L2V adapter): the {getattr(backend, 'name', '?')} backend "
+            "cannot apply it yet. Use --backend torch."
+        )
+
+
+def load_avatar(path: Path, backend: Backend, landmarks: face.LandmarkBackend | None = None) -> Avatar:
+    """A `facecast prepare` or `facecast enroll` bundle (checked against the backend's encoder), or a portrait or
+    idle video prepared now (``landmarks``: the face landmark detector, default dlib)."""
+    path = Path(path)
+    if path.is_dir():
+        loaded = Avatar.load(path, backend.autoencoder_hash)
+        check_backend(backend, path)  # an enrolled bundle's adapter goes into (a copy of) the backend's L2V
+        return loaded
+    check_backend(backend, None)
+    if not path.is_file():
+        raise InputError(f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle.")
+    return prepare_avatar(path, backend.encode, backend.cfg, landmarks)

@@ -1,6 +1,7 @@
 """The small protocol the engine calls to run its networks; ``export`` implements it (torch, onnxruntime, TensorRT).
 
-Everything crosses it as float32 numpy arrays, so a backend needs nothing from torch.
+Everything crosses it as float32 numpy arrays, so a backend needs nothing from torch, and neither does the engine
+around it: with an export folder (onnxruntime, TensorRT) the process never imports torch or diffusers.
 """
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ from typing import Protocol
 
 import numpy as np
 
+from .config import ModelConfig
+
 
 class Backend(Protocol):
     name: str
+    cfg: ModelConfig  # the config the networks were built with (the model's, or the export's copy of it)
+    # checkpoint.file_hash of the autoencoder the networks came from: avatar bundles (whose latents that encoder
+    # made) are keyed by it, so a bundle prepared with one backend fits every backend of the same model.
+    autoencoder_hash: str
 
     def a2l(
         self, mel_frames: np.ndarray, speaker: np.ndarray, reference_px: np.ndarray, state: np.ndarray
@@ -41,6 +48,11 @@ class Backend(Protocol):
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) images in [-1, 1] -> (B, C, H/8, W/8) latents."""
+        ...
+
+    def speaker_partials(self, mels: np.ndarray) -> np.ndarray:
+        """Resemblyzer's voice network (``speaker.py``): (N, 160, 40) mel partials -> (N, 256) unit-norm
+        partial embeddings."""
         ...
 
     def a2l_state_shape(self) -> tuple[int, ...]: ...

@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend
+from .config import ModelConfig
 from .ddim import DDIMSchedule, ddim_step
 from .latents import to_uint8_images
-
-DECODE_MARGIN_ROWS = 2  # latent rows above the regenerated region that are decoded too, for the decoder's context
 
 
 @dataclass
@@ -76,14 +75,14 @@ ModelCall = A2LCall | FrameJob
 Steps = Generator[ModelCall, Any, Any]  # yields requests, is sent their answers, returns its result
 
 
-def decode_top_row(row: int) -> int:
+def decode_top_row(cfg: ModelConfig, row: int) -> int:
     """First latent row decoded for a mask starting at ``row``: a margin above it gives the decoder context."""
-    return max(0, row - DECODE_MARGIN_ROWS)
+    return max(0, row - cfg.l2v.decode_margin_rows)
 
 
 def decode_lower_faces(backend: Backend, latents: np.ndarray, row: int) -> np.ndarray:
     """(B, C, 32, 32) latents -> uint8 (B, h, 256, 3) images of the rows from ``decode_top_row(row)`` down."""
-    return to_uint8_images(backend.decode(np.ascontiguousarray(latents[:, :, decode_top_row(row) :])))
+    return to_uint8_images(backend.decode(np.ascontiguousarray(latents[:, :, decode_top_row(backend.cfg, row) :])))
 
 
 def _stack(arrays: list[np.ndarray], axis: int = 0) -> np.ndarray:

@@ -1,24 +1,31 @@
-"""Model folders: ``config.json`` + one safetensors file per network. A checkpoint loads without training state."""
+"""Model folders: ``config.json`` + one safetensors file per network. A checkpoint loads without training state.
+
+Reading a folder's config, its files' hashes and where the bundled model lies needs no torch: the runtime path with
+an exported model (onnxruntime, TensorRT) uses them too. Only building and (de)serialising the networks imports
+torch, inside the functions that do it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from .config import ModelConfig
 from .errors import WeightsError
-from .models.a2l import A2L
-from .models.autoencoder import LatentCodec
-from .models.l2v import L2V
+
+if TYPE_CHECKING:
+    import torch
 
 PARTS = ("autoencoder", "a2l", "l2v")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
 
 
 def build(part: str, cfg: ModelConfig) -> torch.nn.Module:
+    from .models.a2l import A2L
+    from .models.autoencoder import LatentCodec
+    from .models.l2v import L2V
+
     if part == "autoencoder":
         return LatentCodec(cfg.autoencoder)
     if part == "a2l":
@@ -29,6 +36,8 @@ def build(part: str, cfg: ModelConfig) -> torch.nn.Module:
 
 
 def save_part(module: torch.nn.Module, model_dir: Path, part: str) -> Path:
+    from safetensors.torch import save_file
+
     path = Path(model_dir) / f"{part}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -45,6 +54,8 @@ def load_config(model_dir: Path) -> ModelConfig:
 
 
 def load_part(model_dir: Path, part: str, cfg: ModelConfig | None = None) -> torch.nn.Module:
+    from safetensors.torch import load_file
+
     cfg = cfg or load_config(model_dir)
     path = Path(model_dir) / f"{part}.safetensors"
     if not path.is_file():

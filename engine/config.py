@@ -111,6 +111,9 @@ class L2VConfig:
     num_train_timesteps: int = 1000
     prediction_type: str = "sample"  # x0-prediction: what makes 1-2 step DDIM usable
     mask_top_px: int = 120  # rows at and below this are regenerated, rows above stay clean (paper 002)
+    # Latent rows above the regenerated region that are decoded too, for the decoder's context (the export's decode
+    # graph takes exactly these rows).
+    decode_margin_rows: int = 2
 
 
 @dataclass(frozen=True)

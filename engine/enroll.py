@@ -34,12 +34,19 @@ import torch
 
 from . import checkpoint, face, media
 from .audio import check_speech
-from .avatar import DEFAULT_MAX_AVATAR_FRAMES, Avatar, aligned_crops, load_avatar_frames, model_hash
+from .avatar import (
+    ADAPTER_FILE,
+    DEFAULT_MAX_AVATAR_FRAMES,
+    Avatar,
+    aligned_crops,
+    load_avatar_frames,
+    model_hash,
+)
 from .config import ModelConfig
 from .dataset import Clip
 from .errors import AudioError, FaceError, InputError
 from .landmarks import register_to
-from .latents import encode_images, mask_lower_face, torch_encoder
+from .latents import encode_images, mask_lower_face
 from .speaker import speaker_embedding
 from .train import (
     A2LObjective,
@@ -51,9 +58,9 @@ from .train import (
     train_loop,
     with_motion_gain,
 )
+from .training_latents import torch_encoder
 from .warp import most_closed_frame
 
-ADAPTER_FILE = "l2v_lora.safetensors"
 ADAPTER_CONFIG_FILE = "l2v_lora.json"
 A2L_FILE = "a2l.safetensors"  # the person's A2L: small (250 kB), so it is stored whole
 RUN_PART = "l2v_lora"  # train_loop's run folders: BUNDLE.partial/runs/l2v_lora/ and runs/a2l/
@@ -287,10 +294,6 @@ def save_adapter(l2v: torch.nn.Module, folder: Path, rank: int, alpha: float, ba
     (Path(folder) / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
 
-def has_adapter(bundle: Path) -> bool:
-    return (Path(bundle) / ADAPTER_FILE).is_file()
-
-
 def l2v_hash(model_dir: Path) -> str:
     return checkpoint.file_hash(Path(model_dir) / "l2v.safetensors")
 
@@ -332,19 +335,6 @@ def enrolled_a2l(bundle: Path, cfg: ModelConfig) -> torch.nn.Module | None:
     a2l.load_state_dict(load_file(str(bundle / A2L_FILE)))
     a2l.cfg = replace(cfg.a2l, motion_gain=gain)
     return a2l.eval()
-
-
-def check_backend(backend: object, bundle: Path) -> None:
-    """Make ``backend`` run the bundle's adapter (or its own L2V for a bundle without one); refuse backends that
-    cannot. Backends opt in with ``use_enrolment(bundle | None)``."""
-    use = getattr(backend, "use_enrolment", None)
-    if use is not None:
-        use(bundle if bundle is not None and has_adapter(bundle) else None)
-    elif bundle is not None and has_adapter(bundle):
-        raise InputError(
-            f"{bundle} is an enrolled bundle (a fine-tuned L2V adapter): the {getattr(backend, 'name', '?')} backend "
-            "cannot apply it yet. Use --backend torch."
-        )
 
 
 # ---------------------------------------------------------------------------------------------- the fit

@@ -206,7 +206,7 @@ def evaluate_clip(
         raise FacecastError(f"{video} is shorter than 10 frames with both face and audio; nothing to measure.")
     audio = audio[: n * cfg.audio.samples_per_frame]
     avatar = clip if ecfg.protocol == "reconstruct" else one_shot(clip)
-    spk = speaker_embedding(audio)
+    spk = speaker_embedding(audio, backend.speaker_partials)
     inference = InferenceConfig(steps=ecfg.steps)
     real = clip.crops[:n]
     real_lms = detect_all(real, face_backend, clip.landmarks[:n])

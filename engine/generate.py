@@ -61,7 +61,8 @@ def generate_video(
     landmarks: str = "audio",
 ) -> GenerateReport:
     check_speech(audio_16k, cfg.audio)
-    session = LipSyncSession(backend, cfg, avatar, speaker_embedding(audio_16k), inference, landmarks=landmarks)
+    speaker = speaker_embedding(audio_16k, backend.speaker_partials)
+    session = LipSyncSession(backend, cfg, avatar, speaker, inference, landmarks=landmarks)
     total = len(audio_16k) // cfg.audio.samples_per_frame
     h, w = avatar.frames.shape[1:3]
     writer = Mp4Writer(out_path, w, h, cfg.audio.fps)

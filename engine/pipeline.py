@@ -24,7 +24,6 @@ from . import crop, warp
 from .audio import MelExtractor, RunningMeanNormaliser
 from .avatar import Avatar, pose_to_frame
 from .backend import Backend
-from .batching import DECODE_MARGIN_ROWS as DECODE_MARGIN_ROWS  # where export/ and tests look for it
 from .batching import (
     A2LCall,
     FrameJob,
@@ -290,7 +289,7 @@ class LipSyncSession:
 def lay_lower_face(cfg: ModelConfig, base_crop: np.ndarray, lower_face: np.ndarray, row: int) -> np.ndarray:
     """``base_crop`` (256, 256, 3) with the decoded rows ``lower_face`` (from ``decode_top_row(row)`` down) over it."""
     out = base_crop.copy()
-    y0 = decode_top_row(row) * cfg.autoencoder.downscale
+    y0 = decode_top_row(cfg, row) * cfg.autoencoder.downscale
     out[y0:] = lower_face[: cfg.face.crop_px - y0]
     return out
 

@@ -18,16 +18,32 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
 from tqdm import tqdm
 
 from . import checkpoint
 from .audio import log_mel, mel_per_video_frame, normalised_log_mel
-from .config import ModelConfig, build_dataclass
+from .config import L2VConfig, ModelConfig, build_dataclass
 from .dataset import Clip, load_clips
-from .ddim import make_scheduler
+from .ddim import BETA_END, BETA_START
 from .errors import FacecastError
 from .landmarks import DRIVEN, lip_gap, register_to, render_heatmaps
-from .latents import clip_latents, image_to_tensor
+from .training_latents import clip_latents, image_to_tensor
+
+
+def make_scheduler(cfg: L2VConfig) -> DDIMScheduler:
+    """The noise schedule L2V trains with; ``ddim.DDIMSchedule`` samples with the same one, without diffusers."""
+    return DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=BETA_START,
+        beta_end=BETA_END,
+        beta_schedule="linear",
+        prediction_type=cfg.prediction_type,
+        timestep_spacing="trailing",
+        clip_sample=False,
+        set_alpha_to_one=True,
+    )
+
 
 # Held-out speakers (whole speakers: no other clip of theirs is trained on), from seven sources: see the model card.
 DEFAULT_HOLDOUT = (

@@ -9,15 +9,19 @@ What the graphs cannot do themselves happens here, once for every runtime:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import WeightsError
-from facecast.engine.pipeline import DECODE_MARGIN_ROWS
+from facecast.engine.speaker import resemblyzer_partials
 
 from .manifest import BATCH_AXES, CONFIG, Manifest, TensorSpec, load_manifest
+
+log = logging.getLogger("facecast.export")
 
 
 class GraphBackend:
@@ -30,6 +34,8 @@ class GraphBackend:
         self.export_dir = Path(export_dir)
         self.manifest: Manifest = load_manifest(self.export_dir)
         self.cfg: ModelConfig = ModelConfig.load(self.export_dir / CONFIG)
+        self.autoencoder_hash: str = self.manifest.source_files["autoencoder.safetensors"]
+        self._speaker_session: Any = None  # onnxruntime.InferenceSession, made on first use
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One call of one graph with exactly its static shapes; outputs in manifest order."""
@@ -69,13 +75,28 @@ class GraphBackend:
             raise WeightsError(
                 f"the {self.name} export in {self.export_dir} decodes latents of {m.decode_rows} rows (rows "
                 f"{m.decode_top_row}.. of the crop: mask_top_px={self.cfg.l2v.mask_top_px} less the "
-                f"{DECODE_MARGIN_ROWS}-row margin, as the pipeline decodes them); got shape {latents.shape}. "
+                f"{self.cfg.l2v.decode_margin_rows}-row margin, as the pipeline decodes them); "
+                f"got shape {latents.shape}. "
                 "Decode other rows with the torch backend, or export the model whose config gives this height."
             )
         return self.run_batched("decode", [latents])[0]
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         return self.run_batched("encode", [images])[0]
+
+    def speaker_partials(self, mels: np.ndarray) -> np.ndarray:
+        spec = self.manifest.speaker
+        if spec is None:
+            log.warning("%s has no %s.onnx (an older export): Resemblyzer runs in torch", self.export_dir, "speaker")
+            return resemblyzer_partials()(mels)
+        if self._speaker_session is None:  # a few calls per talker: CPU, one thread, beside the rest
+            from .onnxruntime_backend import import_onnxruntime, session_options
+
+            ort = import_onnxruntime()
+            path = str(self.export_dir / spec.file)
+            self._speaker_session = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])
+        feeds = {spec.inputs[0].name: np.ascontiguousarray(mels, np.float32)}
+        return self._speaker_session.run([spec.outputs[0].name], feeds)[0]
 
     def a2l_state_shape(self) -> tuple[int, ...]:
         return (self.cfg.a2l.layers, 1, self.cfg.a2l.hidden)

@@ -1,5 +1,9 @@
 """The export folder's format: ``manifest.json`` + ``config.json`` + one ONNX file per graph.
 
+Besides the model's four graphs, an export carries Resemblyzer's voice network as ``speaker.onnx`` (the speaker
+embedding's, see engine/speaker.py), so that a process serving it needs no torch. Exports made before it lack the
+file; their backends fall back to Resemblyzer in torch.
+
 The manifest is what a runtime backend trusts: every graph's file, hash, input/output names, static shapes and
 dtypes, plus what the exporter checked (parity with torch, onnxslim, TensorRT op support).
 """
@@ -27,6 +31,7 @@ BATCH_AXES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "encode": ((0,), (0,)),
 }
 DYNAMIC_DIM = -1  # a TensorSpec dimension that any size may take (the batch axis of a dynamic-batch export)
+SPEAKER_GRAPH = "speaker"  # not one of GRAPHS: a dynamic batch of partials, always run by onnxruntime on CPU
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class Manifest:
     opset: int
     fp16: bool
     batch: int  # the batch the graphs were traced and checked at; the only one they take unless dynamic_batch
-    decode_top_row: int  # first latent row the decode graph takes (mask_top_row - DECODE_MARGIN_ROWS)
+    decode_top_row: int  # first latent row the decode graph takes (mask_top_row - L2VConfig.decode_margin_rows)
     decode_rows: int  # latent rows the decode graph takes, down to the bottom of the crop
     source_model_dir: str
     source_files: dict[str, str]  # file name in the model folder -> file_hash
@@ -86,6 +91,7 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)  # torch / onnx / onnxruntime / onnxslim versions
     dynamic_batch: bool = False  # every graph's batch axis takes any size (exports before this field: static)
     format_version: int = FORMAT_VERSION
+    speaker: GraphSpec | None = None  # speaker.onnx; None in exports made before it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +105,7 @@ class Manifest:
             "source": {"model_dir": self.source_model_dir, "files": self.source_files},
             "tools": self.tools,
             "graphs": {k: g.to_dict() for k, g in self.graphs.items()},
+            **({SPEAKER_GRAPH: self.speaker.to_dict()} if self.speaker else {}),
         }
 
     @classmethod
@@ -116,6 +123,7 @@ class Manifest:
             tools=d.get("tools", {}),
             dynamic_batch=d.get("dynamic_batch", False),
             format_version=d["format_version"],
+            speaker=GraphSpec.from_dict(d[SPEAKER_GRAPH]) if SPEAKER_GRAPH in d else None,
         )
 
     def save(self, export_dir: Path) -> Path:
@@ -161,7 +169,8 @@ def load_manifest(export_dir: Path, verify_hashes: bool = True) -> Manifest:
         raise WeightsError(f"{path} lacks the graphs {missing}: export again with `facecast export`.")
     if not (export_dir / CONFIG).is_file():
         raise WeightsError(f"no {CONFIG} beside {path}: copy the model's config.json there or export again.")
-    for name, graph in manifest.graphs.items():
+    checked = {**manifest.graphs, **({SPEAKER_GRAPH: manifest.speaker} if manifest.speaker else {})}
+    for name, graph in checked.items():
         onnx_path = export_dir / graph.file
         if not onnx_path.is_file():
             raise WeightsError(f"missing graph file {onnx_path} ({name}): export again with `facecast export`.")

@@ -4,8 +4,8 @@ Graphs (names as in the manifest):
 - ``a2l_step``: ONE video frame of A2L, mel (B, 1, 320) + speaker + reference + GRU state -> displacement + state.
   Streaming runs one frame at a time, and a fixed T would force padding or a re-export per chunk size;
 - ``denoise``: one L2V call, inputs exactly those of engine.backend.Backend.denoise;
-- ``decode``: the autoencoder decoder for the latent rows the pipeline decodes (mask_top_row - DECODE_MARGIN_ROWS
-  to the bottom), computed from the config;
+- ``decode``: the autoencoder decoder for the latent rows the pipeline decodes (mask_top_row
+  - L2VConfig.decode_margin_rows to the bottom), computed from the config;
 - ``encode``: the encoder for the full 256² crop.
 By default the batch axis is dynamic (``dynamic_batch``): one export serves one session or K sessions batched by
 ``facecast.streaming.model_worker``, and parity is checked at the traced batch and at ``PARITY_BATCH``. A static
@@ -33,10 +33,19 @@ from facecast import __version__
 from facecast.engine import checkpoint
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import FacecastError
-from facecast.engine.pipeline import DECODE_MARGIN_ROWS
 
 from . import tensorrt_ops
-from .manifest import BATCH_AXES, CONFIG, DYNAMIC_DIM, GRAPHS, MANIFEST, GraphSpec, Manifest, TensorSpec
+from .manifest import (
+    BATCH_AXES,
+    CONFIG,
+    DYNAMIC_DIM,
+    GRAPHS,
+    MANIFEST,
+    SPEAKER_GRAPH,
+    GraphSpec,
+    Manifest,
+    TensorSpec,
+)
 
 Log = Callable[[str], None]
 
@@ -94,7 +103,7 @@ def dynamic_axes(graph: str) -> dict[str, dict[int, str]]:
 def decode_rows(cfg: ModelConfig) -> tuple[int, int]:
     """(first latent row, number of rows) that engine.pipeline.compose_lower_face decodes."""
     latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
-    top = max(0, cfg.l2v.mask_top_px * latent_px // cfg.face.crop_px - DECODE_MARGIN_ROWS)
+    top = max(0, cfg.l2v.mask_top_px * latent_px // cfg.face.crop_px - cfg.l2v.decode_margin_rows)
     return top, latent_px - top
 
 
@@ -404,6 +413,8 @@ def export_model(
         )
         if ops.unsupported:
             log(f"  warning: TensorRT's ONNX parser does not support {list(ops.unsupported)} ({tensorrt_ops.SOURCE})")
+    speaker = export_speaker(out_dir, options)
+    log(f"{SPEAKER_GRAPH}: max abs error {speaker.checks['parity']['max_abs']:.3g} (Resemblyzer's voice network)")
     if (model_dir / CONFIG).resolve() != (out_dir / CONFIG).resolve():
         shutil.copyfile(model_dir / CONFIG, out_dir / CONFIG)
     top, rows = decode_rows(cfg)
@@ -422,9 +433,46 @@ def export_model(
         },
         graphs=graphs,
         tools=_tool_versions(),
+        speaker=speaker,
     )
     manifest.save(out_dir)
     return manifest
+
+
+def export_speaker(out_dir: Path, options: ExportOptions) -> GraphSpec:
+    """Resemblyzer's voice network (engine/speaker.py) as ``speaker.onnx``, float32, any number of partials, checked
+    against torch: the export's backends then embed speakers without torch."""
+    from facecast.engine.speaker import MEL_BANDS, PARTIAL_FRAMES, resemblyzer_partials
+
+    reference = resemblyzer_partials()  # first: its clear error when resemblyzer is missing
+    path = out_dir / f"{SPEAKER_GRAPH}.onnx"
+    rng = np.random.default_rng(options.seed)
+    mels = rng.random((3, PARTIAL_FRAMES, MEL_BANDS), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resemblyzer's imports (pkg_resources) and the exporter's LSTM notes
+        from resemblyzer import VoiceEncoder
+
+        torch.onnx.export(
+            VoiceEncoder("cpu", verbose=False).eval(),
+            (torch.from_numpy(mels),),
+            str(path),
+            dynamo=False,
+            opset_version=options.opset,
+            input_names=["mels"],
+            output_names=["embeddings"],
+            dynamic_axes={"mels": {0: "partials"}, "embeddings": {0: "partials"}},
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    check = rng.random((5, PARTIAL_FRAMES, MEL_BANDS), dtype=np.float32)  # another count than the tracing's
+    got = _ort_session(path, options.threads).run(["embeddings"], {"mels": check})[0]
+    parity = {**_errors(got, reference(check)), "tolerance_rel": options.tolerance.fp32}
+    if not parity["max_rel"] <= options.tolerance.fp32:
+        raise ExportParityError(
+            f"{SPEAKER_GRAPH}: ONNX Runtime differs from torch by {parity['max_rel']:.3g} of the output's peak "
+            f"(tolerance {options.tolerance.fp32:g}). Do not use {path}: try another --opset, or report this message."
+        )
+    inputs, outputs = _specs(path)
+    return GraphSpec(path.name, checkpoint.file_hash(path), inputs, outputs, {"parity": parity})
 
 
 def _tool_versions() -> dict[str, str]:

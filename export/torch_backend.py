@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from facecast.engine import checkpoint
+from facecast.engine.avatar import model_hash
 from facecast.engine.config import ModelConfig
+from facecast.engine.speaker import resemblyzer_partials
 
 
 class TorchBackend:
@@ -21,6 +23,7 @@ class TorchBackend:
         parts = {p: checkpoint.load_part(model_dir, p, self.cfg).to(self.device, self.dtype) for p in checkpoint.PARTS}
         self.codec, self.a2l_net, self.l2v = parts["autoencoder"], parts["a2l"], parts["l2v"]
         self.model_dir = Path(model_dir)
+        self.autoencoder_hash: str = model_hash(self.model_dir)
         self._base = (self.a2l_net, self.l2v)
         self._enrolled: dict[Path, tuple[torch.nn.Module, torch.nn.Module]] = {}  # (A2L, L2V) per enrolled bundle
 
@@ -73,6 +76,9 @@ class TorchBackend:
     @torch.inference_mode()
     def encode(self, images: np.ndarray) -> np.ndarray:
         return self._np(self.codec.encode(self._t(images)))
+
+    def speaker_partials(self, mels: np.ndarray) -> np.ndarray:
+        return resemblyzer_partials()(mels)
 
     def a2l_state_shape(self) -> tuple[int, ...]:
         return (self.cfg.a2l.layers, 1, self.cfg.a2l.hidden)

@@ -413,19 +413,24 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harness: Harness, log: Log) -> dict:
-    from .commands import load_avatar
+    from facecast.engine.avatar import load_avatar
+
+    from . import serving_process
 
     variants: list[dict[str, Any]] = []
     cold = None
     export_used = None
+    processes: list[dict[str, Any]] = []
     for name in options.backends:
         export_dir = None if name == "torch" else _export_dir(options, tmp, log)
         export_used = export_used or (export_dir and (str(export_dir) if options.export else "temporary export"))
+        processes.append(serving_process.measure(name, export_dir or options.model, options.avatar, options.device))
+        log(f"a fresh {name} serving process: {processes[-1]}")
         t = time.perf_counter()
         backend = _load_backend(name, options, export_dir)
         load_ms = 1000 * (time.perf_counter() - t)
         t = time.perf_counter()
-        avatar = load_avatar(options.avatar, backend, backend.cfg, options.model)
+        avatar = load_avatar(options.avatar, backend)
         avatar_ms = 1000 * (time.perf_counter() - t)
         if cold is None:
             log(f"cold start: {name}, load {load_ms:.0f} ms, avatar {avatar_ms:.0f} ms")
@@ -443,6 +448,7 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
         "export": export_used,
         "avatar": str(options.avatar),
         "audio": str(options.audio),
+        "serving_process": processes,
     }
     return build_report(options, variants, cold, harness.timed, context)
 

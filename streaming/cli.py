@@ -17,9 +17,8 @@ from rich.table import Table
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import FacecastError
 from facecast.export.commands import add_commands as add_export_commands
-from facecast.export.manifest import autoencoder_hash
 from facecast.streaming.bench import add_bench_stream
-from facecast.streaming.commands import add_serve, load_avatar
+from facecast.streaming.commands import add_serve
 
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
 console = Console(stderr=True)
@@ -41,11 +40,21 @@ def _backend(name: str, model_dir: Path, device: str = "cpu"):  # noqa: ANN202 -
     return load_backend(name, Path(model_dir), device=device)
 
 
-def cmd_prepare(args: argparse.Namespace) -> None:
+def _avatar(args: argparse.Namespace, backend):  # noqa: ANN001, ANN202 - engine.backend.Backend -> Avatar
+    """--avatar as a bundle, or a portrait / idle video prepared with --face-backend (made only then)."""
+    from facecast.engine import face
+    from facecast.engine.avatar import load_avatar
 
+    landmarks = None
+    if Path(args.avatar).is_file():
+        landmarks = face.make_backend(args.face_backend, args.face_weights, backend.cfg.face)
+    return load_avatar(args.avatar, backend, landmarks)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
     backend = _backend(args.backend, args.model)
-    av = load_avatar(args.avatar, backend, backend.cfg, args.model, args.face_backend, args.face_weights)
-    av.save(args.out, autoencoder_hash(args.model))
+    av = _avatar(args, backend)
+    av.save(args.out, backend.autoencoder_hash)
     console.print(f"avatar bundle written to {args.out} ({av.num_frames} frame(s))")
 
 
@@ -59,7 +68,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     backend = _backend(args.backend, args.model, args.device)
     cfg = backend.cfg
     audio = load_audio(args.audio, cfg.audio.sample_rate)
-    av = load_avatar(args.avatar, backend, cfg, args.model, args.face_backend, args.face_weights)
+    av = _avatar(args, backend)
     with _progress() as bar:
         task = bar.add_task("generate", total=len(audio) // cfg.audio.samples_per_frame)
         report = generate_video(

@@ -47,30 +47,6 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=cmd_serve)
 
 
-def load_avatar(  # noqa: ANN201 - returns engine.avatar.Avatar
-    path: Path,
-    backend,  # noqa: ANN001 - an engine.backend.Backend
-    cfg,  # noqa: ANN001 - its ModelConfig
-    model_dir: Path,
-    face_backend: str = "dlib",
-    face_weights: Path | None = None,
-):
-    """A `facecast prepare` bundle (checked against the model's encoder), or a portrait / idle video prepared now."""
-    from facecast.engine import avatar, face
-    from facecast.engine.enroll import check_backend
-    from facecast.export.manifest import autoencoder_hash
-
-    path = Path(path)
-    if path.is_dir():
-        loaded = avatar.Avatar.load(path, autoencoder_hash(model_dir))
-        check_backend(backend, path)  # an enrolled bundle's adapter goes into (a copy of) the backend's L2V
-        return loaded
-    check_backend(backend, None)
-    if not path.is_file():
-        raise InputError(f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle.")
-    return avatar.prepare_avatar(path, backend.encode, cfg, face.make_backend(face_backend, face_weights, cfg.face))
-
-
 def _event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (lower per-packet overhead for aiortc), else asyncio's own."""
     try:
@@ -90,6 +66,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
+    from facecast.engine.avatar import load_avatar
     from facecast.engine.system import require_portaudio
     from facecast.export.backends import load_backend
 
@@ -103,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise InputError(f"audio file not found: {args.audio_file}. Check the path.")
     backend = load_backend(args.backend, Path(args.model), device=args.device)
     cfg = backend.cfg
-    avatar = load_avatar(args.avatar, backend, cfg, args.model)
+    avatar = load_avatar(args.avatar, backend)
     live = LiveConfig(steps=args.steps, processing_frames=args.processing_frames)
     engine = LiveEngine(backend, cfg, avatar, live)
     sources = []
@@ -115,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     app = create_app(
         engine,
         config,
-        avatar_loader=partial(load_avatar, backend=backend, cfg=cfg, model_dir=args.model),
+        avatar_loader=partial(load_avatar, backend=backend),
         sources=tuple(sources),
     )
     if not _is_loopback(args.host):

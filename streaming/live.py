@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import cv2
@@ -130,14 +131,16 @@ class LiveEngine:
         avatar: Avatar,
         config: LiveConfig | None = None,
         clock: Clock | None = None,
-        speaker_fn: Callable[[np.ndarray], np.ndarray] = speaker_embedding,
+        speaker_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         worker: ModelWorker | None = None,
     ) -> None:
+        """``speaker_fn``: 16 kHz speech -> (256,) embedding; default ``speaker_embedding`` on the backend's voice
+        network (so an export's backend needs no torch)."""
         config = config or LiveConfig()
         self.worker = worker or ModelWorker(backend)  # shared with other engines, or this engine's own
         self.backend, self.cfg, self.config = backend, cfg, config
         self.clock = clock or MonotonicClock()
-        self.speaker_fn = speaker_fn
+        self.speaker_fn = speaker_fn or partial(speaker_embedding, encoder=backend.speaker_partials)
         self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
         self.avatar = avatar
         self.spf = cfg.audio.samples_per_frame

@@ -77,3 +77,20 @@ def test_bad_audio_gives_clear_errors(tmp_path):
     bad[10] = np.nan
     with pytest.raises(AudioError, match="NaN"):
         check_speech(bad)
+
+
+def test_speaker_embedding_is_resemblyzers_own_bit_for_bit():
+    # engine/speaker.py writes Resemblyzer's audio side out (no torch at runtime): it must give Resemblyzer's result.
+    import warnings
+
+    from facecast.engine.speaker import preprocess_speech, speaker_embedding
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from resemblyzer import VoiceEncoder, preprocess_wav
+    encoder = VoiceEncoder("cpu", verbose=False)
+    for seconds, seed in ((1.2, 1), (3.0, 0), (7.3, 2)):
+        audio = speech_like(seconds, seed=seed)
+        theirs = preprocess_wav(audio)
+        assert np.array_equal(preprocess_speech(audio), theirs)
+        assert np.array_equal(speaker_embedding(audio), encoder.embed_utterance(theirs).astype(np.float32))

@@ -1,8 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
 from facecast.engine.config import L2VConfig
-from facecast.engine.ddim import DDIMSchedule, ddim_step, make_scheduler
+from facecast.engine.ddim import DDIMSchedule, alphas_cumprod, ddim_step
+from facecast.engine.train import make_scheduler
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])
@@ -28,3 +30,18 @@ def test_ddim_step_matches_diffusers(steps):
 def test_zero_steps_is_refused():
     with pytest.raises(ValueError, match="at least one step"):
         DDIMSchedule.from_config(L2VConfig(), 0)
+
+
+def test_schedule_is_diffusers_own_bit_for_bit():
+    # The runtime computes the schedule without torch; it must be the one L2V was trained with, exactly.
+    cfg = L2VConfig()
+    theirs = make_scheduler(cfg)
+    assert np.array_equal(alphas_cumprod(cfg.num_train_timesteps), theirs.alphas_cumprod.numpy())
+    for steps in (1, 2, 3, 4, 7):
+        ours = DDIMSchedule.from_config(cfg, steps)
+        theirs.set_timesteps(steps)
+        ratio = cfg.num_train_timesteps // steps
+        ac = theirs.alphas_cumprod
+        prev = [float(ac[t - ratio]) if t - ratio >= 0 else float(theirs.final_alpha_cumprod) for t in ours.timesteps]
+        assert ours.alphas_cumprod == tuple(float(ac[t]) for t in theirs.timesteps)
+        assert ours.alphas_cumprod_prev == tuple(prev)

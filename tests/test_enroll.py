@@ -14,9 +14,9 @@ from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.engine import enroll as enroll_module
 from facecast.engine import media
-from facecast.engine.avatar import Avatar, model_hash
+from facecast.engine.avatar import ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
-from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, ADAPTER_FILE, EnrollConfig, check_backend, enroll
+from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, EnrollConfig, enroll
 from facecast.engine.errors import AudioError, FaceError, InputError
 
 # A few steps at a high rate: enough to move the adapter off zero, fast enough for CI.
@@ -92,8 +92,8 @@ def test_bundle_holds_the_avatar_and_a_small_adapter(bundle: tuple[Path, dict], 
 def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
     bundle: tuple[Path, dict], tiny_model: Path
 ) -> None:
+    from facecast.engine.avatar import load_avatar
     from facecast.export.torch_backend import TorchBackend
-    from facecast.streaming.commands import load_avatar
 
     out, _ = bundle
     before = file_hash(tiny_model / "l2v.safetensors")
@@ -112,13 +112,13 @@ def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
     a2l_args = (mel, rng.standard_normal((1, 256), dtype=np.float32), backend_reference(backend))
     generic_motion = backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
 
-    load_avatar(out, backend, backend.cfg, tiny_model)  # an enrolled bundle: its adapter goes into a copy of L2V
+    load_avatar(out, backend)  # an enrolled bundle: its adapter goes into a copy of L2V
     enrolled = backend.denoise(*args, *extra)
     assert np.abs(enrolled - generic).max() > 1e-5
     enrolled_motion = backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
     assert np.abs(enrolled_motion - generic_motion).max() > 1e-5
 
-    load_avatar(ASSETS / "astronaut.jpg", backend, backend.cfg, tiny_model)  # a plain avatar: the model's own L2V
+    load_avatar(ASSETS / "astronaut.jpg", backend)  # a plain avatar: the model's own L2V
     np.testing.assert_array_equal(backend.denoise(*args, *extra), generic)
     np.testing.assert_array_equal(
         backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0], generic_motion

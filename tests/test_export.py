@@ -3,13 +3,14 @@
 import argparse
 import inspect
 import json
+import subprocess
 import sys
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import ASSETS, speech_like
+from conftest import ASSETS, speech_like, write_wav
 
 from facecast import __version__
 from facecast.engine import avatar as avatar_mod
@@ -17,7 +18,8 @@ from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import PARTS, file_hash, load_config
 from facecast.engine.errors import DependencyError, WeightsError
 from facecast.engine.generate import run_session
-from facecast.engine.pipeline import DECODE_MARGIN_ROWS, LipSyncSession
+from facecast.engine.pipeline import LipSyncSession
+from facecast.engine.speaker import speaker_embedding
 from facecast.export import tensorrt_ops
 from facecast.export.backends import load_backend
 from facecast.export.commands import add_commands
@@ -63,7 +65,7 @@ def rel_error(got, ref):
 def random_calls(cfg, batch, rng, frames=6):
     """Backend-protocol arguments: A2L over several frames, one denoise, the pipeline's decode rows, one encode."""
     c, lat = cfg.autoencoder.latent_channels, 32
-    rows = lat - (cfg.l2v.mask_top_px * lat // cfg.face.crop_px - DECODE_MARGIN_ROWS)
+    rows = lat - (cfg.l2v.mask_top_px * lat // cfg.face.crop_px - cfg.l2v.decode_margin_rows)
     f32 = np.float32
     return {
         "a2l": (
@@ -107,8 +109,8 @@ def test_export_folder_is_self_contained_and_described_by_its_manifest(tiny_mode
         f: file_hash(tiny_model / f) for f in ["config.json", *(f"{p}.safetensors" for p in PARTS)]
     }
     assert set(m["tools"]) >= {"torch", "onnx", "onnxruntime", "onnxslim"}
-    # The decoder takes exactly the rows the pipeline decodes: from mask_top_row - DECODE_MARGIN_ROWS down.
-    rows = 32 - (cfg.l2v.mask_top_px * 32 // cfg.face.crop_px - DECODE_MARGIN_ROWS)
+    # The decoder takes exactly the rows the pipeline decodes: from mask_top_row - decode_margin_rows down.
+    rows = 32 - (cfg.l2v.mask_top_px * 32 // cfg.face.crop_px - cfg.l2v.decode_margin_rows)
     assert (m["decode"]["rows"], m["decode"]["top_row"]) == (rows, 32 - rows) == (19, 13)
     g = m["graphs"]
     assert set(g) == set(GRAPHS)
@@ -210,6 +212,48 @@ def test_onnxruntime_gives_the_torch_frames_through_the_pipeline(torch_backend, 
     # Measured: a few single pixels differ by 2 grey levels (a float rounding at .5, doubled by the colour match's
     # gain of up to 2 on the tiny model's decoded face); everything else is identical.
     assert diff.max() <= 2 and diff.mean() < 0.01
+
+
+def test_the_exported_voice_network_matches_resemblyzer_and_any_number_of_partials(torch_backend, ort_backend):
+    rng = np.random.default_rng(0)
+    for n in (1, 4):
+        mels = rng.random((n, 160, 40), dtype=np.float32)
+        assert rel_error(ort_backend.speaker_partials(mels), torch_backend.speaker_partials(mels)) < 1e-4
+    audio = speech_like(3.0, seed=4)
+    got = speaker_embedding(audio, ort_backend.speaker_partials)
+    assert np.abs(got - speaker_embedding(audio, torch_backend.speaker_partials)).max() < 1e-5
+
+
+def test_both_backends_say_which_autoencoder_avatar_bundles_belong_to(tiny_model, torch_backend, ort_backend):
+    assert torch_backend.autoencoder_hash == ort_backend.autoencoder_hash == avatar_mod.model_hash(tiny_model)
+
+
+def _without_torch(code: str, tmp_path) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints a JSON line last, to which the heavy imports are added."""
+    check = "\nimport json, sys\nprint(json.dumps({m: m in sys.modules for m in ('torch', 'diffusers')}))\n"
+    done = subprocess.run([sys.executable, "-c", code + check], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_generate_with_onnxruntime_never_imports_torch_or_diffusers(export_dir, tmp_path):
+    audio = write_wav(tmp_path / "speech.wav", speech_like(1.5, seed=5), 16_000)
+    out = tmp_path / "out.mp4"
+    argv = ["generate", "--backend", "onnxruntime", "--model", str(export_dir), "--audio", str(audio)]
+    argv += ["--out", str(out), "--steps", "1"]
+    code = f"from facecast.streaming.cli import main\nassert main({argv!r}) == 0"
+    assert _without_torch(code, tmp_path) == {"torch": False, "diffusers": False}
+    assert out.stat().st_size > 0
+
+
+def test_serving_with_onnxruntime_never_imports_torch_or_diffusers(export_dir):
+    from facecast.streaming import serving_process
+
+    # What `facecast serve --backend onnxruntime` does before it listens, in a fresh process.
+    report = serving_process.measure("onnxruntime", export_dir, ASSETS / "astronaut.jpg")
+    assert report["error"] is None, report
+    assert report["imported"] == {"torch": False, "diffusers": False}
+    assert report["ready_s"] > 0 and report["rss_mb"] > 0
 
 
 def test_decode_refuses_a_height_the_export_does_not_have(ort_backend):

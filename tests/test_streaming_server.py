@@ -23,6 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from conftest import ASSETS, served, speech_like, write_wav
 
+from facecast.engine.avatar import load_avatar
 from facecast.engine.errors import InputError
 from facecast.streaming import commands
 from facecast.streaming.config import LiveConfig, ServerConfig
@@ -248,7 +249,7 @@ def test_push_garbage_or_too_fast_gets_an_error_and_only_that_client_closes(back
 
 
 def test_page_stats_and_avatar_change(backend, portrait, tiny_model):
-    loader = partial(commands.load_avatar, backend=backend, cfg=backend.cfg, model_dir=tiny_model)
+    loader = partial(load_avatar, backend=backend)
 
     async def main():
         engine = engine_for(backend, portrait)
