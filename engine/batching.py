@@ -14,7 +14,7 @@ and the others get their answers as if it had not been there.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ class FrameJob:
     schedule: DDIMSchedule
     row: int  # first latent row that is regenerated
     timings_ms: dict[str, float] = field(default_factory=dict)
+    deadline: float | None = None  # clock time by which the frame must be ready to be shown (None: no deadline)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -72,6 +73,8 @@ class FrameResult:
 
 
 ModelCall = A2LCall | FrameJob
+NOT_RENDERED = None  # the answer to a FrameJob that the driver left out (``run_calls``' ``choose``): no frame
+Choose = Callable[[list[int], list[FrameJob]], list[int]]
 Steps = Generator[ModelCall, Any, Any]  # yields requests, is sent their answers, returns its result
 
 
@@ -144,11 +147,15 @@ def _advance(gen: Steps, send: Any = None, error: BaseException | None = None) -
     return request, Outcome()
 
 
-def run_calls(backend: Backend, gens: list[Steps], max_batch: int | None = None) -> list[Outcome]:
+def run_calls(
+    backend: Backend, gens: list[Steps], max_batch: int | None = None, choose: Choose | None = None
+) -> list[Outcome]:
     """Drive ``gens`` to their ends, answering their requests in batches of at most ``max_batch`` (None: all).
 
     Each round, every generator with a request has it answered: requests of one ``key`` go to the backend together.
     A batch whose call fails is answered one request at a time, so only the failing session gets the error.
+    ``choose(ids, jobs)``: which of the FrameJobs waiting together (``gens`` indices ``ids``) are rendered; the
+    others are answered ``NOT_RENDERED`` (None: all are rendered).
     """
     outcomes = [Outcome() for _ in gens]
     waiting: dict[int, ModelCall] = {}
@@ -162,6 +169,10 @@ def run_calls(backend: Backend, gens: list[Steps], max_batch: int | None = None)
             groups.setdefault(request.key, []).append(i)
         answered: dict[int, tuple[Any, BaseException | None]] = {}
         for members in groups.values():
+            if choose is not None and isinstance(waiting[members[0]], FrameJob):
+                chosen = choose(members, [waiting[i] for i in members])  # type: ignore[misc]
+                answered |= {i: (NOT_RENDERED, None) for i in members if i not in chosen}
+                members = [i for i in members if i in chosen]
             size = max_batch or len(members)
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]

@@ -122,7 +122,7 @@ def _engines(
     live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
     extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
     if worker == WORKER_SHARED:
-        extra["worker"] = ModelWorker(backend)  # else each engine makes its own
+        extra["worker"] = ModelWorker(backend, clock=harness.clock)  # else each engine makes its own
     return [MeasuredEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
 
 

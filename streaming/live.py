@@ -24,7 +24,6 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -34,7 +33,7 @@ import numpy as np
 
 from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
-from facecast.engine.batching import Steps
+from facecast.engine.batching import NOT_RENDERED, Steps
 from facecast.engine.config import InferenceConfig, ModelConfig
 from facecast.engine.pipeline import Frame, LipSyncSession
 from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
@@ -42,7 +41,7 @@ from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
 from .clock import Clock, FrameClock, MonotonicClock
 from .config import LiveConfig
 from .mixer import Mixer, SourceBuffer
-from .model_worker import ModelWorker
+from .model_worker import Lane, ModelWorker
 from .sync import SKIPPED, AudioOut, Display, RenderPolicy, SpeechGate
 
 log = logging.getLogger("facecast.live")
@@ -91,14 +90,23 @@ class LiveSession(LipSyncSession):
     def render_steps(self, n: int) -> Steps:
         index = self.start_frame + n
         if self.policy is not None and not self.policy.should_render(index):
-            a = self.avatar.index_for(n)
-            return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
+            return self._skipped(n, index)
         t = self.clock.now()
-        frame = yield from super().render_steps(n)
+        job = self.prepare_frame(n)
+        job.deadline = None if self.policy is None else self.policy.deadline(index)
+        result = yield job
+        if result is NOT_RENDERED:  # an overloaded shared worker gave its time to other sessions' frames
+            return self._skipped(n, index)
+        frame = self.finish_frame(job, result)
         if self.policy is not None:
             self.policy.rendered(self.clock.now() - t)
         frame.index = index
         return frame
+
+    def _skipped(self, n: int, index: int) -> Frame:
+        """Frame n not rendered: the avatar's own picture, marked SKIPPED (the display repeats the last one)."""
+        a = self.avatar.index_for(n)
+        return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
 
 
 @dataclass
@@ -137,9 +145,12 @@ class LiveEngine:
         """``speaker_fn``: 16 kHz speech -> (256,) embedding; default ``speaker_embedding`` on the backend's voice
         network (so an export's backend needs no torch)."""
         config = config or LiveConfig()
-        self.worker = worker or ModelWorker(backend)  # shared with other engines, or this engine's own
+        if worker is not None and clock is not None and worker.clock is not clock:
+            raise ValueError("a shared ModelWorker and its engines need one clock: build the worker with clock=")
+        self.clock = clock or (worker.clock if worker is not None else MonotonicClock())
+        # shared with other engines, or this engine's own; deadlines and ticks are on this engine's clock
+        self.worker = worker or ModelWorker(backend, clock=self.clock)
         self.backend, self.cfg, self.config = backend, cfg, config
-        self.clock = clock or MonotonicClock()
         self.speaker_fn = speaker_fn or partial(speaker_embedding, encoder=backend.speaker_partials)
         self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
         self.avatar = avatar
@@ -152,7 +163,7 @@ class LiveEngine:
         self._speaker = np.zeros(SPEAKER_DIM, np.float32)  # written by the model thread only
         self._session = self._new_session(avatar, None)
         self._subscribers: list[asyncio.Queue[OutputFrame | None]] = []
-        self._executor: Executor | None = None  # this engine's lane on the model worker while running
+        self._executor: Lane | None = None  # this engine's lane on the model worker while running
         self._ticker: asyncio.Task[None] | None = None
         self._reset_state()
 
@@ -330,6 +341,9 @@ class LiveEngine:
             self._collect_speech(block)
         elif self._speaker_taken and k - (self.gate.last_end or 0) > self.config.speaker_reset_s * self.cfg.audio.fps:
             self.reset_speaker()  # a long silence: whoever speaks next may be someone else
+        if self._executor is not None:
+            assert self.frames is not None
+            self._executor.ticked(self.frames.time_of(k))  # this tick's work is in: the worker may gather it
         n = k - self.delay_frames
         if n >= 0:
             out = self._compose(n)

@@ -10,16 +10,22 @@ requests (``engine.batching``: ``LipSyncSession.push_audio_steps`` and friends) 
 lanes' jobs of the same round, so the frames due from K sessions go through A2L, UNet and decode as one batch per
 call; any other job (speaker embedding, avatar swap) simply runs.
 
-Policy when the worker cannot serve everyone in time (explicit, and the same as for one session):
+Policy when the worker cannot serve everyone in time (explicit, and the same for one session as for K):
 - every round serves the head job of *every* lane that has one, so no session waits more than one round for
   another; rounds larger than ``max_batch`` are cut into batches, and the lanes served first rotate each round;
-- each session's own ``RenderPolicy`` skips the frames it predicts late (its render time is measured around the
-  batched call, so it sees the shared worker's real pace) and the display repeats its last picture;
+- each session's own ``RenderPolicy`` skips the frames it predicts late and the display repeats its last picture;
+- a round renders only the frames that fit: with the measured cost of one frame in a round (``frame_cost_s``),
+  frames are taken longest-unserved session first while the round still ends before every taken frame's
+  deadline (``FrameJob.deadline``); the others are answered "not rendered" (``engine.batching.NOT_RENDERED``) and
+  skipped like a frame predicted late. At least one frame is always rendered, so one session alone is served
+  exactly as its RenderPolicy decides, and under overload K sessions share what the worker can make in turns;
 - joining or leaving only adds or removes a lane between rounds: nobody else's jobs wait for it.
 
-Gathering: engines on one worker tick on one frame grid (``align_start``), so their jobs arrive together; a round
-that finds some lanes served last round still empty waits up to ``WorkerConfig.gather_ms`` for them, and never
-for a lane that has gone quiet (between utterances, or gone).
+Gathering: engines on one worker tick on one frame grid (``align_start``) and report each tick to their lane
+(``Lane.ticked``, engine clock) after submitting that tick's work; a round waits until every lane that ticked
+the previous grid tick has reported the newest one, so the frames that are due together run together. Nothing
+waits on wall time: a lane that stopped ticking (its engine stopped, or stalled) is not waited for once it is
+more than one tick behind.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor, Future
@@ -35,7 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from facecast.engine.backend import Backend
-from facecast.engine.batching import run_calls
+from facecast.engine.batching import FrameJob, run_calls
+
+from .clock import Clock, MonotonicClock
 
 log = logging.getLogger("facecast.model_worker")
 
@@ -43,9 +50,9 @@ log = logging.getLogger("facecast.model_worker")
 @dataclass(frozen=True)
 class WorkerConfig:
     max_batch: int | None = None  # most frames in one model call; None: every frame due (TensorRT's profile caps it)
-    # A round waits this long for lanes that were served last round and have no job yet: ticks of sessions on one
-    # grid submit within a millisecond or two, and a round without them would run twice as many model calls.
-    gather_ms: float = 5.0
+    # Weight of the newest round in the moving average of one frame's cost (its share of a round's time): a few
+    # rounds, so that it follows a change in load but not one slow round.
+    cost_smoothing: float = 0.2
 
 
 @dataclass
@@ -54,6 +61,8 @@ class WorkerCounters:
     jobs: int = 0
     batched_jobs: int = 0  # jobs that were generators of model requests (driven in a shared round)
     largest_round: int = 0  # most lanes served in one round
+    frames_rendered: int = 0
+    frames_not_rendered: int = 0  # frames left out of a round because they would have made it late
 
 
 @dataclass
@@ -74,6 +83,15 @@ class Lane(Executor):
         self.idle = threading.Event()  # set while no job of this lane is running
         self.idle.set()
         self.last_round = -1  # the worker round that last served this lane
+        self.tick_s: float | None = None  # engine clock time of the newest tick its engine reported
+        self.frames_rendered_at = -1  # the worker's frame count when this lane last had a frame rendered
+
+    def ticked(self, t: float) -> None:
+        """The engine has submitted all its work for the tick due at ``t`` (engine clock, on the worker's grid)."""
+        with self.worker.cond:
+            self.tick_s = t
+            if self.worker.gathering:
+                self.worker.cond.notify()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -103,16 +121,27 @@ class Lane(Executor):
 
 
 class ModelWorker:
-    """``ModelWorker(backend, max_batch)``: a thread that serves every joined ``Lane`` (see the module docstring).
+    """A thread that serves every joined ``Lane`` (see the module docstring).
 
     The thread runs while at least one lane is joined, so a private worker (one session) costs the same thread
     a one-worker thread pool did."""
 
-    def __init__(self, backend: Backend, config: WorkerConfig = WorkerConfig(), name: str = "facecast-model") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: WorkerConfig = WorkerConfig(),
+        name: str = "facecast-model",
+        clock: Clock | None = None,
+    ) -> None:
+        """``clock``: the engines' clock (deadlines and tick times are on it); all engines on a worker share one."""
         if config.max_batch is not None and config.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1 (or None for no limit), got {config.max_batch}")
         self.backend, self.config, self.name = backend, config, name
+        self.clock = clock or MonotonicClock()
         self._grid_start: float | None = None
+        self._frame_s: float | None = None
+        self.gathering = False  # the thread waits for lanes to report a tick (only then do ticks notify it)
+        self.frame_cost_s = 0.0  # moving average of one rendered frame's share of a round (0: not measured yet)
         self.cond = threading.Condition()
         self.lanes: list[Lane] = []
         self.counters = WorkerCounters()
@@ -136,7 +165,7 @@ class ModelWorker:
         the engines sharing the worker tick together and their frames are due in the same round."""
         with self.cond:
             if self._grid_start is None:
-                self._grid_start = t
+                self._grid_start, self._frame_s = t, 1 / fps
             ticks = math.ceil((t - self._grid_start) * fps - 1e-9)
             return self._grid_start + max(0, ticks) / fps
 
@@ -172,18 +201,21 @@ class ModelWorker:
         return taken
 
     def _gather(self) -> None:
-        """Under the lock: wait up to ``gather_ms`` for the lanes served last round that have no job yet."""
-        deadline = time.monotonic() + self.config.gather_ms / 1e3
-        while True:
-            expected = [
-                lane
-                for lane in self.lanes
-                if not lane.jobs and not lane.closed and lane.last_round == self.counters.rounds - 1
-            ]
-            left = deadline - time.monotonic()
-            if not expected or left <= 0:
-                return
-            self.cond.wait(left)
+        """Under the lock: wait until every lane that ticked one grid tick before the newest reported tick has
+        reported the newest too (engines on one event loop do so within the same loop turn)."""
+        if self._frame_s is None:
+            return
+        half = self._frame_s / 2
+        self.gathering = True
+        try:
+            while True:
+                ticks = [lane.tick_s for lane in self.lanes if not lane.closed and lane.tick_s is not None]
+                newest = max(ticks, default=None)
+                if newest is None or not any(newest - 3 * half < t < newest - half for t in ticks):
+                    return
+                self.cond.wait()
+        finally:
+            self.gathering = False
 
     def _serve(self) -> None:
         while True:
@@ -194,14 +226,32 @@ class ModelWorker:
             self.counters.rounds += 1
             self.counters.largest_round = max(self.counters.largest_round, len(taken))
             try:
-                self._run_round([job for _, job in taken])
+                self._run_round(taken)
             finally:
                 for lane, _ in taken:
                     lane.idle.set()
 
-    def _run_round(self, jobs: list[_Job]) -> None:
-        steps: list[tuple[_Job, Generator[Any, Any, Any]]] = []
-        for job in jobs:
+    def _choose(self, lanes: list[Lane], jobs: list[FrameJob]) -> list[int]:
+        """Which of the frames waiting in this round to render (indices into ``jobs``): the longest-unserved
+        sessions first, as many as still end before every taken frame's deadline; always at least one."""
+        order = sorted(range(len(jobs)), key=lambda j: lanes[j].frames_rendered_at)
+        now, taken = self.clock.now(), []
+        deadline = math.inf
+        for j in order:
+            d = min(deadline, jobs[j].deadline if jobs[j].deadline is not None else math.inf)
+            if taken and jobs[j].deadline is not None and now + (len(taken) + 1) * self.frame_cost_s > d:
+                continue  # would make this frame or an earlier one late: not rendered this round
+            taken.append(j)
+            deadline = d
+        for j in taken:
+            lanes[j].frames_rendered_at = self.counters.frames_rendered
+            self.counters.frames_rendered += 1
+        self.counters.frames_not_rendered += len(jobs) - len(taken)
+        return sorted(taken)
+
+    def _run_round(self, taken: list[tuple[Lane, _Job]]) -> None:
+        steps: list[tuple[Lane, _Job, Generator[Any, Any, Any]]] = []
+        for lane, job in taken:
             if not job.future.set_running_or_notify_cancel():
                 continue
             self.counters.jobs += 1
@@ -211,14 +261,26 @@ class ModelWorker:
                 job.future.set_exception(e)
                 continue
             if isinstance(result, Generator):
-                steps.append((job, result))
+                steps.append((lane, job, result))
             else:
                 job.future.set_result(result)
         if not steps:
             return
         self.counters.batched_jobs += len(steps)
-        outcomes = run_calls(self.backend, [gen for _, gen in steps], self.config.max_batch)
-        for (job, _), outcome in zip(steps, outcomes, strict=True):
+        lanes = [lane for lane, _, _ in steps]
+        rendered = self.counters.frames_rendered
+        t = self.clock.now()
+        outcomes = run_calls(
+            self.backend,
+            [gen for _, _, gen in steps],
+            self.config.max_batch,
+            choose=lambda ids, jobs: [ids[j] for j in self._choose([lanes[i] for i in ids], jobs)],
+        )
+        frames = self.counters.frames_rendered - rendered
+        if frames:
+            cost, a = (self.clock.now() - t) / frames, self.config.cost_smoothing
+            self.frame_cost_s = cost if not self.frame_cost_s else self.frame_cost_s + a * (cost - self.frame_cost_s)
+        for (_, job, _), outcome in zip(steps, outcomes, strict=True):
             if outcome.error is not None:
                 job.future.set_exception(outcome.error)
             else:

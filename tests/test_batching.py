@@ -210,9 +210,9 @@ def test_the_worker_serves_lanes_in_turn_when_it_falls_behind(backend):
     """Fairness: a backlog is worked off one job per lane per round, never one lane's queue before the others."""
     import threading
 
-    from facecast.streaming.model_worker import ModelWorker, WorkerConfig
+    from facecast.streaming.model_worker import ModelWorker
 
-    worker = ModelWorker(backend, WorkerConfig(gather_ms=0))
+    worker = ModelWorker(backend)
     started, release = threading.Event(), threading.Event()
     order: list[str] = []
 
