@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 from functools import partial
 from pathlib import Path
@@ -56,13 +55,6 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def cmd_serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
@@ -71,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from facecast.export.backends import load_backend
 
     from .live import LiveEngine
-    from .server import create_app
+    from .server import SESSIONS, create_app
     from .sources import FileSource, MicrophoneSource
 
     if args.mic:
@@ -95,8 +87,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         avatar_loader=partial(load_avatar, backend=backend),
         sources=tuple(sources),
     )
-    if not _is_loopback(args.host):
-        log.warning("serving on %s: anyone who can reach it can watch, talk and change the avatar", args.host)
+    if not config.loopback:
+        # Beyond loopback every request needs a token: these two are the only way in, so they go to the console.
+        sessions = app[SESSIONS]
+        print(f"server token (POST /sessions, Authorization: Bearer ...): {sessions.server_token}")
+        print(f"its own session: http://{args.host}:{args.port}/?session=default&token={sessions.default.token}")
     loop = _event_loop()
     loop.run_until_complete(engine.warm_up())  # first torch calls and Resemblyzer's load, before anyone waits
     print(f"facecast serving http://{args.host}:{args.port}/  (latency {engine.latency_ms:.0f} ms; Ctrl+C stops)")

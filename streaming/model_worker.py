@@ -218,18 +218,24 @@ class ModelWorker:
             self.gathering = False
 
     def _serve(self) -> None:
-        while True:
-            with self.cond:
-                taken = self._take_round()
-            if taken is None:
-                return
-            self.counters.rounds += 1
-            self.counters.largest_round = max(self.counters.largest_round, len(taken))
-            try:
-                self._run_round(taken)
-            finally:
-                for lane, _ in taken:
-                    lane.idle.set()
+        while self._serve_round():
+            pass
+
+    def _serve_round(self) -> bool:
+        """One round; False when no lane is left. Its jobs are locals here, so nothing of a round is held while
+        the thread waits for the next one (an ended session's engine must be freed)."""
+        with self.cond:
+            taken = self._take_round()
+        if taken is None:
+            return False
+        self.counters.rounds += 1
+        self.counters.largest_round = max(self.counters.largest_round, len(taken))
+        try:
+            self._run_round(taken)
+        finally:
+            for lane, _ in taken:
+                lane.idle.set()
+        return True
 
     def _choose(self, lanes: list[Lane], jobs: list[FrameJob]) -> list[int]:
         """Which of the frames waiting in this round to render (indices into ``jobs``): the longest-unserved
