@@ -200,4 +200,3 @@ def request_token(request: web.Request) -> str | None:
     if auth.startswith("Bearer "):
         return auth.removeprefix("Bearer ").strip()
     return request.query.get("token")
-

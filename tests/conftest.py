@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -94,6 +95,15 @@ def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> 
         w.write(cv2.warpAffine(img, np.float32([[1, 0, i % 4], [0, 1, 0]]), (320, 320)))
     w.close(speech_like(frames / 25) if with_audio else None)
     return path
+
+
+async def until(condition, what: str, wait_s: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``wait_s`` (a bound for broken code, not a timing check)."""
+    for _ in range(int(wait_s * 20)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextlib.asynccontextmanager

@@ -262,3 +262,70 @@ def test_the_sessions_sweep_finds_the_largest_k_and_the_batched_ratio():
     assert [r["batched_vs_own_thread_throughput"] for r in sweep["per_k"]] == [None, 1.25, 2.0]
     assert sweep["per_k"][1]["own_thread"]["new_pictures_per_s_per_session"] == 12.0
     assert worker_modes(1, ("shared", "own")) == ("shared",) and worker_modes(4, ("own",)) == ("own",)
+
+
+class ManualClock:
+    """Engine-clock time that only the fake model below moves: compute on it costs exactly what it says."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t: float) -> None:  # the Clock protocol; the worker never sleeps on it
+        self.t = max(self.t, t)
+
+
+class ComputeBoundModel:
+    """UNet and decoder that cost ``frame_ms`` per frame in the batch, as on a CPU (batching saves nothing)."""
+
+    def __init__(self, cfg, clock: ManualClock, frame_ms: float) -> None:
+        self.cfg, self.clock, self.frame_ms = cfg, clock, frame_ms
+
+    def denoise(self, x, *rest):
+        self.clock.t += len(x) * self.frame_ms / 1000
+        return np.zeros_like(x)
+
+    def decode(self, latents):
+        return np.zeros((len(latents), 3, 8, 8), np.float32)
+
+
+def test_an_overloaded_worker_renders_what_fits_and_shares_it_fairly(backend):
+    """Three sessions, each due a frame every round with a 50 ms deadline, frames costing 30 ms each: a round of
+    three would make every frame late. Each round renders only what still meets its deadline (one frame), the
+    others are answered NOT_RENDERED, and the sessions take turns."""
+    from facecast.engine.batching import NOT_RENDERED, FrameJob
+    from facecast.engine.ddim import DDIMSchedule
+    from facecast.streaming.model_worker import ModelWorker
+
+    clock = ManualClock()
+    model = ComputeBoundModel(backend.cfg, clock, frame_ms=30.0)
+    worker = ModelWorker(model, clock=clock)
+    schedule = DDIMSchedule.from_config(backend.cfg.l2v, 1)
+    row, c = 4, 2
+    latent = np.zeros((1, c, 8, 8), np.float32)
+
+    def frame_steps(session: int):
+        job = FrameJob(
+            0, 0, np.zeros((68, 2)), latent, latent, latent, latent, latent, np.zeros((1, 37, 2)),
+            np.zeros((1, 5, 320)), schedule, row, deadline=clock.now() + 0.050,
+        )  # fmt: skip
+        result = yield job
+        return session, result is not NOT_RENDERED
+
+    lanes = [worker.join() for _ in range(3)]
+    rounds = 12
+    outcomes = []
+    for _ in range(rounds):  # one round at a time, every session with a frame due in each
+        futures = [lane.submit(frame_steps, i) for i, lane in enumerate(lanes)]
+        outcomes.append([f.result(timeout=30) for f in futures])
+    for lane in lanes:
+        lane.shutdown()
+    rendered = [[s for s, ok in r if ok] for r in outcomes]
+    assert len(rendered[0]) == 3  # nothing measured yet: the first round renders everything and measures
+    assert all(len(r) == 1 for r in rendered[1:])  # then only what meets the deadline: 30 ms fits 50, 60 does not
+    counts = [sum(s in r for r in rendered[1:]) for s in range(3)]
+    assert max(counts) - min(counts) <= 1 and sum(counts) == rounds - 1
+    assert sorted({r[0] for r in rendered[1:4]}) == [0, 1, 2]  # every session is served before anyone twice
+    assert worker.counters.frames_not_rendered == 2 * (rounds - 1)

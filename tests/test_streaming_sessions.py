@@ -11,13 +11,11 @@ import weakref
 import cv2
 import numpy as np
 from aiohttp import ClientSession, WSServerHandshakeError
-from conftest import ASSETS, served, speech_like
+from conftest import ASSETS, served, speech_like, until
 
 from facecast.streaming.config import LiveConfig, ServerConfig, SessionConfig
 from facecast.streaming.live import LiveEngine
 from facecast.streaming.server import SESSIONS, create_app
-
-WAIT_S = 20
 
 
 def engine_for(backend, portrait) -> LiveEngine:
@@ -29,14 +27,6 @@ async def serving(engine, config=None, **kw):
     app = create_app(engine, config or ServerConfig(port=0), **kw)
     async with served(app) as base, ClientSession(base) as http:
         yield app, http
-
-
-async def until(condition, what: str) -> None:
-    for _ in range(WAIT_S * 20):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def create(http, token=None, content_type=None, **kw) -> tuple[int, dict]:
