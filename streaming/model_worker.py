@@ -142,6 +142,7 @@ class ModelWorker:
         self._frame_s: float | None = None
         self.gathering = False  # the thread waits for lanes to report a tick (only then do ticks notify it)
         self.frame_cost_s = 0.0  # moving average of one rendered frame's share of a round (0: not measured yet)
+        self._first_choice_s: float | None = None  # clock time of this round's first choice of frames
         self.cond = threading.Condition()
         self.lanes: list[Lane] = []
         self.counters = WorkerCounters()
@@ -242,6 +243,8 @@ class ModelWorker:
         sessions first, as many as still end before every taken frame's deadline; always at least one."""
         order = sorted(range(len(jobs)), key=lambda j: lanes[j].frames_rendered_at)
         now, taken = self.clock.now(), []
+        if self._first_choice_s is None:
+            self._first_choice_s = now
         deadline = math.inf
         for j in order:
             d = min(deadline, jobs[j].deadline if jobs[j].deadline is not None else math.inf)
@@ -275,7 +278,7 @@ class ModelWorker:
         self.counters.batched_jobs += len(steps)
         lanes = [lane for lane, _, _ in steps]
         rendered = self.counters.frames_rendered
-        t = self.clock.now()
+        self._first_choice_s = None
         outcomes = run_calls(
             self.backend,
             [gen for _, _, gen in steps],
@@ -283,8 +286,10 @@ class ModelWorker:
             choose=lambda ids, jobs: [ids[j] for j in self._choose([lanes[i] for i in ids], jobs)],
         )
         frames = self.counters.frames_rendered - rendered
-        if frames:
-            cost, a = (self.clock.now() - t) / frames, self.config.cost_smoothing
+        if frames and self._first_choice_s is not None:
+            # from the first choice to the round's end: what the chosen frames cost (A2L and the sessions' own
+            # preparation, done before any choice, are already spent when the next choice is made)
+            cost, a = (self.clock.now() - self._first_choice_s) / frames, self.config.cost_smoothing
             self.frame_cost_s = cost if not self.frame_cost_s else self.frame_cost_s + a * (cost - self.frame_cost_s)
         for (_, job, _), outcome in zip(steps, outcomes, strict=True):
             if outcome.error is not None:
