@@ -393,7 +393,7 @@ def phase_eager(run: Run, ctx: dict[str, Any], batches: list[int], share_s: floa
             mel = torch.randn(b, 1, cfg.audio.mels_per_frame * cfg.audio.n_mels, device=device, dtype=tdt)
             spk = torch.randn(b, cfg.a2l.speaker_dim, device=device, dtype=tdt)
             ref = torch.rand(b, 68, 2, device=device, dtype=tdt) * cfg.face.crop_px
-            state = torch.zeros(cfg.a2l.layers, b, cfg.a2l.hidden, device=device, dtype=tdt)
+            state = torch.zeros(cfg.a2l.layers, b, cfg.a2l.state_width, device=device, dtype=tdt)
 
             def fn(m: Any = m, a: tuple = (mel, spk, ref, state)) -> Any:
                 return m["a2l"](*a)

@@ -99,7 +99,7 @@ class GraphBackend:
         return self._speaker_session.run([spec.outputs[0].name], feeds)[0]
 
     def a2l_state_shape(self) -> tuple[int, ...]:
-        return (self.cfg.a2l.layers, 1, self.cfg.a2l.hidden)
+        return (self.cfg.a2l.layers, 1, self.cfg.a2l.state_width)
 
     # ------------------------------------------------------------------------------------------ batching
 

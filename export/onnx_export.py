@@ -119,7 +119,7 @@ def input_shapes(cfg: ModelConfig, batch: int) -> dict[str, dict[str, tuple[tupl
             "mel_frames": ((b, 1, mel), f32),
             "speaker": ((b, cfg.a2l.speaker_dim), f32),
             "reference_px": ((b, 68, 2), f32),
-            "state": ((cfg.a2l.layers, b, cfg.a2l.hidden), f32),
+            "state": ((cfg.a2l.layers, b, cfg.a2l.state_width), f32),
         },
         "denoise": {
             "noisy": ((b, c, lat, lat), f32),

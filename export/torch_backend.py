@@ -81,4 +81,4 @@ class TorchBackend:
         return resemblyzer_partials()(mels)
 
     def a2l_state_shape(self) -> tuple[int, ...]:
-        return (self.cfg.a2l.layers, 1, self.cfg.a2l.hidden)
+        return (self.cfg.a2l.layers, 1, self.cfg.a2l.state_width)

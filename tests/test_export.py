@@ -72,7 +72,7 @@ def random_calls(cfg, batch, rng, frames=6):
             rng.standard_normal((batch, frames, 320), f32),
             rng.standard_normal((batch, 256), f32),
             rng.uniform(64, 192, (batch, 68, 2)).astype(f32),
-            rng.standard_normal((cfg.a2l.layers, batch, cfg.a2l.hidden), f32),
+            rng.standard_normal((cfg.a2l.layers, batch, cfg.a2l.state_width), f32),
         ),
         "denoise": (
             rng.standard_normal((batch, c, lat, lat), f32),  # noisy
@@ -118,7 +118,7 @@ def test_export_folder_is_self_contained_and_described_by_its_manifest(tiny_mode
     def io(graph, kind):
         return [(t["name"], t["shape"], t["dtype"]) for t in g[graph][kind]]
 
-    h, layers = cfg.a2l.hidden, cfg.a2l.layers
+    h, layers = cfg.a2l.state_width, cfg.a2l.layers
     assert io("a2l_step", "inputs") == [
         ("mel_frames", [1, 1, 320], "float32"),
         ("speaker", [1, 256], "float32"),

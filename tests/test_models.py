@@ -90,3 +90,23 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         assert "does not match" in str(e)
     else:
         raise AssertionError("mismatched weights must raise WeightsError")
+
+
+def test_a2l_ensemble_averages_independent_members():
+    cfg = tiny_config()
+    assert cfg.a2l.members > 1
+    a2l = checkpoint.build("a2l", cfg).eval()
+    mel, spk, ref = torch.randn(2, 6, 320), torch.randn(2, 256), torch.rand(2, 68, 2) * 256
+    with torch.no_grad():
+        members, state = a2l.member_outputs(mel, spk, ref, a2l.initial_state(2))
+        mean, state2 = a2l(mel, spk, ref, a2l.initial_state(2))
+        split = a2l.split_member_outputs(
+            mel.repeat(cfg.a2l.members, 1, 1), spk.repeat(cfg.a2l.members, 1), ref.repeat(cfg.a2l.members, 1, 1)
+        )
+    assert members.shape == (cfg.a2l.members, 2, 6, N_DRIVEN, 2)
+    assert state.shape == (cfg.a2l.layers, 2, cfg.a2l.state_width)
+    torch.testing.assert_close(mean, members.mean(0) * cfg.a2l.motion_gain)
+    torch.testing.assert_close(state, state2)
+    assert not torch.allclose(members[0], members[1])  # initialised independently
+    # Training: member i sees only part i of the batch; with every part the same batch, it matches member i.
+    torch.testing.assert_close(split, members, rtol=1e-5, atol=1e-5)

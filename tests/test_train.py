@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from facecast.engine import checkpoint
 from facecast.engine.dataset import load_clips, pack_dataset, prepare_dataset
 from facecast.engine.errors import FacecastError
-from facecast.engine.train import train
+from facecast.engine.train import train, warp_mel_axis
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,24 @@ def test_a2l_motion_gain_is_measured_and_applied(dataset, tmp_path):
     a2l.cfg = dataclasses.replace(cfg.a2l, motion_gain=1.0)
     plain, _ = a2l(mel, spk, ref, a2l.initial_state(1))
     torch.testing.assert_close(scaled, plain * cfg.a2l.motion_gain)
+
+
+def test_motion_target_scales_the_measured_gain(dataset, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train("a2l", dataset, full, run_config(tmp_path, 2))
+    train("a2l", dataset, part, run_config(tmp_path, 2, motion_target=0.5))
+    g_full, g_part = (checkpoint.load_config(m).a2l.motion_gain for m in (full, part))
+    assert g_part == pytest.approx(0.5 * g_full, abs=2e-3)  # same seed, same network: only the target differs
+
+
+def test_warping_the_mel_axis_moves_energy_up_or_down():
+    n_mels, k = 80, 4
+    mel = np.zeros((3, k * n_mels), np.float32)
+    mel.reshape(3, k, n_mels)[..., 30] = 1.0  # one band lit in every sub-frame
+    assert warp_mel_axis(mel, 1.0, n_mels) is mel
+    up = warp_mel_axis(mel, 1.2, n_mels).reshape(3, k, n_mels)
+    down = warp_mel_axis(mel, 0.8, n_mels).reshape(3, k, n_mels)
+    centre = np.arange(n_mels)
+    assert (up * centre).sum(-1).max() / up.sum(-1).max() == pytest.approx(36.0, abs=0.5)
+    assert (down * centre).sum(-1).max() / down.sum(-1).max() == pytest.approx(24.0, abs=0.5)
+    assert up.shape == down.shape == (3, k, n_mels)

@@ -23,13 +23,11 @@ def normalise_landmarks(lms_px: torch.Tensor, face: FaceConfig) -> torch.Tensor:
     return (lms_px - half) / half
 
 
-class A2L(nn.Module):
-    def __init__(self, cfg: A2LConfig, audio: AudioConfig, face: FaceConfig) -> None:
+class A2LMember(nn.Module):
+    """One GRU predictor: per-frame log-mel -> displacements in half-crop units (crop pixels / (crop_px / 2))."""
+
+    def __init__(self, cfg: A2LConfig, mel_dim: int) -> None:
         super().__init__()
-        self.cfg, self.face = cfg, face
-        mel_dim = audio.mels_per_frame * audio.n_mels
-        # Input is running-mean-normalised log-mel (engine.audio.RunningMeanNormaliser): centred, only scaled here.
-        self.mel_std = audio.log_mel_std
         self.mel_in = nn.Sequential(nn.Linear(mel_dim, cfg.hidden), nn.GELU())
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=cfg.dropout)
         self.speaker = nn.Sequential(nn.Linear(cfg.speaker_dim, cfg.speaker_hidden), nn.GELU())
@@ -40,24 +38,71 @@ class A2L(nn.Module):
             nn.Linear(cfg.hidden, N_DRIVEN * 2),
         )
 
+    def forward(
+        self, mel: torch.Tensor, speaker: torch.Tensor, ref: torch.Tensor, state: torch.Tensor, dropout: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, T, mel_dim) scaled; ref (B, 136) normalised; state (layers, B, hidden) -> (B, T, 37, 2), state."""
+        h, state = self.gru(self.mel_in(mel), state)
+        ctx = torch.cat([self.speaker(speaker), self.reference(ref)], dim=-1)
+        if self.training and dropout > 0:
+            keep = torch.rand(ctx.shape[0], 1, device=ctx.device) >= dropout
+            ctx = ctx * keep
+        out = self.head(torch.cat([h, ctx[:, None].expand(-1, h.shape[1], -1)], dim=-1))
+        return out.view(*out.shape[:2], N_DRIVEN, 2), state
+
+
+class A2L(nn.Module):
+    """``cfg.members`` independently initialised GRU predictors, averaged (an ensemble): with a few dozen training
+    speakers each member overfits in its own way, and the average is closer on new speakers (docs/quality.md).
+    Their states are concatenated along the last axis, so the streaming state stays one tensor."""
+
+    def __init__(self, cfg: A2LConfig, audio: AudioConfig, face: FaceConfig) -> None:
+        super().__init__()
+        self.cfg, self.face = cfg, face
+        mel_dim = audio.mels_per_frame * audio.n_mels
+        # Input is running-mean-normalised log-mel (engine.audio.RunningMeanNormaliser): centred, only scaled here.
+        self.mel_std = audio.log_mel_std
+        self.members = nn.ModuleList(A2LMember(cfg, mel_dim) for _ in range(cfg.members))
+
     def initial_state(self, batch: int = 1) -> torch.Tensor:
-        return torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=self.head[-1].weight.device)
+        return torch.zeros(self.cfg.layers, batch, self.cfg.state_width, device=self.members[0].head[-1].weight.device)
+
+    def member_outputs(
+        self, mel_frames: torch.Tensor, speaker: torch.Tensor, reference_px: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's displacements in crop pixels, unscaled by the motion gain: (members, B, T, 37, 2), state."""
+        mel, ref = mel_frames / self.mel_std, normalise_landmarks(reference_px, self.face).flatten(1)
+        outs, states = zip(
+            *(
+                member(mel, speaker, ref, s.contiguous(), self.cfg.condition_dropout)
+                for member, s in zip(self.members, state.chunk(len(self.members), dim=-1), strict=True)
+            ),
+            strict=True,
+        )
+        return torch.stack(outs) * (self.face.crop_px / 2), torch.cat(states, dim=-1)
+
+    def split_member_outputs(
+        self, mel_frames: torch.Tensor, speaker: torch.Tensor, reference_px: torch.Tensor
+    ) -> torch.Tensor:
+        """Training: the batch cut into ``members`` equal parts, member i on part i only, from a zero state:
+        (members, B / members, T, 37, 2) in crop pixels. Members trained on the same batches overfit alike and
+        their average gained nothing on held-out speakers; on separate batches it did (docs/quality.md)."""
+        k = len(self.members)
+        mel, ref = mel_frames / self.mel_std, normalise_landmarks(reference_px, self.face).flatten(1)
+        parts = zip(self.members, mel.chunk(k), speaker.chunk(k), ref.chunk(k), strict=True)
+        outs = []
+        for member, m, spk, r in parts:
+            zero = torch.zeros(self.cfg.layers, len(m), self.cfg.hidden, device=m.device)
+            outs.append(member(m, spk, r, zero, self.cfg.condition_dropout)[0])
+        return torch.stack(outs) * (self.face.crop_px / 2)
 
     def forward(
         self, mel_frames: torch.Tensor, speaker: torch.Tensor, reference_px: torch.Tensor, state: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """mel_frames (B, T, 4*80); speaker (B, 256); reference_px (B, 68, 2); state (layers, B, hidden).
+        """mel_frames (B, T, 4*80); speaker (B, 256); reference_px (B, 68, 2); state (layers, B, state_width).
 
         Returns displacements in crop pixels (B, T, 37, 2) for the *input* steps (delayed by the lookahead)
-        and the new state.
+        and the new state. In eval mode they are scaled by the motion gain.
         """
-        x = self.mel_in(mel_frames / self.mel_std)
-        h, state = self.gru(x, state)
-        ref = normalise_landmarks(reference_px, self.face).flatten(1)
-        ctx = torch.cat([self.speaker(speaker), self.reference(ref)], dim=-1)
-        if self.training and self.cfg.condition_dropout > 0:
-            keep = torch.rand(ctx.shape[0], 1, device=ctx.device) >= self.cfg.condition_dropout
-            ctx = ctx * keep
-        out = self.head(torch.cat([h, ctx[:, None].expand(-1, h.shape[1], -1)], dim=-1))
-        scale = self.face.crop_px / 2 * (1.0 if self.training else self.cfg.motion_gain)
-        return out.view(*out.shape[:2], N_DRIVEN, 2) * scale, state
+        outs, state = self.member_outputs(mel_frames, speaker, reference_px, state)
+        return outs.mean(0) * (1.0 if self.training else self.cfg.motion_gain), state
