@@ -82,7 +82,6 @@ class Lane(Executor):
         self.closed = False
         self.idle = threading.Event()  # set while no job of this lane is running
         self.idle.set()
-        self.last_round = -1  # the worker round that last served this lane
         self.tick_s: float | None = None  # engine clock time of the newest tick its engine reported
         self.frames_rendered_at = -1  # the worker's frame count when this lane last had a frame rendered
 
@@ -185,19 +184,19 @@ class ModelWorker:
             if not self.lanes:
                 self._thread = None
                 return None
-            ready = [lane for lane in self.lanes if lane.jobs]
-            if ready:
-                break
-            self.cond.wait()
-        self._gather()
-        ready = [lane for lane in self.lanes if lane.jobs]
+            if any(lane.jobs for lane in self.lanes):
+                self._gather()
+                ready = [lane for lane in self.lanes if lane.jobs]  # a lane may have left while gathering
+                if ready:
+                    break
+            else:
+                self.cond.wait()
         start = self._rotation % len(ready)
         self._rotation += 1
         taken = []
         for lane in ready[start:] + ready[:start]:
             job = lane.jobs.popleft()
             lane.idle.clear()
-            lane.last_round = self.counters.rounds
             taken.append((lane, job))
         return taken
 
