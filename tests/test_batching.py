@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from test_export import NO_SLIM, assert_backends_agree
 
-from facecast.export.manifest import DYNAMIC_DIM, load_manifest
+from facecast.engine.config import ModelConfig
+from facecast.export.manifest import CONFIG, DYNAMIC_DIM, load_manifest
 from facecast.export.onnx_export import PARITY_BATCH, export_model
 from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
 from facecast.export.torch_backend import TorchBackend
@@ -23,7 +24,8 @@ def test_the_default_export_takes_any_batch_in_one_call(tiny_model, dynamic_expo
     m = load_manifest(dynamic_export)
     assert m.dynamic_batch and m.batch == 1
     assert m.graphs["denoise"].inputs[0].shape == (DYNAMIC_DIM, 8, 32, 32)
-    assert m.graphs["a2l_step"].inputs[3].shape == (1, DYNAMIC_DIM, 16)  # GRU state (layers, B, hidden)
+    width = ModelConfig.load(dynamic_export / CONFIG).a2l.state_width  # the ensemble members' states side by side
+    assert m.graphs["a2l_step"].inputs[3].shape == (1, DYNAMIC_DIM, width)  # GRU state (layers, B, width)
     for name, g in m.graphs.items():  # the export itself checked parity at the traced batch and at PARITY_BATCH
         assert any(k.endswith(f"@batch{PARITY_BATCH}") for k in g.checks["parity"]["outputs"]), name
     ort = OnnxRuntimeBackend(dynamic_export, threads=1)
@@ -62,7 +64,8 @@ def test_tensorrt_profiles_span_one_to_max_on_each_inputs_batch_axis(dynamic_exp
     m = load_manifest(dynamic_export)
     shapes = profile_shapes(m.graphs["a2l_step"], BATCH_AXES["a2l_step"][0], BatchProfile(opt=4, max=8))
     assert shapes["mel_frames"] == ((1, 1, 320), (4, 1, 320), (8, 1, 320))
-    assert shapes["state"] == ((1, 1, 16), (1, 4, 16), (1, 8, 16))  # the GRU state's batch is axis 1
+    w = ModelConfig.load(dynamic_export / CONFIG).a2l.state_width
+    assert shapes["state"] == ((1, 1, w), (1, 4, w), (1, 8, w))  # the GRU state's batch is axis 1
     assert BatchProfile(4, 8).key() != BatchProfile(4, 16).key()
     with pytest.raises(ValueError):
         BatchProfile(opt=9, max=8)

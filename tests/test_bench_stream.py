@@ -251,8 +251,10 @@ def test_two_sessions_run_two_engines_on_one_backend(virtual, backend, portrait,
         assert len(slow.model_threads) == 2  # each engine's own model thread called the one shared backend
     else:
         assert len(slow.model_threads) == 1  # one worker thread served both engines' frames
-        # the engines tick together and the worker gathers each tick's work: every UNet call had both frames
-        assert set(slow.denoise_batches) == {2}
+        # the engines tick together and the worker gathers each tick's work, so nearly every UNet call had both
+        # frames (a round that started before the other engine's tick was reported would hold one)
+        batches = slow.denoise_batches
+        assert max(batches) == 2 and batches.count(2) >= 0.9 * len(batches)
     for session in v["per_session"]:
         assert session["frames"]["rendered"] > 50 and session["frames"]["skipped"] == 0
         assert session["stages_ms"]["unet"]["mean"] == pytest.approx(DENOISE_MS, abs=0.01)
