@@ -126,15 +126,26 @@ async def consume_track(engine: LiveEngine, track: MediaStreamTrack, name: str =
         engine.close_source(buf)
 
 
+INTERRUPT_MESSAGE = {"interrupt": True}
+
+
 class PushDecoder:
     """One push client's protocol: optional JSON header ``{"sample_rate": 24000}``, then binary int16 little-endian
-    mono PCM (16 kHz unless the header said otherwise). Raises AudioError/InputError with what to change."""
+    mono PCM (16 kHz unless the header said otherwise); at any time the text message ``{"interrupt": true}`` (the
+    TTS was cut off: drop what is waiting). Raises AudioError/InputError with what to change."""
 
     def __init__(self, buf: SourceBuffer, config: PushConfig) -> None:
         self.buf, self.config = buf, config
         self.rate = SAMPLE_RATE
         self.started = False
         self._resampler: av.AudioResampler | None = None
+
+    @staticmethod
+    def is_interrupt(text: str) -> bool:
+        try:
+            return json.loads(text) == INTERRUPT_MESSAGE
+        except ValueError:
+            return False
 
     def header(self, text: str) -> None:
         if self.started:
@@ -145,7 +156,10 @@ class PushDecoder:
         except (ValueError, KeyError, TypeError):
             rate = None
         if rate is None:
-            raise InputError('a text message must be the JSON header {"sample_rate": N}; send audio as binary.')
+            raise InputError(
+                'a text message must be the JSON header {"sample_rate": N} or {"interrupt": true}; '
+                "send audio as binary."
+            )
         if not self.config.min_rate_hz <= rate <= self.config.max_rate_hz:
             raise AudioError(
                 f"sample_rate {rate} Hz is out of range: send {self.config.min_rate_hz}-{self.config.max_rate_hz} Hz."

@@ -244,6 +244,30 @@ def test_push_garbage_or_too_fast_gets_an_error_and_only_that_client_closes(back
     assert s["sessions"]["push_clients"] == 1 and s["sources"] == 1
 
 
+def test_push_interrupt_drops_the_queued_speech_and_idles_at_once(backend, portrait):
+    """A TTS cut off mid-sentence: {"interrupt": true} is acknowledged, and every frame after it is the idle
+    avatar with silence although a second of speech was still queued (no frames keep playing)."""
+
+    async def main():
+        engine = engine_for(backend, portrait)
+        async with serving(engine) as (app, http):
+            ws = await http.ws_connect("/push")
+            await ws.send_bytes((speech_like(0.9, seed=2) * 20000).astype("<i2").tobytes())
+            await until(lambda: engine.counters.rendered > 0, "the pushed speech to drive the model")
+            queue = engine.subscribe()
+            await ws.send_str('{"interrupt": true}')
+            ack = await ws.receive_json(timeout=WAIT_S)
+            after = [await asyncio.wait_for(queue.get(), WAIT_S) for _ in range(10)]
+            await ws.close()
+            return ack, after, engine.stats()
+
+    ack, after, s = asyncio.run(main())
+    assert ack == {"interrupted": 1}
+    assert all(o.generated is None and not o.audible for o in after)
+    assert all(np.count_nonzero(o.audio_48k) <= 48 for o in after)  # at most the resampler's edge at the cut
+    assert s["model_errors"] == 0
+
+
 # ------------------------------------------------------------------------------------------ lifecycle
 
 
