@@ -129,6 +129,25 @@ async def consume_track(engine: LiveEngine, track: MediaStreamTrack, name: str =
 INTERRUPT_MESSAGE = {"interrupt": True}
 
 
+class PcmTo16k:
+    """int16 mono PCM at ``rate`` -> float32 16 kHz in [-1, 1], chunk by chunk (FFmpeg's resampler keeps its state
+    across chunks, so they join without seams). Shared by /push and the voice-agent adapters."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler = (
+            None if rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        )
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        if self._resampler is None:
+            return samples.astype(np.float32) / 32768.0
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, "<i2")[None], format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 class PushDecoder:
     """One push client's protocol: optional JSON header ``{"sample_rate": 24000}``, then binary int16 little-endian
     mono PCM (16 kHz unless the header said otherwise); at any time the text message ``{"interrupt": true}`` (the
@@ -138,7 +157,7 @@ class PushDecoder:
         self.buf, self.config = buf, config
         self.rate = SAMPLE_RATE
         self.started = False
-        self._resampler: av.AudioResampler | None = None
+        self._to_16k = PcmTo16k(SAMPLE_RATE)
 
     @staticmethod
     def is_interrupt(text: str) -> bool:
@@ -165,8 +184,7 @@ class PushDecoder:
                 f"sample_rate {rate} Hz is out of range: send {self.config.min_rate_hz}-{self.config.max_rate_hz} Hz."
             )
         self.rate = rate
-        if rate != SAMPLE_RATE:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._to_16k = PcmTo16k(rate)
 
     def pcm(self, data: bytes) -> None:
         self.started = True
@@ -185,11 +203,3 @@ class PushDecoder:
                 f"{self.config.max_ahead_s:g} s allowed): send {self.rate} Hz PCM at its real-time pace."
             )
         self.buf.write(audio)
-
-    def _to_16k(self, samples: np.ndarray) -> np.ndarray:
-        if self._resampler is None:
-            return samples.astype(np.float32) / 32768.0
-        frame = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
