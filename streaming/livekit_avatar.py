@@ -1,9 +1,11 @@
 """facecast as a LiveKit Agents avatar (``pip install 'facecast[livekit]'``; livekit-agents 1.8).
 
 - ``FacecastVideoGenerator``: livekit's ``VideoGenerator`` over one LiveEngine. The agent's speech goes into an
-  engine source; every engine tick yields the picture, then the same 40 ms of sound (48 kHz), and after the
-  segment's last sound an ``AudioSegmentEnd``. Between segments the engine keeps ticking, so the avatar's idle
-  frames go out: one continuous stream, silence drives the idle face. ``clear_buffer`` is ``LiveEngine.interrupt``.
+  engine source; every engine tick yields the picture, then (inside a segment) the same 40 ms of sound at 48 kHz,
+  and after the segment's last sound an ``AudioSegmentEnd``. Between segments the engine keeps ticking, so the
+  avatar's idle frames go out: one continuous stream, silence drives the idle face. Idle frames carry no sound:
+  AvatarRunner counts every audio frame into the playback position it reports. ``clear_buffer`` is
+  ``LiveEngine.interrupt``.
 - ``FacecastAvatarSession``: in the agent's own process (a GPU agent host), wired like the bithuman plugin's local
   mode: ``QueueAudioOutput(sample_rate=16000)`` feeds an ``AvatarRunner`` that publishes to the room, and the
   agent session's audio output becomes that queue.
@@ -64,6 +66,8 @@ class FacecastVideoGenerator(VideoGenerator):
         self._to_16k: PcmTo16k | None = None
         self._segments = 0  # segment labels for SourceBuffer.mark_end
         self._queue = engine.subscribe()
+        self._speaking = False  # between a segment's first sound out and its end (or a clear)
+        self._clears = 0
 
     @property
     def options(self) -> AvatarOptions:
@@ -86,6 +90,8 @@ class FacecastVideoGenerator(VideoGenerator):
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         buf = self._source()
         if isinstance(frame, AudioSegmentEnd):
+            if self._to_16k is not None:
+                buf.write(self._to_16k.flush())
             self._segments += 1
             buf.mark_end(self._segments)
             return
@@ -98,6 +104,8 @@ class FacecastVideoGenerator(VideoGenerator):
     def clear_buffer(self) -> None:
         """Barge-in: the engine drops every queued and in-flight frame; the next frame out is idle."""
         self.engine.interrupt()
+        self._speaking = False
+        self._clears += 1
 
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         return self._frames()
@@ -106,9 +114,15 @@ class FacecastVideoGenerator(VideoGenerator):
         if not self.engine.running:
             await self.engine.start()
         while (out := await self._queue.get()) is not None:
+            clears = self._clears
             yield video_frame(out)
-            yield audio_frame(out)
+            if clears != self._clears:
+                continue  # cleared while the runner had the picture: its sound is part of what was dropped
+            self._speaking |= out.audible
+            if self._speaking:
+                yield audio_frame(out)
             for _ in out.marks:  # this frame held the segment's last sound
+                self._speaking = False
                 yield AudioSegmentEnd()
 
     async def aclose(self) -> None:

@@ -135,16 +135,29 @@ class PcmTo16k:
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self._resampler = (
-            None if rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        )
+        self._resampler = self._new()
+
+    def _new(self) -> av.AudioResampler | None:
+        return None if self.rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         if self._resampler is None:
             return samples.astype(np.float32) / 32768.0
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, "<i2")[None], format="s16", layout="mono")
         frame.sample_rate = self.rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return self._joined(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        """The end of a segment: the samples the resampler's filter still holds (then it starts afresh)."""
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        tail = self._joined(self._resampler.resample(None))
+        self._resampler = self._new()
+        return tail
+
+    @staticmethod
+    def _joined(frames: list[av.AudioFrame]) -> np.ndarray:
+        out = [f.to_ndarray().reshape(-1) for f in frames]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
