@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
-import numpy as np
 from livekit import api, rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import (
@@ -42,8 +41,8 @@ from facecast.engine.errors import InputError
 from .clock import AUDIO_OUT_HZ
 from .live import LiveEngine, OutputFrame
 from .livekit_worker_cli import AVATAR_IDENTITY
-from .mixer import SourceBuffer
-from .sources import SAMPLE_RATE, PcmTo16k
+from .sources import SAMPLE_RATE
+from .voice_agent import AgentSpeech, SoundGate
 
 log = logging.getLogger("facecast.livekit")
 
@@ -61,13 +60,11 @@ class FacecastVideoGenerator(VideoGenerator):
 
     def __init__(self, engine: LiveEngine, source_name: str = "livekit agent") -> None:
         self.engine = engine
-        self.source_name = source_name
-        self._buf: SourceBuffer | None = None
-        self._to_16k: PcmTo16k | None = None
-        self._segments = 0  # segment labels for SourceBuffer.mark_end
-        self._queue = engine.subscribe()
-        self._speaking = False  # between a segment's first sound out and its end (or a clear)
+        self.speech = AgentSpeech(engine, source_name)
+        self.sound = SoundGate()
+        self._segments = 0  # segment labels for AgentSpeech.end_segment
         self._clears = 0
+        self._queue = engine.subscribe()
 
     @property
     def options(self) -> AvatarOptions:
@@ -81,30 +78,17 @@ class FacecastVideoGenerator(VideoGenerator):
             audio_channels=1,
         )
 
-    def _source(self) -> SourceBuffer:
-        if self._buf is None:
-            # Not live: a TTS sends faster than real time and all of it must play (never trimmed).
-            self._buf = self.engine.open_source(self.source_name, live=False)
-        return self._buf
-
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
-        buf = self._source()
         if isinstance(frame, AudioSegmentEnd):
-            if self._to_16k is not None:
-                buf.write(self._to_16k.flush())
             self._segments += 1
-            buf.mark_end(self._segments)
-            return
-        if self._to_16k is None or self._to_16k.rate != frame.sample_rate:
-            self._to_16k = PcmTo16k(frame.sample_rate)
-        pcm = np.frombuffer(frame.data, np.int16).reshape(-1, frame.num_channels)
-        mono = pcm[:, 0] if frame.num_channels == 1 else pcm.mean(axis=1).astype(np.int16)
-        buf.write(self._to_16k(mono))
+            self.speech.end_segment(self._segments)
+        else:
+            self.speech.write(bytes(frame.data), frame.sample_rate, frame.num_channels)
 
     def clear_buffer(self) -> None:
         """Barge-in: the engine drops every queued and in-flight frame; the next frame out is idle."""
-        self.engine.interrupt()
-        self._speaking = False
+        self.speech.interrupt()
+        self.sound.cut()
         self._clears += 1
 
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
@@ -118,18 +102,14 @@ class FacecastVideoGenerator(VideoGenerator):
             yield video_frame(out)
             if clears != self._clears:
                 continue  # cleared while the runner had the picture: its sound is part of what was dropped
-            self._speaking |= out.audible
-            if self._speaking:
+            if self.sound.step(out):
                 yield audio_frame(out)
             for _ in out.marks:  # this frame held the segment's last sound
-                self._speaking = False
                 yield AudioSegmentEnd()
 
     async def aclose(self) -> None:
         self.engine.unsubscribe(self._queue)
-        if self._buf is not None:
-            self.engine.close_source(self._buf)
-            self._buf = None
+        self.speech.close()
 
 
 def video_frame(out: OutputFrame) -> rtc.VideoFrame:

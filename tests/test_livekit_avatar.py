@@ -194,7 +194,10 @@ def test_avatar_runner_paces_25fps_reports_playback_and_interrupts_within_two_fr
     at = pushed.index("clear")
     before, after = pushed[:at], pushed[at + 1 :]
     spoken_before_cut = sum(isinstance(p, rtc.AudioFrame) for p in before) - 15
-    assert cut.playback_position == pytest.approx(spoken_before_cut * FRAME_S)  # the position where it stopped
+    # the position where it stopped: the sound pushed before the clear, give or take the one frame the runner may
+    # have been pushing while its clear task ran
+    assert spoken_before_cut >= 10
+    assert spoken_before_cut - 1 <= round(cut.playback_position / FRAME_S) <= spoken_before_cut + 1
     video_after = [p for p in after if isinstance(p, rtc.VideoFrame)]
     first_idle = next(i for i, v in enumerate(video_after) if idle(v, portrait))
     assert first_idle <= 2  # barge-in: idle mouth within two frames
