@@ -8,7 +8,8 @@
 - ``TTSStartedFrame`` passes at once; ``TTSStoppedFrame`` is held until the turn's last sound has gone out, so the
   two bracket the speech as it is heard.
 - ``InterruptionFrame`` / ``UserStartedSpeakingFrame``: ``LiveEngine.interrupt`` drops every queued and in-flight
-  frame, so the next picture is idle (one frame); the held ``TTSStoppedFrame`` is dropped too. Both pass on.
+  frame, so the next picture is idle (within one frame: a picture already being pushed still arrives, its sound
+  does not); the held ``TTSStoppedFrame`` is dropped too. Both pass on.
 - Every other frame passes through.
 """
 
@@ -48,6 +49,7 @@ class FacecastVideoService(AIService):
         self._emitter: asyncio.Task[None] | None = None
         self._turns = 0  # segment labels, one per TTS turn
         self._stops: dict[int, TTSStoppedFrame] = {}  # held until their turn's last sound is out
+        self._cuts = 0  # interruptions so far
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -96,13 +98,17 @@ class FacecastVideoService(AIService):
         self.speech.interrupt()
         self.sound.cut()
         self._stops.clear()
+        self._cuts += 1
 
     # ------------------------------------------------------------------------------------------ frames out
 
     async def _emit(self) -> None:
         assert self._queue is not None
         while (out := await self._queue.get()) is not None:
+            cuts = self._cuts
             await self.push_frame(image_frame(out))
+            if cuts != self._cuts:
+                continue  # interrupted while its picture went out: its sound is part of what was dropped
             if self.sound.step(out):
                 await self.push_frame(audio_frame(out))
             for label in out.marks:
