@@ -45,10 +45,8 @@ def cmd_livekit_worker(args: argparse.Namespace) -> None:
         from . import livekit_avatar as lk
     except ImportError as e:
         raise InputError(f"livekit-agents is not installed ({e}): pip install 'facecast[livekit]'.") from e
-    from facecast.export.backends import load_backend
-
-    from .commands import _event_loop, load_avatar
-    from .live import LiveEngine
+    from .commands import _event_loop
+    from .voice_agent import AvatarEngines
 
     if not args.url:
         raise InputError("no LiveKit server: pass --url or set LIVEKIT_URL.")
@@ -58,10 +56,8 @@ def cmd_livekit_worker(args: argparse.Namespace) -> None:
         if not args.room or not args.agent_identity:
             raise InputError("without --token, give --room and --agent-identity (the token is made for them).")
         token = lk.worker_token(args.room, args.agent_identity, config)
-    backend = load_backend(args.backend, Path(args.model), device=args.device)
-    avatar = load_avatar(args.avatar, backend, backend.cfg, args.model)
     live = LiveConfig(steps=args.steps, processing_frames=args.processing_frames)
-    engine = LiveEngine(backend, backend.cfg, avatar, live)
+    engine = AvatarEngines(args.avatar, args.model, args.backend, args.device, live).new_engine()
 
     async def main() -> None:
         room = rtc.Room()

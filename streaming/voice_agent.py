@@ -1,5 +1,5 @@
-"""What the voice-agent adapters (LiveKit Agents, Pipecat) share: the agent's speech into the engine, and which
-output frames carry sound.
+"""What the voice-agent adapters (LiveKit Agents, Pipecat) share: one loaded model for every session of a process,
+the agent's speech into the engine, and which output frames carry sound.
 
 A framework's TTS sends its speech in segments (a turn), ahead of real time, at its own rate; it wants the sound
 back paired with pictures, to know when a segment has been played, and to cut it off (barge-in).
@@ -8,9 +8,13 @@ back paired with pictures, to know when a segment has been played, and to cut it
 from __future__ import annotations
 
 from collections.abc import Hashable
+from pathlib import Path
 
 import numpy as np
 
+from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
+
+from .config import LiveConfig
 from .live import LiveEngine, OutputFrame
 from .mixer import SourceBuffer
 from .sources import PcmTo16k
@@ -77,3 +81,48 @@ class SoundGate:
 
     def cut(self) -> None:
         self.speaking = False
+
+
+class AvatarEngines:
+    """One loaded model and prepared avatar per process, a LiveEngine per session: sessions share the weights
+    (and, on a GPU, its memory) while each keeps its own state (audio, utterance, speaker, clock). ``load()`` is
+    the share of ``max_sessions`` in use, for a framework's load-based dispatch."""
+
+    def __init__(
+        self,
+        avatar: Path,
+        model: Path = DEFAULT_MODEL_DIR,
+        backend: str = "torch",
+        device: str = "cpu",
+        live: LiveConfig | None = None,
+        max_sessions: int = 1,
+    ) -> None:
+        from facecast.export.backends import load_backend
+
+        from .commands import load_avatar
+
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.backend = load_backend(backend, Path(model), device=device)
+        self.avatar = load_avatar(Path(avatar), self.backend, self.backend.cfg, Path(model))
+        self.live = live or LiveConfig()
+        self.max_sessions = max_sessions
+        self._engines: list[LiveEngine] = []
+
+    def new_engine(self) -> LiveEngine:
+        engine = LiveEngine(self.backend, self.backend.cfg, self.avatar, self.live)
+        self._engines.append(engine)
+        return engine
+
+    def release(self, engine: LiveEngine) -> None:
+        """Forget a finished session (call after ``engine.stop()``)."""
+        if engine in self._engines:
+            self._engines.remove(engine)
+
+    @property
+    def active(self) -> int:
+        return sum(e.running for e in self._engines)
+
+    def load(self) -> float:
+        """0 (idle) .. 1 (full): running sessions over ``max_sessions``."""
+        return min(1.0, self.active / self.max_sessions)
