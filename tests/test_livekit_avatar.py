@@ -13,7 +13,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import speech_like
+from conftest import speech_like, until
 
 pytest.importorskip("livekit.agents", reason="the livekit extra is not installed: pip install 'facecast[livekit]'")
 
@@ -24,7 +24,6 @@ from facecast.streaming.config import LiveConfig  # noqa: E402
 from facecast.streaming.live import LiveEngine  # noqa: E402
 from facecast.streaming.livekit_avatar import FacecastAvatarSession, FacecastVideoGenerator, run_worker  # noqa: E402
 
-WAIT_S = 30
 FRAME_S = 0.04
 AGENT = "agent-1"
 
@@ -101,14 +100,6 @@ def pcm_frames(audio_16k: np.ndarray, chunk: int = 1600) -> list[rtc.AudioFrame]
     ]
 
 
-async def wait_for(condition, what: str) -> None:
-    for _ in range(WAIT_S * 50):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def idle(frame: rtc.VideoFrame, portrait) -> bool:
     rgb = np.frombuffer(frame.data, np.uint8).reshape(frame.height, frame.width, 4)[:, :, :3]
     return any(np.array_equal(rgb, f) for f in portrait.frames)
@@ -164,18 +155,18 @@ def test_avatar_runner_paces_25fps_reports_playback_and_interrupts_within_two_fr
         for f in pcm_frames(speech_like(0.6, seed=2)):
             await audio_out.capture_frame(f)
         audio_out.flush()
-        await wait_for(lambda: finished, "playback_finished of the first segment")
+        await until(lambda: finished, "playback_finished of the first segment")
 
         # a long segment cut off once the avatar speaks: clear_buffer -> interrupted=True
         for f in pcm_frames(speech_like(3.0, seed=3)):
             await audio_out.capture_frame(f)
         audio_out.flush()
         start = len(pushed)
-        await wait_for(lambda: sum(isinstance(p, rtc.AudioFrame) for p in pushed[start:]) >= 10, "speech out")
+        await until(lambda: sum(isinstance(p, rtc.AudioFrame) for p in pushed[start:]) >= 10, "speech out")
         pushed.append("clear")
         audio_out.clear_buffer()
-        await wait_for(lambda: len(finished) == 2, "playback_finished of the cut segment")
-        await wait_for(lambda: sum(isinstance(p, rtc.VideoFrame) for p in pushed[pushed.index("clear") :]) > 5, "")
+        await until(lambda: len(finished) == 2, "playback_finished of the cut segment")
+        await until(lambda: sum(isinstance(p, rtc.VideoFrame) for p in pushed[pushed.index("clear") :]) > 5, "")
         await avatar.aclose()
         return pushed, finished, room, engine
 
@@ -234,24 +225,24 @@ def test_datastream_worker_plays_segments_and_answers_the_rpcs(backend, portrait
         engine = engine_for(backend, portrait)
         room = StandInRoom()
         worker = asyncio.create_task(run_worker(engine, room, AGENT))
-        await wait_for(lambda: "lk.audio_stream" in room.stream_handlers, "the worker to listen for audio")
+        await until(lambda: "lk.audio_stream" in room.stream_handlers, "the worker to listen for audio")
         calls = room.local_participant.rpc_calls
         finished = lambda: [json.loads(p) for m, p in calls if m == "lk.playback_finished"]  # noqa: E731
 
         pcm = (speech_like(0.4, rate=24000, seed=4) * 32767).astype("<i2").tobytes()  # the agent's TTS rate
         room.stream_handlers["lk.audio_stream"](StandInReader(pcm, sample_rate=24000), AGENT)
-        await wait_for(lambda: len(finished()) == 1, "lk.playback_finished of the first segment")
+        await until(lambda: len(finished()) == 1, "lk.playback_finished of the first segment")
 
         hold = asyncio.Event()
         long = (speech_like(3.0, seed=5) * 32767).astype("<i2").tobytes()
         room.stream_handlers["lk.audio_stream"](StandInReader(long, hold=hold), AGENT)
         started = lambda: [m for m, _ in calls].count("lk.playback_started")  # noqa: E731
-        await wait_for(lambda: started() == 2, "the second segment to start playing")
+        await until(lambda: started() == 2, "the second segment to start playing")
         ticks = engine.counters.ticks
-        await wait_for(lambda: engine.counters.ticks > ticks + 10, "ten frames of the second segment")
+        await until(lambda: engine.counters.ticks > ticks + 10, "ten frames of the second segment")
         clear = room.local_participant._rpc_handlers["lk.clear_buffer"]
         answer = clear(types.SimpleNamespace(caller_identity=AGENT, payload="", request_id="r1"))
-        await wait_for(lambda: len(finished()) == 2, "lk.playback_finished of the cut segment")
+        await until(lambda: len(finished()) == 2, "lk.playback_finished of the cut segment")
         hold.set()
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)

@@ -91,6 +91,17 @@ async def tick_lockstep(engine: LiveEngine, clock: ManualClock, ticks: int, out:
             out.append(queue.get_nowait())
 
 
+async def talking_engine(backend, portrait, speech: np.ndarray):
+    """A started engine on virtual time with ``speech`` waiting in one source: (engine, clock, queue, source)."""
+    clock = ManualClock()
+    engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+    queue = engine.subscribe()
+    await engine.start()
+    buf = engine.open_source("talker", live=False)
+    buf.write(speech)
+    return engine, clock, queue, buf
+
+
 @pytest.fixture(scope="module")
 def speech_clip():
     """1.6 s of the bundled speech from its second block on (block 0 is below the speech threshold), with one
@@ -358,12 +369,7 @@ def test_changing_the_avatar_mid_speech(backend, portrait):
     flipped = avatar_mod.Avatar(**{**portrait.__dict__, "frames": portrait.frames[:, :, ::-1].copy()})
 
     async def main():
-        clock = ManualClock()
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
-        queue = engine.subscribe()
-        await engine.start()
-        buf = engine.open_source("talker", live=False)
-        buf.write(speech_like(2.0, seed=3))
+        engine, clock, queue, _ = await talking_engine(backend, portrait, speech_like(2.0, seed=3))
         out = []
         await tick_lockstep(engine, clock, 20, out, queue)
         await engine.set_avatar(flipped)
@@ -528,12 +534,7 @@ def test_interrupt_drops_queued_and_in_flight_frames_and_idles_at_once(backend, 
     speech follows, the marks not reached are returned, and the next speech starts a fresh utterance."""
 
     async def main():
-        clock = ManualClock()
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
-        queue = engine.subscribe()
-        await engine.start()
-        buf = engine.open_source("tts", live=False)
-        buf.write(speech_like(1.0, seed=5))
+        engine, clock, queue, buf = await talking_engine(backend, portrait, speech_like(1.0, seed=5))
         buf.mark_end("cut")
         out: list = []
         await tick_lockstep(engine, clock, 16, out, queue)

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
-from conftest import ASSETS, served, speech_like, write_wav
+from conftest import ASSETS, served, speech_like, until, write_wav
 
 from facecast.engine.errors import InputError
 from facecast.streaming import commands
@@ -96,14 +96,6 @@ class SpeechTrack(MediaStreamTrack):
         frame.sample_rate, frame.pts, frame.time_base = 48000, self.sent, fractions.Fraction(1, 48000)
         self.sent += 960
         return frame
-
-
-async def until(condition, what: str) -> None:
-    for _ in range(WAIT_S * 20):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def stats(http: ClientSession) -> dict:
