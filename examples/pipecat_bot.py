@@ -16,8 +16,7 @@ import os
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineParams, PipelineTask
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -29,6 +28,7 @@ from pipecat.services.cartesia.tts import CartesiaTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.transports.base_transport import TransportParams
+from pipecat.workers.runner import WorkerRunner
 
 from facecast.streaming.commands import ASSETS
 from facecast.streaming.pipecat_video import FacecastVideoService
@@ -86,7 +86,7 @@ async def bot(runner_args: RunnerArguments) -> None:
             aggregators.assistant(),
         ]
     )
-    task = PipelineTask(pipeline, params=PipelineParams(enable_metrics=True))
+    task = PipelineWorker(pipeline, params=PipelineParams(enable_metrics=True))
 
     @transport.event_handler("on_client_connected")
     async def on_client_connected(transport, client):  # noqa: ANN001
@@ -98,7 +98,9 @@ async def bot(runner_args: RunnerArguments) -> None:
         await task.cancel()
 
     try:
-        await PipelineRunner(handle_sigint=runner_args.handle_sigint).run(task)
+        runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
+        await runner.add_workers(task)
+        await runner.run()
     finally:
         ENGINES.release(engine)
 

@@ -91,3 +91,75 @@ def test_interruption_flushes_within_one_frame(backend, portrait):
     assert not any(isinstance(f, TTSAudioRawFrame) for f in after)  # 1.8 s of queued speech dropped
     assert TTSStoppedFrame not in kinds  # the cut turn's stop was held, then dropped with it
     assert engine.counters.interrupts == 1
+
+
+def test_smallwebrtc_loopback_delivers_the_avatars_video_and_voice(backend, portrait, monkeypatch):
+    """The service in a real Pipecat transport: SmallWebRTCTransport answering an aiortc client on 127.0.0.1, which
+    receives the avatar's pictures (512x512) and the TTS speech as sound."""
+    pytest.importorskip("pipecat.transports.smallwebrtc.transport")
+    import aioice.ice
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from conftest import until
+    from pipecat.frames.frames import EndFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineWorker
+    from pipecat.transports.base_transport import TransportParams
+    from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+    from pipecat.workers.runner import WorkerRunner
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+    async def main():
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        client.addTransceiver("audio", direction="sendrecv")
+        client.addTransceiver("video", direction="sendrecv")
+        received: dict[str, list] = {"audio": [], "video": []}
+
+        async def read(track):
+            while True:
+                try:
+                    received[track.kind].append(await track.recv())
+                except Exception:
+                    return
+
+        readers = []
+        client.on("track", lambda track: readers.append(asyncio.ensure_future(read(track))))
+        await client.setLocalDescription(await client.createOffer())
+        connection = SmallWebRTCConnection()
+        await connection.initialize(sdp=client.localDescription.sdp, type=client.localDescription.type)
+        answer = connection.get_answer()
+        await client.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+
+        height, width = portrait.frames.shape[1:3]
+        params = TransportParams(
+            audio_out_enabled=True,
+            video_out_enabled=True,
+            video_out_is_live=True,
+            video_out_width=width,
+            video_out_height=height,
+            video_out_framerate=25,
+        )
+        transport = SmallWebRTCTransport(connection, params)
+        engine = LiveEngine(backend, backend.cfg, portrait, LiveConfig(speaker_seconds=0))
+        task = PipelineWorker(Pipeline([transport.input(), FacecastVideoService(engine), transport.output()]))
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(task)
+        run = asyncio.ensure_future(runner.run())
+        await until(lambda: len(received["video"]) >= 5, "the avatar's pictures at the client")
+        await task.queue_frames([TTSStartedFrame(), *tts_frames(1.0, 16000, seed=3), TTSStoppedFrame()])
+
+        def loud() -> int:
+            return sum(int(np.abs(f.to_ndarray()).max() > 1000) for f in received["audio"])
+
+        await until(lambda: loud() >= 10, "the avatar's voice at the client")
+        await task.queue_frame(EndFrame())
+        await asyncio.wait_for(run, 20)
+        await client.close()
+        for r in readers:
+            r.cancel()
+        return received
+
+    received = asyncio.run(main())
+    assert {(f.width, f.height) for f in received["video"]} == {(512, 512)}
+    assert len(received["audio"]) >= 10
