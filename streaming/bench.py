@@ -409,7 +409,7 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
     from . import serving_process
 
     variants: list[dict[str, Any]] = []
-    cold = None
+    cold = interrupt = None
     export_used = None
     processes: list[dict[str, Any]] = []
     for name in options.backends:
@@ -432,6 +432,8 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
                 v = await run_variant(backend, name, avatar, audio, steps, sessions, options, harness)
                 log(f"  {_progress_line(v)}")
                 variants.append(v)
+        if interrupt is None:
+            interrupt = await _interrupt(backend, avatar, audio, options, harness, log)
     context = {
         "machine": machine_info(),
         "model": str(options.model),
@@ -440,7 +442,24 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
         "audio": str(options.audio),
         "serving_process": processes,
     }
-    return build_report(options, variants, cold, harness.timed, context)
+    return {**build_report(options, variants, cold, harness.timed, context), "interrupt": interrupt}
+
+
+async def _interrupt(
+    backend: Backend, avatar: Avatar, audio: np.ndarray, options: StreamBenchOptions, harness: Harness, log: Log
+) -> dict[str, Any]:
+    """Barge-in on the first backend: interrupt -> idle mouth (streaming/bench_interrupt.py)."""
+    from .bench_interrupt import measure_interrupt
+
+    live = LiveConfig(
+        steps=options.steps[0], processing_frames=options.processing_frames, max_late_frames=options.max_late_frames
+    )
+    r = await measure_interrupt(backend, avatar, audio, live, harness.clock, harness.driver, harness.timed)
+    log(
+        f"interrupt -> idle mouth: {r['interrupt_to_idle_frames']} frame(s), {r['interrupt_to_idle_ms']} ms "
+        f"(worst of {r['trials']}; target <= {r['target_frames']} frames)"
+    )
+    return r
 
 
 def _progress_line(v: dict[str, Any]) -> str:

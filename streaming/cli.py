@@ -19,6 +19,7 @@ from facecast.engine.errors import FacecastError
 from facecast.export.commands import add_commands as add_export_commands
 from facecast.streaming.bench import add_bench_stream
 from facecast.streaming.commands import add_serve
+from facecast.streaming.livekit_worker_cli import add_livekit_worker
 
 ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
 console = Console(stderr=True)
@@ -319,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add_export_commands(sub)  # export, bench models
     add_bench_stream(bench)
     add_serve(sub)
+    add_livekit_worker(sub)
 
     sp = sub.add_parser("eval-landmarks", help="A2L alone on held-out clips of a prepared dataset")
     sp.add_argument("--data", type=Path, required=True, help="a dataset made by prepare-data")

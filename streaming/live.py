@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +38,7 @@ from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
 
 from .clock import Clock, FrameClock, MonotonicClock
 from .config import LiveConfig
-from .mixer import Mixer, SourceBuffer
+from .mixer import Mixer, SourceBuffer, Take
 from .sync import SKIPPED, AudioOut, Display, RenderPolicy, SpeechGate
 
 log = logging.getLogger("facecast.live")
@@ -107,6 +107,8 @@ class OutputFrame:
     generated: Frame | None = None  # the model's frame inside the picture (None: the avatar's own frame)
     alpha: float = 0.0  # how much of the generated picture is blended over the avatar frame
     fresh: bool = False  # ``generated`` is new this tick (False: the previous picture again, nothing was ready)
+    audible: bool = False  # a source played real audio into this 40 ms (not only jitter-buffer silence)
+    marks: tuple[Hashable, ...] = ()  # SourceBuffer.mark_end labels whose segment's last sample is in this frame
 
 
 @dataclass
@@ -117,6 +119,7 @@ class EngineCounters:
     jumped: int = 0  # ticks left out after the event loop was stalled for longer than max_burst_frames
     model_errors: int = 0
     max_backlog: int = 0  # most model jobs ever waiting at once
+    interrupts: int = 0  # barge-ins (LiveEngine.interrupt)
 
 
 class LiveEngine:
@@ -155,9 +158,10 @@ class LiveEngine:
         self.gate = SpeechGate(c.speech_rms, c.hangover_frames, c.fade_frames)
         self.display = Display(c.max_late_frames)
         self.audio_out = AudioOut(self.spf, keep_frames=self.delay_frames + 3)
-        self._epoch = 0  # bumped when the avatar changes: frames of the old one are then ignored
+        self._epoch = 0  # bumped when the avatar changes or on interrupt(): older jobs and frames are then ignored
         self._backlog = 0  # model jobs submitted and not finished
         self._last_picture: Frame | None = None
+        self._takes: dict[int, Take] = {}  # input block k -> what the mixer said about it, until frame k goes out
         self._speech: list[np.ndarray] = []  # speech collected for the speaker embedding
         self._speech_samples = 0
         self._speaker_taken = False  # loop side: an embedding was (or is being) computed for this talker
@@ -255,6 +259,38 @@ class LiveEngine:
 
         await self.call_in_worker(swap)
 
+    def interrupt(self) -> list[Hashable]:
+        """Barge-in (a TTS cut off mid-sentence): every queued and in-flight frame is dropped and the very next
+        output frame is the avatar's idle frame with silence.
+
+        Dropped: the sources' waiting audio, the blocks already taken but not sent (their sound and pictures),
+        the model jobs not run yet, the frames the model returns for them, and the frames waiting in subscriber
+        queues. The next speech starts a fresh utterance. Returns the end marks (``SourceBuffer.mark_end``) that
+        will now never be reached, so that whoever waits for them can report the segment as interrupted.
+        """
+        dropped = self.mixer.clear()
+        first_unsent = self._k + 1 - self.delay_frames  # the next output frame
+        for k in [k for k in self._takes if k >= first_unsent]:
+            dropped += self._takes.pop(k).marks
+        self.audio_out.silence_from(first_unsent)
+        self.gate.interrupt(first_unsent)
+        self._epoch += 1  # frames of the dropped blocks that still come back from the model are ignored
+        self.display.clear()
+        self._last_picture = None
+        for q in self._subscribers:
+            kept = [f for f in self._drain(q) if f is None]  # the end-of-stream marker stays
+            for f in kept:
+                q.put_nowait(f)
+        self.counters.interrupts += 1
+        return dropped
+
+    @staticmethod
+    def _drain(q: asyncio.Queue[OutputFrame | None]) -> list[OutputFrame | None]:
+        items = []
+        while not q.empty():
+            items.append(q.get_nowait())
+        return items
+
     def reset_speaker(self) -> None:
         """Forget the talker's voice: the next ``speaker_seconds`` of speech set a new embedding."""
         self._speech, self._speech_samples, self._speaker_taken = [], 0, False
@@ -314,6 +350,7 @@ class LiveEngine:
     def _tick(self, k: int) -> None:
         self._k = k
         block = self.mixer.take(self.spf)
+        self._takes[k] = self.mixer.last_take
         self.audio_out.push(k, block)
         rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
         step = self.gate.step(k, rms)
@@ -337,6 +374,9 @@ class LiveEngine:
         base = av.frames[av.index_for(n)]
         segment = self.gate.segment_of(n)
         frame = self.display.pick(n)
+        take = self._takes.pop(n, Take())
+        for k in [k for k in self._takes if k < n]:  # blocks whose frame was jumped over: their marks come now
+            take = Take(take.audible, self._takes.pop(k).marks + take.marks)
         if frame is not None:
             self._last_picture = frame
             self._shown_times.append(self.clock.now())
@@ -359,6 +399,8 @@ class LiveEngine:
             picture,
             alpha,
             fresh=picture is not None and picture is frame,
+            audible=take.audible,
+            marks=take.marks,
         )
 
     # ------------------------------------------------------------------------------------------ the worker
@@ -397,6 +439,8 @@ class LiveEngine:
 
     def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> tuple[int, list[Frame]]:
         """Model thread: one 40 ms block into the session; the frames it completed come back."""
+        if epoch != self._epoch:
+            return epoch, []  # dropped by interrupt() or an avatar change while it waited: no compute for it
         session = self._session
         if begin is not None:
             session.begin(begin)

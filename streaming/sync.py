@@ -42,6 +42,11 @@ class AudioOut:
         self._blocks[k] = block_16k
         self._blocks.pop(k - self.keep_frames, None)
 
+    def silence_from(self, n: int) -> None:
+        """Barge-in: blocks n and later, already taken but not sent yet, go out silent."""
+        for k in [k for k in self._blocks if k >= n]:
+            del self._blocks[k]
+
     def block_48k(self, n: int) -> np.ndarray:
         """int16 samples of input block n at 48 kHz (zeros for blocks never pushed)."""
         c = self.CONTEXT
@@ -184,6 +189,15 @@ class SpeechGate:
         """End the current utterance before frame k without flushing the model (the avatar changed)."""
         if self.active:
             self.segments[-1][1] = k
+
+    def interrupt(self, n: int) -> None:
+        """Barge-in: no utterance reaches frame n or later, whether it is still open or already closed after it."""
+        while self.segments and self.segments[-1][0] >= n:
+            self.segments.pop()
+        for seg in self.segments:
+            if seg[1] is None or seg[1] > n:
+                seg[1] = n
+        self._quiet = 0
 
     def segment_of(self, n: int) -> tuple[int, int | None] | None:
         for start, end in reversed(self.segments):

@@ -96,6 +96,17 @@ def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> 
     return path
 
 
+async def until(condition, what: str, wait_s: float = 20.0, poll_s: float = 0.05) -> None:
+    """Poll ``condition()`` until true; a generous bound so that a broken component fails instead of hanging."""
+    import asyncio
+
+    for _ in range(int(wait_s / poll_s)):
+        if condition():
+            return
+        await asyncio.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @contextlib.asynccontextmanager
 async def served(app):
     """Serve an aiohttp app on a free port of 127.0.0.1; yields its base URL (no trailing slash)."""

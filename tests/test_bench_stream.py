@@ -336,6 +336,7 @@ def test_command_writes_json_with_the_documented_keys_and_a_png(tmp_path, tiny_m
     assert report["variants"][0]["ratios"]["frame_ms"] == 1.0 and report["variants"][1]["ratios"]["unet_ms"] > 0
     assert report["cold"]["load_ms"] > 0 and report["verdict"]["variant"] == report["baseline"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report["plot"] == str(png)
+    assert report["interrupt"]["interrupt_to_idle_frames"] == 1 and report["interrupt"]["ok"]  # the next frame idles
     nulls: set[str] = set()
     documented, present = documented_keys(), report_keys(report, nulls=nulls)
     assert present - documented == set(), "report keys missing from docs/benchmarks.md"

@@ -91,6 +91,17 @@ async def tick_lockstep(engine: LiveEngine, clock: ManualClock, ticks: int, out:
             out.append(queue.get_nowait())
 
 
+async def talking_engine(backend, portrait, speech: np.ndarray):
+    """A started engine on virtual time with ``speech`` waiting in one source: (engine, clock, queue, source)."""
+    clock = ManualClock()
+    engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+    queue = engine.subscribe()
+    await engine.start()
+    buf = engine.open_source("talker", live=False)
+    buf.write(speech)
+    return engine, clock, queue, buf
+
+
 @pytest.fixture(scope="module")
 def speech_clip():
     """1.6 s of the bundled speech from its second block on (block 0 is below the speech threshold), with one
@@ -358,12 +369,7 @@ def test_changing_the_avatar_mid_speech(backend, portrait):
     flipped = avatar_mod.Avatar(**{**portrait.__dict__, "frames": portrait.frames[:, :, ::-1].copy()})
 
     async def main():
-        clock = ManualClock()
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
-        queue = engine.subscribe()
-        await engine.start()
-        buf = engine.open_source("talker", live=False)
-        buf.write(speech_like(2.0, seed=3))
+        engine, clock, queue, _ = await talking_engine(backend, portrait, speech_like(2.0, seed=3))
         out = []
         await tick_lockstep(engine, clock, 20, out, queue)
         await engine.set_avatar(flipped)
@@ -502,3 +508,62 @@ def test_push_refuses_garbage_and_too_fast_input(messages, error, match):
     with pytest.raises(error, match=match):
         for m in messages:
             d.pcm(m) if isinstance(m, bytes) else d.header(m)
+
+
+# ------------------------------------------------------------------------------------------ barge-in and segment ends
+
+
+def test_end_mark_plays_a_short_segment_out_and_is_reported_with_its_last_sample():
+    mixer = Mixer(LiveConfig(jitter_ms=60), 16_000)
+    buf = mixer.open("tts", live=False)
+    buf.write(np.full(800, 0.5, np.float32))  # 50 ms: less than the 60 ms jitter buffer
+    assert mixer.take(640).max() == 0 and not mixer.last_take.audible  # waits for the jitter buffer...
+    buf.mark_end("seg-1")  # ... until the segment is known to be whole
+    first = mixer.take(640)
+    assert first.min() == 0.5 and mixer.last_take == type(mixer.last_take)(True, ())
+    second = mixer.take(640)
+    assert np.count_nonzero(second) == 160 and mixer.last_take.marks == ("seg-1",)
+    assert mixer.stats()["underruns"] == 0  # a segment that ended is not an underrun
+    buf.mark_end("empty")  # nothing written since: reached on the next take
+    mixer.take(640)
+    assert mixer.last_take.marks == ("empty",) and not mixer.last_take.audible
+
+
+def test_interrupt_drops_queued_and_in_flight_frames_and_idles_at_once(backend, portrait):
+    """Barge-in mid-utterance: the very next output frame is the idle avatar with silence, no frame of the cut
+    speech follows, the marks not reached are returned, and the next speech starts a fresh utterance."""
+
+    async def main():
+        engine, clock, queue, buf = await talking_engine(backend, portrait, speech_like(1.0, seed=5))
+        buf.mark_end("cut")
+        out: list = []
+        await tick_lockstep(engine, clock, 16, out, queue)
+        speaking_before = [o for o in out if o.generated is not None]
+        queue.put_nowait(out[-1])  # a frame a slow reader has not taken yet is dropped too
+        dropped = engine.interrupt()
+        assert queue.empty()
+        cut_at = engine.counters.ticks  # the first output frame after the interrupt goes out on this tick
+        buf.write(speech_like(0.6, seed=6))
+        buf.mark_end("next")
+        after: list = []
+        await tick_lockstep(engine, clock, 30, after, queue)
+        await engine.stop()
+        return engine, speaking_before, dropped, cut_at, after
+
+    engine, speaking_before, dropped, cut_at, after = asyncio.run(main())
+    assert speaking_before and dropped == ["cut"]
+    first_unsent = cut_at - engine.delay_frames
+    assert after[0].index == first_unsent
+    idle = portrait.frames[portrait.index_for(first_unsent)]
+    assert after[0].generated is None and np.array_equal(after[0].image, idle)
+    # the cut speech is gone: silence until the next speech is heard (jitter buffer + delay later)
+    resumed = next(i for i, o in enumerate(after) if o.audible)
+    assert resumed >= engine.delay_frames
+    assert all(o.generated is None for o in after[:resumed])
+    # silent but for the resampler's filter reaching 16 samples across a block edge (the cut, the next speech)
+    assert all(not np.abs(o.audio_48k).any() for o in after[1 : resumed - 1])
+    assert all(np.count_nonzero(o.audio_48k) <= 3 * AudioOut.CONTEXT for o in (after[0], after[resumed - 1]))
+    later = [o for o in after[resumed:] if o.generated is not None]
+    assert later and all(o.generated.index >= after[resumed].index for o in later)  # a fresh utterance
+    assert [m for o in after for m in o.marks] == ["next"]
+    assert engine.counters.interrupts == 1 and engine.counters.model_errors == 0

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
-from conftest import ASSETS, served, speech_like, write_wav
+from conftest import ASSETS, served, speech_like, until, write_wav
 
 from facecast.engine.avatar import load_avatar
 from facecast.engine.errors import InputError
@@ -97,14 +97,6 @@ class SpeechTrack(MediaStreamTrack):
         frame.sample_rate, frame.pts, frame.time_base = 48000, self.sent, fractions.Fraction(1, 48000)
         self.sent += 960
         return frame
-
-
-async def until(condition, what: str) -> None:
-    for _ in range(WAIT_S * 20):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def stats(http: ClientSession) -> dict:
@@ -243,6 +235,30 @@ def test_push_garbage_or_too_fast_gets_an_error_and_only_that_client_closes(back
     assert "not int16 PCM" in replies[0]["error"] and replies[1] in (WSMsgType.CLOSE, WSMsgType.CLOSED)
     assert "faster than real time" in replies[2]["error"] and replies[3] in (WSMsgType.CLOSE, WSMsgType.CLOSED)
     assert s["sessions"]["push_clients"] == 1 and s["sources"] == 1
+
+
+def test_push_interrupt_drops_the_queued_speech_and_idles_at_once(backend, portrait):
+    """A TTS cut off mid-sentence: {"interrupt": true} is acknowledged, and every frame after it is the idle
+    avatar with silence although a second of speech was still queued (no frames keep playing)."""
+
+    async def main():
+        engine = engine_for(backend, portrait)
+        async with serving(engine) as (app, http):
+            ws = await http.ws_connect("/push")
+            await ws.send_bytes((speech_like(0.9, seed=2) * 20000).astype("<i2").tobytes())
+            await until(lambda: engine.counters.rendered > 0, "the pushed speech to drive the model")
+            queue = engine.subscribe()
+            await ws.send_str('{"interrupt": true}')
+            ack = await ws.receive_json(timeout=WAIT_S)
+            after = [await asyncio.wait_for(queue.get(), WAIT_S) for _ in range(10)]
+            await ws.close()
+            return ack, after, engine.stats()
+
+    ack, after, s = asyncio.run(main())
+    assert ack == {"interrupted": 1}
+    assert all(o.generated is None and not o.audible for o in after)
+    assert all(np.count_nonzero(o.audio_48k) <= 48 for o in after)  # at most the resampler's edge at the cut
+    assert s["model_errors"] == 0
 
 
 # ------------------------------------------------------------------------------------------ lifecycle
