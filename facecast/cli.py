@@ -1,10 +1,12 @@
-"""The ``facecast`` command: one sub-command per job, wiring engine, backends and server together."""
+"""The ``facecast`` command: all argument parsing, one sub-command per job. Each command calls a plain function of
+engine, export or streaming (docs/python_api.md lists them), so everything here can also be done from Python."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,14 +16,49 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import FacecastError
-from facecast.export.commands import add_commands as add_export_commands
-from facecast.streaming.bench import add_bench_stream
-from facecast.streaming.commands import add_serve
+from facecast.export.backends import BACKENDS
+from facecast.streaming.config import LiveConfig, ServerConfig
 
-ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress to stderr, so stdout carries only the result
+
+
+def _log(text: str) -> None:
+    # Not rich markup: install hints like `pip install 'facecast[tensorrt]'` would lose their brackets.
+    console.print(text, markup=False, highlight=False)
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """``1,2,4`` -> (1, 2, 4), for options that take a list of counts."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,4, got {text!r}") from e
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2,4, got {text!r}")
+    return values
+
+
+def backend_names(text: str) -> tuple[str, ...]:
+    """``torch,onnxruntime`` -> ("torch", "onnxruntime"); only the backends facecast has."""
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown or text!r}: choose from {', '.join(BACKENDS)}")
+    return names
+
+
+def _command_line() -> str:
+    return shlex.join(["facecast", *sys.argv[1:]])
+
+
+def _write_json(report: dict, path: Path | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        _log(f"JSON report: {path}")
 
 
 def _progress() -> Progress:
@@ -143,20 +180,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from facecast.engine.evaluate import EvalConfig, Scorers, evaluate
+    from facecast.engine.evaluation.evaluate import EvalConfig, Scorers, evaluate
 
     backend = _backend(args.backend, args.model, args.device)
     scorers = Scorers()
     if args.syncnet_weights:
-        from facecast.engine.syncnet import SyncNetScorer
+        from facecast.engine.evaluation.syncnet import SyncNetScorer
 
         scorers.syncnet = SyncNetScorer.from_file(args.syncnet_weights)
     if args.lpips_backbone or args.lpips_linear:
-        from facecast.engine.perceptual import LPIPS
+        from facecast.engine.evaluation.perceptual import LPIPS
 
         scorers.lpips = LPIPS.from_files(args.lpips_backbone, args.lpips_linear)
     if args.fid_inception:
-        from facecast.engine.perceptual import FrechetDistance
+        from facecast.engine.evaluation.perceptual import FrechetDistance
 
         scorers.fid = FrechetDistance.from_torchscript(args.fid_inception)
     out = Path(args.out)
@@ -181,7 +218,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_eval_landmarks(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from facecast.engine.evaluate import evaluate_landmarks
+    from facecast.engine.evaluation.evaluate import evaluate_landmarks
     from facecast.engine.train import DEFAULT_HOLDOUT
 
     backend = _backend(args.backend, args.model)
@@ -231,6 +268,214 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+# ------------------------------------------------------------------------------------------ export, bench models
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from facecast.export.onnx_export import ExportOptions, export_model
+
+    manifest = export_model(
+        args.model,
+        args.out,
+        fp16=args.fp16,
+        batch=args.batch,
+        options=ExportOptions(opset=args.opset, slim=not args.no_slim),
+        log=_log,
+    )
+    table = Table("graph", "inputs -> outputs", "nodes", "max abs / rel. error", "onnxslim", "TensorRT ops")
+    for name, g in manifest.graphs.items():
+        slim = g.checks["onnxslim"]
+        unsupported = g.checks["tensorrt"]["unsupported"]
+        table.add_row(
+            name,
+            ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in g.inputs)
+            + " -> "
+            + ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in g.outputs),
+            str(g.checks["nodes"]),
+            f"{g.checks['parity']['max_abs']:.1e} / {g.checks['parity']['max_rel']:.1e}",
+            "skipped"
+            if "skipped" in slim
+            else f"{slim['nodes_before']} -> {slim['nodes_after']}: {'kept' if slim['kept'] else 'not kept'}",
+            "ok" if not unsupported else "unsupported: " + ", ".join(unsupported),
+        )
+    Console().print(table)
+    _log(f"export written to {args.out} (manifest.json, config.json, {len(manifest.graphs)} graphs)")
+
+
+def add_export(subparsers: argparse._SubParsersAction) -> None:
+    sp = subparsers.add_parser("export", help="model folder -> ONNX graphs for the onnxruntime / tensorrt backends")
+    sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
+    sp.add_argument("--out", type=Path, required=True, help="export folder to write")
+    sp.add_argument("--fp16", action="store_true", help="half-precision graphs (for GPUs; slow on ORT's CPU provider)")
+    sp.add_argument("--batch", type=int, default=1, help="static batch size of the graphs (default 1, as streaming)")
+    sp.add_argument("--opset", type=int, default=17, help="ONNX opset (TensorRT 10 reads 9..24)")
+    sp.add_argument("--no-slim", action="store_true", help="skip onnxslim")
+    sp.set_defaults(func=cmd_export)
+
+
+def cmd_bench_models(args: argparse.Namespace) -> None:
+    from facecast.export.bench_models import BenchOptions, bench_models, render_table
+
+    options = BenchOptions(
+        backends=args.backend,
+        steps=args.steps,
+        batches=args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+    )
+    report = bench_models(args.model, args.export, options, log=_log)
+    report["command"] = _command_line()
+    Console().print(render_table(report))
+    for name, why in report["skipped"].items():
+        _log(f"skipped {name}: {why}")
+    _write_json(report, args.json)
+
+
+def add_bench_models(bench_subparsers: argparse._SubParsersAction) -> None:
+    sp = bench_subparsers.add_parser("models", help="latency per network and per frame, every backend side by side")
+    sp.add_argument(
+        "--model", type=Path, default=None, help="model folder (default: the export's source, else bundled)"
+    )
+    sp.add_argument("--export", type=Path, default=None, help="export folder (default: export into a temp folder)")
+    sp.add_argument(
+        "--backend",
+        type=backend_names,
+        default=None,
+        help=f"comma-separated, from {','.join(BACKENDS)} (default: every one that can run here)",
+    )
+    sp.add_argument("--steps", type=positive_ints, default=(1, 2, 4), help="DDIM steps per frame (default 1,2,4)")
+    sp.add_argument(
+        "--batch", type=positive_ints, default=(1,), help="batch sizes (default 1; each other batch is exported first)"
+    )
+    sp.add_argument("--repeats", type=int, default=20, help="timed calls per item (default 20)")
+    sp.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    sp.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch and onnxruntime (default: physical cores; fewer when other work shares the CPU)",
+    )
+    sp.add_argument("--json", type=Path, default=None, help="also write the full report here")
+    sp.set_defaults(func=cmd_bench_models)
+
+
+# ------------------------------------------------------------------------------------------ bench stream
+
+BENCH_STREAM = "the live engine as viewers get it: latency, fps, per-stage time, drops, A/V sync, memory"
+
+
+def cmd_bench_stream(args: argparse.Namespace) -> None:
+    from facecast.streaming.benchmark.stream_bench import StreamBenchOptions, render_tables, run_bench
+
+    options = StreamBenchOptions(
+        model=args.model,
+        avatar=args.avatar,
+        audio=args.audio,
+        export=args.export,
+        backends=tuple(args.backend),
+        steps=tuple(args.steps),
+        sessions=tuple(args.sessions),
+        seconds=args.seconds,
+        fast=args.fast,
+        webrtc=args.webrtc,
+        viewers=args.viewers,
+        device=args.device,
+        threads=args.threads,
+        processing_frames=args.processing_frames,
+        max_late_frames=args.max_late_frames,
+    )
+    report = run_bench(options, log=_log)
+    report["command"] = _command_line()
+    report["plot"] = None
+    if args.plot:
+        from facecast.streaming.benchmark.latency_plot import write_plot
+
+        report["plot"] = str(write_plot(report, args.plot))
+    out = Console()
+    for table in render_tables(report):
+        out.print(table)
+    _write_json(report, args.json)
+    if args.plot:
+        _log(f"plot: {args.plot}")
+
+
+def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
+    from facecast.streaming.benchmark.stream_bench import StreamBenchOptions
+
+    d = StreamBenchOptions()
+    sp = bench_subparsers.add_parser("stream", help=BENCH_STREAM, description=BENCH_STREAM)
+    sp.add_argument("--avatar", type=Path, default=d.avatar, help="portrait, idle video or prepared bundle")
+    sp.add_argument("--audio", type=Path, default=d.audio, help="speech, looped as the talker")
+    sp.add_argument("--model", type=Path, default=d.model, help="model folder (default: the bundled model)")
+    sp.add_argument("--export", type=Path, default=None, help="export folder for onnxruntime (default: a temp export)")
+    sp.add_argument(
+        "--backend", type=backend_names, default=d.backends, help=f"comma-separated, from {','.join(BACKENDS)}"
+    )
+    sp.add_argument("--device", default=d.device, help="torch device (cpu, cuda); onnxruntime: cpu = CPU provider")
+    sp.add_argument("--steps", type=positive_ints, default=d.steps, help="DDIM steps per frame, e.g. 1,2,4 (default 1)")
+    sp.add_argument(
+        "--sessions", type=positive_ints, default=d.sessions, help="engines at once on one backend, e.g. 1,2"
+    )
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--realtime", dest="fast", action="store_false", help="real 25 fps clock (default)")
+    mode.add_argument("--fast", dest="fast", action="store_true", help="feed audio as fast as the engine takes it")
+    sp.add_argument("--webrtc", action="store_true", help="measure to a loopback aiortc viewer on 127.0.0.1")
+    sp.add_argument("--seconds", type=float, default=d.seconds, help="audio seconds per variant (default 20)")
+    sp.add_argument("--viewers", type=int, default=d.viewers, help="VP8 encoders per session without --webrtc")
+    sp.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: theirs)")
+    sp.add_argument("--processing-frames", type=int, default=d.processing_frames, help="render budget in ticks")
+    sp.add_argument("--max-late-frames", type=int, default=d.max_late_frames)
+    sp.add_argument("--json", type=Path, default=None, help="write the full report here")
+    sp.add_argument("--plot", type=Path, default=None, help="write latency over time + histogram here (PNG)")
+    sp.set_defaults(func=cmd_bench_stream, fast=False)
+
+
+# ------------------------------------------------------------------------------------------ serve
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from facecast.streaming.serve import serve
+
+    serve(
+        args.avatar,
+        args.model,
+        args.backend,
+        args.device,
+        ServerConfig(host=args.host, port=args.port),
+        LiveConfig(steps=args.steps, processing_frames=args.processing_frames),
+        audio_file=args.audio_file,
+        mic=args.mic,
+        mic_device=args.mic_device,
+    )
+
+
+def add_serve(subparsers: argparse._SubParsersAction) -> None:
+    sp = subparsers.add_parser("serve", help="live: speech in, the avatar's WebRTC video and audio out, page at /")
+    sp.add_argument("--avatar", type=Path, default=DEFAULT_AVATAR, help="portrait, idle video or prepared bundle")
+    sp.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help="model folder for torch, export folder for onnxruntime/tensorrt (default: the bundled model)",
+    )
+    sp.add_argument("--backend", default="torch", choices=BACKENDS)
+    sp.add_argument("--device", default="cpu", help="torch device for the torch backend (cpu, cuda)")
+    sp.add_argument("--host", default=ServerConfig.host, help="address to bind (default: loopback only)")
+    sp.add_argument("--port", type=int, default=ServerConfig.port)
+    sp.add_argument("--steps", type=int, default=LiveConfig.steps, help="DDIM steps per frame (1-4)")
+    sp.add_argument("--audio-file", type=Path, default=None, help="loop this file as the talker")
+    sp.add_argument("--mic", action="store_true", help="use this machine's microphone as the talker (PortAudio)")
+    sp.add_argument("--mic-device", default=None, help="sounddevice input device name or index")
+    sp.add_argument(
+        "--processing-frames",
+        type=int,
+        default=LiveConfig.processing_frames,
+        help="40 ms ticks each frame may take to render; more = smoother on slow machines, but later",
+    )
+    sp.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facecast", description="Real-time talking-head avatars from speech.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -251,10 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--avatar",
         type=Path,
-        default=ASSETS / "astronaut.jpg",
+        default=DEFAULT_AVATAR,
         help="portrait, idle video or prepared bundle",
     )
-    sp.add_argument("--audio", type=Path, default=ASSETS / "speech.wav", help="speech in any common format")
+    sp.add_argument("--audio", type=Path, default=DEFAULT_SPEECH, help="speech in any common format")
     sp.add_argument("--out", type=Path, default=Path("out.mp4"))
     sp.add_argument("--steps", type=int, default=2, help="DDIM steps per frame (1-4)")
     sp.add_argument("--seed", type=int, default=0)
@@ -316,8 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(sp)
     sp.set_defaults(func=cmd_eval)
 
-    bench = add_export_commands(sub)  # export, bench models
-    add_bench_stream(bench)
+    add_export(sub)
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{models,stream}")
+    add_bench_models(bench_sub)
+    add_bench_stream(bench_sub)
     add_serve(sub)
 
     sp = sub.add_parser("eval-landmarks", help="A2L alone on held-out clips of a prepared dataset")
@@ -350,10 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
