@@ -14,10 +14,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+SAMPLE_RATE = 16_000  # Hz: every audio path (model, sources, metrics) works at this rate
+FPS = 25  # video frames per second, in and out
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: the audio of one video frame
+
+
 @dataclass(frozen=True)
 class AudioConfig:
-    sample_rate: int = 16_000
-    fps: int = 25
+    sample_rate: int = SAMPLE_RATE
+    fps: int = FPS
     n_fft: int = 512
     win_samples: int = 400  # 25 ms analysis window
     hop_samples: int = 160  # 10 ms: 4 mel frames per video frame

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -43,8 +44,33 @@ class Frame:
     crop: np.ndarray | None = None  # uint8 (256, 256, 3), the aligned crop with the generated lower face
 
 
+class RenderPolicy(Protocol):
+    """Which frames a session renders (the live engine's drop rule: ``streaming/render_policy.py``)."""
+
+    def now(self) -> float:
+        """Seconds on the clock the policy's deadlines are on (what render times are measured with)."""
+        ...
+
+    def should_render(self, index: int) -> bool:
+        """Render frame ``index`` (on the session's frame clock, offset included), or skip it."""
+        ...
+
+    def rendered(self, seconds: float) -> None:
+        """A frame took ``seconds`` to render."""
+        ...
+
+
+SKIPPED = "skipped"  # key in Frame.timings_ms of a frame the policy skipped (its image is the avatar's own)
+
+
 class LipSyncSession:
-    """One speaker driving one avatar. Not thread-safe: one caller at a time."""
+    """One speaker driving one avatar. Not thread-safe: one caller at a time.
+
+    Offline, frame n is the n-th frame of the audio. Live, a session serves one utterance after another on a
+    longer clock: ``begin(frame_offset)`` starts an utterance whose first frame is ``frame_offset`` on that clock,
+    so the frames' indices and the avatar's idle loop continue across utterances; ``render_policy`` (None: render
+    every frame) lets the engine skip frames that would be shown too late.
+    """
 
     def __init__(
         self,
@@ -54,6 +80,7 @@ class LipSyncSession:
         speaker: np.ndarray,
         inference: InferenceConfig = InferenceConfig(),
         landmarks: str = "audio",
+        render_policy: RenderPolicy | None = None,
     ) -> None:
         if cfg.l2v.audio_context_frames > cfg.a2l.lookahead_frames:
             raise ValueError("L2V's audio context may not look further ahead than A2L's lookahead")
@@ -66,7 +93,14 @@ class LipSyncSession:
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
         self.identity = avatar.latents[avatar.identity_index][None]
+        self.render_policy = render_policy
+        self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()
+
+    def begin(self, frame_offset: int) -> None:
+        """A new utterance whose first audio block is frame ``frame_offset`` on the caller's frame clock."""
+        self.reset()
+        self.frame_offset = frame_offset
 
     def reset(self) -> None:
         self.mel = MelExtractor(self.cfg.audio)
@@ -198,10 +232,24 @@ class LipSyncSession:
         return crop.blend(self.avatar.crops[a], lower, mask), mask
 
     def render(self, n: int) -> Frame:
+        """Frame n of this utterance (``Frame.index`` is ``frame_offset + n``), or, when the render policy says
+        it would be too late, the avatar's own frame with ``timings_ms[SKIPPED]``."""
+        index = self.frame_offset + n
+        a = self.avatar.index_for(index)
+        policy = self.render_policy
+        if policy is None:
+            return self._render(n, a)
+        if not policy.should_render(index):
+            return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
+        t = policy.now()
+        frame = self._render(n, a)
+        policy.rendered(policy.now() - t)
+        return frame
+
+    def _render(self, n: int, a: int) -> Frame:
         cfg, av, row = self.cfg, self.avatar, self.row
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        a = av.index_for(n)
         lms = self.landmarks_for(n, a)
         heat = render_heatmaps(lms, self.latent_px, cfg.face.crop_px)[None]
         masked = av.masked_latents[a][None]
@@ -235,7 +283,7 @@ class LipSyncSession:
         self._previous = np.concatenate([av.latents[a][None, :, :row], x[:, :, row:]], axis=2)
         image = crop.paste_back(av.frames[a], crop_img, mask, av.transforms[a])
         timings["paste"] = (time.perf_counter() - t) * 1e3
-        return Frame(n, image, lms, a, timings, crop_img)
+        return Frame(self.frame_offset + n, image, lms, a, timings, crop_img)
 
 
 def compose_lower_face(

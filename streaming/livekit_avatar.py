@@ -40,7 +40,7 @@ from facecast.engine.errors import InputError
 
 from .clock import AUDIO_OUT_HZ
 from .live import LiveEngine, OutputFrame
-from .livekit_worker_cli import AVATAR_IDENTITY
+from .livekit_worker import AVATAR_IDENTITY
 from .sources import SAMPLE_RATE
 from .voice_agent import AgentSpeech, SoundGate
 

@@ -19,6 +19,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from facecast.engine.config import SAMPLE_RATE
 from facecast.engine.errors import AudioError, InputError
 from facecast.engine.media import load_audio
 from facecast.engine.system import require_portaudio
@@ -27,8 +28,6 @@ from .clock import FrameClock
 from .config import PushConfig
 from .live import LiveEngine
 from .mixer import SourceBuffer
-
-SAMPLE_RATE = 16_000
 
 
 class FileSource:

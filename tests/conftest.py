@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from facecast.engine import checkpoint
+from facecast.engine.bundled import ASSETS  # noqa: F401 - the tests import it from here
 from facecast.engine.config import A2LConfig, AutoencoderConfig, L2VConfig, ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent
-ASSETS = REPO / "engine" / "assets"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(1)  # tests share 2 cores with whatever else runs; small models don't need more

@@ -4,7 +4,6 @@ drop counters, and zero A/V offset and drift. Nothing here depends on this machi
 are all on the virtual clock, which moves only when the test moves it.
 """
 
-import argparse
 import asyncio
 import fractions
 import json
@@ -19,19 +18,18 @@ from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 from conftest import REPO, speech_like, write_wav
 
+from facecast.cli import build_parser
 from facecast.engine import pipeline
-from facecast.export.commands import add_commands as add_export_commands
 from facecast.export.torch_backend import TorchBackend
-from facecast.streaming.bench import (
+from facecast.streaming.benchmark.latency_plot import write_plot
+from facecast.streaming.benchmark.measured_run import VirtualClock, read_stamp, stamp_index
+from facecast.streaming.benchmark.stream_bench import (
     Harness,
     StreamBenchOptions,
-    add_bench_stream,
     build_report,
     cold_start,
     run_variant,
 )
-from facecast.streaming.bench_stream import VirtualClock, read_stamp, stamp_index
-from facecast.streaming.latency_plot import write_plot
 
 STEP_S = 0.002  # the test clock moves in 2 ms steps; every injected delay is a multiple of it
 A2L_MS, DENOISE_MS, DECODE_MS, ENCODE_MS = 2.0, 12.0, 8.0, 4.0
@@ -317,9 +315,7 @@ def report_keys(value, path="", nulls=None) -> set[str]:
 
 
 def test_command_writes_json_with_the_documented_keys_and_a_png(tmp_path, tiny_model):
-    parser = argparse.ArgumentParser()
-    bench = add_export_commands(parser.add_subparsers(dest="command"))
-    add_bench_stream(bench)
+    parser = build_parser()
     wav = write_wav(tmp_path / "talk.wav", speech_like(2.0), 16000)
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     args = parser.parse_args(

@@ -17,13 +17,16 @@ from facecast.engine import media
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import AudioError, InputError
 from facecast.engine.generate import run_session
-from facecast.engine.pipeline import LipSyncSession
+from facecast.engine.pipeline import SKIPPED, LipSyncSession
+from facecast.streaming.audio_out import AudioOut
 from facecast.streaming.clock import FrameClock
 from facecast.streaming.config import LiveConfig, PushConfig
-from facecast.streaming.live import LiveEngine
+from facecast.streaming.display import Display
+from facecast.streaming.live import EngineObserver, LiveEngine
 from facecast.streaming.mixer import Mixer, clean_audio
+from facecast.streaming.render_policy import RenderPolicy
 from facecast.streaming.sources import FileSource, MicrophoneSource, PushDecoder
-from facecast.streaming.sync import AudioOut, Display, RenderPolicy, SpeechGate
+from facecast.streaming.speech_gate import SpeechGate
 
 ZERO_SPEAKER = np.zeros(256, np.float32)
 
@@ -108,6 +111,30 @@ def speech_clip():
     400 ms pause inside: one utterance for the engine when its hangover is longer than the pause."""
     speech = media.load_audio(ASSETS / "speech.wav")
     return speech[640 : 640 * 41]
+
+
+class Recorder(EngineObserver):
+    """Every event of one engine, in order."""
+
+    def __init__(self) -> None:
+        self.taken: list[int] = []
+        self.blocks: list[np.ndarray] = []
+        self.made: list = []
+        self.out: list = []
+        self.dropped: list[tuple[int, int]] = []
+
+    def audio_taken(self, k, block_16k):
+        self.taken.append(k)
+        self.blocks.append(block_16k)
+
+    def frames_made(self, frames):
+        self.made.extend(frames)
+
+    def frame_out(self, out):
+        self.out.append(out)
+
+    def frames_dropped(self, n, count):
+        self.dropped.append((n, count))
 
 
 def live_config(**kw) -> LiveConfig:
@@ -220,9 +247,8 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
     async def main():
         clock = ManualClock()
         engine = LiveEngine(backend, backend.cfg, portrait, live_config(hangover_frames=12), clock=clock)
-        inputs = []
-        take = engine.mixer.take
-        engine.mixer.take = lambda n: inputs.append(take(n)) or inputs[-1]  # record what each tick consumed
+        watcher = Recorder()
+        engine.observe(watcher)  # records what each tick consumed, every frame made and every frame out
         queue = engine.subscribe()
         await engine.start()
         source = asyncio.create_task(FileSource(engine, wav, loop=False).run())
@@ -230,15 +256,20 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
         await tick_lockstep(engine, clock, 100, out, queue)
         assert source.done() and not engine.mixer.sources  # played out and closed
         await engine.stop()
-        return engine, inputs, out
+        return engine, watcher, out
 
-    engine, inputs, out = asyncio.run(main())
+    engine, watcher, out = asyncio.run(main())
+    inputs = watcher.blocks
     assert [o.index for o in out] == list(range(100 - engine.delay_frames))
+    assert watcher.taken == list(range(100)) and [o.index for o in watcher.out] == [o.index for o in out]
+    assert all(a is b for a, b in zip(watcher.out, out, strict=True))  # the very frames subscribers get
     assert engine.delay_frames == backend.cfg.a2l.lookahead_frames + LiveConfig().processing_frames
     live = {o.index: o.generated for o in out if o.generated is not None}
     start = min(live)
     assert engine.gate.segments[0][0] == start  # one utterance, from the file's first block
     assert engine.counters.skipped == 0 and engine.display.counters.dropped == 0
+    made = {f.index: f for f in watcher.made}  # on the model thread, global indices, none skipped here
+    assert sorted(made) == list(range(start, start + len(made))) and set(live) <= set(made)
     for j, ref in enumerate(offline):
         got = live[start + j]
         np.testing.assert_allclose(got.landmarks, ref.landmarks, atol=1e-3)
@@ -324,6 +355,7 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
         # A render (100 ms) longer than a tick but inside a 3-tick budget: some pictures make it, some are skipped.
         config = live_config(hangover_frames=20, processing_frames=3)
         engine = LiveEngine(slow, backend.cfg, portrait, config, clock=clock)
+        engine.observe(watcher)
         queue = engine.subscribe()
         await engine.start()
         buf = engine.open_source("talker", live=False)
@@ -352,9 +384,14 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
             while not queue.empty():
                 out.append(queue.get_nowait())
 
+    watcher = Recorder()
     engine, out = asyncio.run(main())
     stats = engine.stats()
     assert stats["skipped"] > 10 and stats["rendered"] > 10  # the policy engaged, yet the face still moves
+    # The observer saw the same skips and drops the counters did.
+    skipped = [f for f in watcher.made if SKIPPED in f.timings_ms]
+    assert len(skipped) == stats["skipped"] and len(watcher.made) - len(skipped) == stats["rendered"]
+    assert sum(count for _, count in watcher.dropped) == stats["dropped"]
     assert 0.08 < stats["render_ms"] / 1000 < 0.2
     assert [o.index for o in out] == list(range(len(out)))  # one output frame per tick, none added or lost
     fresh = [o for o in out if o.fresh]

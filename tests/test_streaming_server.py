@@ -4,7 +4,6 @@ Every wait has a generous bound so a broken server fails the test instead of han
 how long anything took.
 """
 
-import argparse
 import asyncio
 import contextlib
 import fractions
@@ -23,9 +22,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from conftest import ASSETS, served, speech_like, until, write_wav
 
+from facecast.cli import build_parser
 from facecast.engine.avatar import load_avatar
 from facecast.engine.errors import InputError
-from facecast.streaming import commands
 from facecast.streaming.config import LiveConfig, ServerConfig
 from facecast.streaming.live import LiveEngine
 from facecast.streaming.server import PEERS, create_app
@@ -339,8 +338,7 @@ def test_fifty_connect_disconnect_cycles_do_not_grow_threads_tasks_or_memory(bac
 
 
 def test_serve_command_wires_engine_app_and_loop(monkeypatch, tmp_path, tiny_model):
-    parser = argparse.ArgumentParser(prog="facecast")
-    commands.add_serve(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     wav = write_wav(tmp_path / "talk.wav", speech_like(0.5), 16000)
     args = parser.parse_args(["serve", "--model", str(tiny_model), "--port", "0", "--audio-file", str(wav)])
     assert (args.host, args.steps, args.backend) == ("127.0.0.1", LiveConfig.steps, "torch")

@@ -11,7 +11,7 @@ from conftest import ASSETS, speech_like
 
 from facecast.engine.errors import InputError
 from facecast.streaming.live import OutputFrame
-from facecast.streaming.livekit_worker_cli import add_livekit_worker
+from facecast.cli import add_livekit_worker
 from facecast.streaming.voice_agent import AgentSpeech, AvatarEngines, SoundGate
 
 

@@ -1,6 +1,6 @@
 """Writes a model folder's MODEL_CARD.md from what training and evaluation recorded (no number typed by hand).
 
-python -m facecast.engine.model_card MODEL_DIR --eval REPORT.json [--hardware "2-core CPU"]
+python -m facecast.engine.evaluation.model_card MODEL_DIR --eval REPORT.json [--hardware "2-core CPU"]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import platform
 from pathlib import Path
 
-from .checkpoint import PARTS, load_config
+from ..checkpoint import PARTS, load_config
 
 
 def _size_mb(path: Path) -> float:
@@ -36,7 +36,7 @@ mkdir -p runs/heldout && for c in {clips}; do
   ln -sf "$(ls $PWD/../shared/data/clips/$c.*)" runs/heldout/; done
 facecast eval --model runs/model --clips runs/heldout --out runs/eval/report.json --steps 2 --max-frames 100
 facecast eval-landmarks --model runs/model --data runs/data --json runs/eval/a2l.json
-python -m facecast.engine.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json
+python -m facecast.engine.evaluation.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json
 ```
 """
 
