@@ -149,7 +149,14 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: Path) -> ModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A saved config.json; keys it lacks mean what they meant when it was written (``LEGACY_DEFAULTS``)."""
+        d = json.loads(Path(path).read_text())
+        return cls.from_dict({k: {**LEGACY_DEFAULTS.get(k, {}), **d.get(k, {})} for k in {*d, *LEGACY_DEFAULTS}})
+
+
+# What a key missing from a saved config.json meant when that file was written, where today's default differs:
+# model folders from before A2L ensembles have one GRU.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"a2l": {"members": 1}}
 
 
 @dataclass(frozen=True)

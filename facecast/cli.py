@@ -4,9 +4,9 @@ engine, export or streaming (docs/python_api.md lists them), so everything here 
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
+import os
 import shlex
 import sys
 import time

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import ASSETS, speech_like
 
+from facecast.cli import add_livekit_worker
 from facecast.engine.errors import InputError
 from facecast.streaming.live import OutputFrame
-from facecast.cli import add_livekit_worker
 from facecast.streaming.voice_agent import AgentSpeech, AvatarEngines, SoundGate
 
 

@@ -104,9 +104,10 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         f"- autoencoder: AutoencoderTiny layout, encoder {cfg.autoencoder.encoder_channels} ch, decoder "
         f"{cfg.autoencoder.decoder_channels} ch, {cfg.autoencoder.latent_channels}-channel latent at 1/"
         f"{cfg.autoencoder.downscale} resolution, latent scale {cfg.autoencoder.latent_scale:.3f}",
-        f"- A2L: GRU {cfg.a2l.layers}×{cfg.a2l.hidden}, lookahead {cfg.a2l.lookahead_frames} frames, "
-        f"Resemblyzer speaker embedding, motion gain {cfg.a2l.motion_gain:.2f} (measured after training on the "
-        "training clips: std of the real inner-lip gap / std of the predicted one)",
+        f"- A2L: {cfg.a2l.members} averaged GRUs {cfg.a2l.layers}×{cfg.a2l.hidden} (each trained on its own part of "
+        f"every batch), lookahead {cfg.a2l.lookahead_frames} frames, Resemblyzer speaker embedding, motion gain "
+        f"{cfg.a2l.motion_gain:.2f} (measured after training on the training clips: the run's motion target × std "
+        "of the real inner-lip gap / std of the predicted one)",
         f"- L2V: UNet2DConditionModel {list(cfg.l2v.block_out_channels)}, x0-prediction, "
         f"regenerates rows ≥ {cfg.l2v.mask_top_px} px of the 256² crop",
         "- composite: "
