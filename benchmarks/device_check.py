@@ -664,7 +664,7 @@ def phase_sessions(run: Run, cuda: bool, sessions: tuple[int, ...], export: Path
     """``facecast bench stream --sessions`` in a subprocess (its own event loop and threads, as ``serve`` runs)."""
     # share_s ends before the watchdog (budget + 60 s): give the whole run --seconds-budget 420 on a GPU
     if run.data.get("facecast_import") != "installed":
-        run.skip("sessions sweep", "facecast is not pip-installed here: `python -m facecast.streaming.bench` needs it")
+        run.skip("sessions sweep", "facecast is not pip-installed here: `python -m facecast.cli bench stream` needs it")
         return
     backend = "torch" if cuda else "onnxruntime"
     seconds = SESSIONS_SECONDS[0 if cuda else 1]
@@ -672,7 +672,9 @@ def phase_sessions(run: Run, cuda: bool, sessions: tuple[int, ...], export: Path
     cmd = [
         sys.executable,
         "-m",
-        "facecast.streaming.bench",
+        "facecast.cli",
+        "bench",
+        "stream",
         "--backend",
         backend,
         "--device",

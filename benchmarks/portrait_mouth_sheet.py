@@ -14,20 +14,18 @@ from pathlib import Path
 
 from facecast.engine import media
 from facecast.engine.avatar import prepare_avatar
-from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
+from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.config import InferenceConfig
-from facecast.engine.evaluate import generated_crops, mouth_crops, mouth_sheet
+from facecast.engine.evaluation.evaluate import generated_crops, mouth_crops, mouth_sheet
 from facecast.engine.pipeline import LipSyncSession
 from facecast.engine.speaker import speaker_embedding
 from facecast.export.backends import load_backend
 
-ASSETS = DEFAULT_MODEL_DIR.parent.parent / "assets"
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--avatar", type=Path, default=ASSETS / "astronaut.jpg")
-    p.add_argument("--audio", type=Path, default=ASSETS / "speech.wav")
+    p.add_argument("--avatar", type=Path, default=DEFAULT_AVATAR)
+    p.add_argument("--audio", type=Path, default=DEFAULT_SPEECH)
     p.add_argument("--model", action="append", required=True, help="LABEL=MODEL_DIR, repeatable")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--frames", type=int, default=8, help="tiles per row")

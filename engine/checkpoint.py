@@ -61,8 +61,11 @@ def load_part(model_dir: Path, part: str, cfg: ModelConfig | None = None) -> tor
     if not path.is_file():
         raise WeightsError(f"missing weights file {path}: train it with `facecast train {part}` or restore the file.")
     module = build(part, cfg)
+    tensors = load_file(str(path))
+    if part == "a2l" and not any(k.startswith("members.") for k in tensors):
+        tensors = {f"members.0.{k}": v for k, v in tensors.items()}  # saved before A2L ensembles: one member
     try:
-        module.load_state_dict(load_file(str(path)))
+        module.load_state_dict(tensors)
     except RuntimeError as e:
         raise WeightsError(f"{path} does not match {Path(model_dir) / 'config.json'}: {str(e)[:300]}") from e
     return module.eval()

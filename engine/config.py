@@ -14,10 +14,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+SAMPLE_RATE = 16_000  # Hz: every audio path (model, sources, metrics) works at this rate
+FPS = 25  # video frames per second, in and out
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: the audio of one video frame
+
+
 @dataclass(frozen=True)
 class AudioConfig:
-    sample_rate: int = 16_000
-    fps: int = 25
+    sample_rate: int = SAMPLE_RATE
+    fps: int = FPS
     n_fft: int = 512
     win_samples: int = 400  # 25 ms analysis window
     hop_samples: int = 160  # 10 ms: 4 mel frames per video frame
@@ -144,7 +149,14 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: Path) -> ModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A saved config.json; keys it lacks mean what they meant when it was written (``LEGACY_DEFAULTS``)."""
+        d = json.loads(Path(path).read_text())
+        return cls.from_dict({k: {**LEGACY_DEFAULTS.get(k, {}), **d.get(k, {})} for k in {*d, *LEGACY_DEFAULTS}})
+
+
+# What a key missing from a saved config.json meant when that file was written, where today's default differs:
+# model folders from before A2L ensembles have one GRU.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"a2l": {"members": 1}}
 
 
 @dataclass(frozen=True)

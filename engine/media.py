@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .config import SAMPLE_RATE
 from .errors import AudioError, InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -42,7 +43,7 @@ def resample_audio(samples: np.ndarray, rate_hz: int, target_hz: int) -> np.ndar
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
-def load_audio(path: Path, sample_rate: int = 16_000) -> np.ndarray:
+def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio (or the audio track of a video) to mono float32 at ``sample_rate``. Shape (samples,)."""
     path = _require_file(path, "audio")
     try:
@@ -159,7 +160,7 @@ class Mp4Writer:
             self.container.mux(packet)
         self.frames_written += 1
 
-    def close(self, audio_16k: np.ndarray | None = None, sample_rate: int = 16_000) -> Path:
+    def close(self, audio_16k: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE) -> Path:
         for packet in self.video.encode():
             self.container.mux(packet)
         if self.audio is not None and audio_16k is not None and len(audio_16k):

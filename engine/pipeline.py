@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from .audio import MelExtractor, RunningMeanNormaliser
 from .avatar import Avatar, pose_to_frame
 from .backend import Backend
 from .batching import (
+    NOT_RENDERED,
     A2LCall,
     FrameJob,
     FrameResult,
@@ -55,8 +57,37 @@ class Frame:
     crop: np.ndarray | None = None  # uint8 (256, 256, 3), the aligned crop with the generated lower face
 
 
+class RenderPolicy(Protocol):
+    """Which frames a session renders (the live engine's drop rule: ``streaming/render_policy.py``)."""
+
+    def now(self) -> float:
+        """Seconds on the clock the policy's deadlines are on (what render times are measured with)."""
+        ...
+
+    def should_render(self, index: int) -> bool:
+        """Render frame ``index`` (on the session's frame clock, offset included), or skip it."""
+        ...
+
+    def rendered(self, seconds: float) -> None:
+        """A frame took ``seconds`` to render."""
+        ...
+
+    def deadline(self, index: int) -> float:
+        """Time (on ``now``'s clock) by which frame ``index`` must be ready to be shown at all."""
+        ...
+
+
+SKIPPED = "skipped"  # key in Frame.timings_ms of a frame the policy skipped (its image is the avatar's own)
+
+
 class LipSyncSession:
-    """One speaker driving one avatar. Not thread-safe: one caller at a time."""
+    """One speaker driving one avatar. Not thread-safe: one caller at a time.
+
+    Offline, frame n is the n-th frame of the audio. Live, a session serves one utterance after another on a
+    longer clock: ``begin(frame_offset)`` starts an utterance whose first frame is ``frame_offset`` on that clock,
+    so the frames' indices and the avatar's idle loop continue across utterances; ``render_policy`` (None: render
+    every frame) lets the engine skip frames that would be shown too late.
+    """
 
     def __init__(
         self,
@@ -66,6 +97,7 @@ class LipSyncSession:
         speaker: np.ndarray,
         inference: InferenceConfig = InferenceConfig(),
         landmarks: str = "audio",
+        render_policy: RenderPolicy | None = None,
     ) -> None:
         if cfg.l2v.audio_context_frames > cfg.a2l.lookahead_frames:
             raise ValueError("L2V's audio context may not look further ahead than A2L's lookahead")
@@ -78,7 +110,14 @@ class LipSyncSession:
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
         self.identity = avatar.latents[avatar.identity_index][None]
+        self.render_policy = render_policy
+        self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()
+
+    def begin(self, frame_offset: int) -> None:
+        """A new utterance whose first audio block is frame ``frame_offset`` on the caller's frame clock."""
+        self.reset()
+        self.frame_offset = frame_offset
 
     def reset(self) -> None:
         self.mel = MelExtractor(self.cfg.audio)
@@ -233,19 +272,37 @@ class LipSyncSession:
         return crop.blend(self.avatar.crops[a], lower, mask), mask
 
     def render(self, n: int) -> Frame:
+        """Frame n of this utterance (``Frame.index`` is ``frame_offset + n``), or, when the render policy says
+        it would be too late, the avatar's own frame with ``timings_ms[SKIPPED]``."""
         return run_alone(self.backend, self.render_steps(n))
 
     def render_steps(self, n: int) -> Steps:
-        """Frame n: prepare its model inputs, yield them as one ``FrameJob``, finish the frame from the answer."""
-        job = self.prepare_frame(n)
+        """``render`` as model requests: frame n's inputs are yielded as one ``FrameJob`` (with the policy's
+        deadline) and the frame is finished from the answer. A frame the policy skips, or that a shared worker
+        left out of an overloaded round (``NOT_RENDERED``), is the avatar's own frame with ``timings_ms[SKIPPED]``."""
+        index = self.frame_offset + n
+        a = self.avatar.index_for(index)
+        policy = self.render_policy
+        if policy is not None and not policy.should_render(index):
+            return self._skipped(index, a)
+        t = policy.now() if policy is not None else 0.0
+        job = self.prepare_frame(n, a)
+        job.deadline = policy.deadline(index) if policy is not None else None
         result = yield job
-        return self.finish_frame(job, result)
+        if result is NOT_RENDERED:
+            return self._skipped(index, a)
+        frame = self.finish_frame(job, result)
+        if policy is not None:
+            policy.rendered(policy.now() - t)
+        return frame
 
-    def prepare_frame(self, n: int) -> FrameJob:
-        """Everything frame n's L2V call needs, from this session's state (landmarks, noise, prior, audio)."""
+    def _skipped(self, index: int, a: int) -> Frame:
+        return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
+
+    def prepare_frame(self, n: int, a: int) -> FrameJob:
+        """Everything frame n's L2V call over avatar frame ``a`` needs, from this session's state."""
         cfg, av, row = self.cfg, self.avatar, self.row
         t = time.perf_counter()
-        a = av.index_for(n)
         lms = self.landmarks_for(n, a)
         heat = render_heatmaps(lms, self.latent_px, cfg.face.crop_px)[None]
         masked = av.masked_latents[a][None]
@@ -283,7 +340,7 @@ class LipSyncSession:
         self._previous = np.concatenate([av.latents[a][None, :, :row], x[:, :, row:]], axis=2)
         image = crop.paste_back(av.frames[a], crop_img, mask, av.transforms[a])
         timings["paste"] = (time.perf_counter() - t) * 1e3
-        return Frame(job.n, image, job.landmarks, a, timings, crop_img)
+        return Frame(self.frame_offset + job.n, image, job.landmarks, a, timings, crop_img)
 
 
 def lay_lower_face(cfg: ModelConfig, base_crop: np.ndarray, lower_face: np.ndarray, row: int) -> np.ndarray:

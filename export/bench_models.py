@@ -20,7 +20,7 @@ import numpy as np
 from rich.table import Table
 
 from facecast.engine.backend import Backend
-from facecast.engine.checkpoint import load_config
+from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, load_config
 from facecast.engine.errors import DependencyError
 
 from .backends import BACKENDS
@@ -149,9 +149,18 @@ def _export_for(batch: int, model_dir: Path, export_dir: Path | None, tmp: Path,
 
 
 def bench_models(
-    model_dir: Path, export_dir: Path | None = None, options: BenchOptions = BenchOptions(), log: Log = print
+    model_dir: Path | None = None,
+    export_dir: Path | None = None,
+    options: BenchOptions = BenchOptions(),
+    log: Log = print,
 ) -> dict[str, Any]:
+    """``facecast bench models``: every backend's latency per network and per frame. ``model_dir`` None: the model
+    the export came from (its manifest remembers it), else the bundled one."""
     import torch
+
+    if model_dir is None:
+        source = export_dir and is_export_dir(export_dir) and Path(load_manifest(export_dir).source_model_dir)
+        model_dir = source if source and source.is_dir() else DEFAULT_MODEL_DIR
 
     requested = options.backends or BACKENDS
     skipped = {b: r for b in requested if (r := unavailable_reason(b)) is not None}
@@ -180,7 +189,7 @@ def bench_models(
     return {
         "model": str(model_dir),
         "exports": exports,
-        "machine": _machine(),
+        "machine": machine_info(),
         "threads": {"torch": threads_used, "onnxruntime": options.threads or _ort_threads()},
         "onnxruntime_providers": providers,
         "options": asdict(options),
@@ -218,7 +227,8 @@ def _ort_threads() -> int:
     return physical_cores()
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """CPU, GPU, Python and torch of this machine, for a bench report."""
     import torch
 
     cpu = platform.processor()

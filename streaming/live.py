@@ -3,7 +3,7 @@
     sources ──write──▶ Mixer (jitter buffer per source)
                           │ one 640-sample block per tick (event loop)
                           ▼
-                     SpeechGate ──feed──▶ model worker thread (LiveSession.push_audio / finish)
+                     SpeechGate ──feed──▶ model worker thread (LipSyncSession.push_audio / finish)
                           │                         │ frames (or "skipped")
                           ▼                         ▼
      AudioOut (delay line, 48 kHz) ──▶ OutputFrame n = k - delay ◀── Display (newest frame within max lateness)
@@ -14,16 +14,18 @@ All model work (push_audio, finish, the speaker embedding, avatar preparation) r
 submission order, so the event loop never blocks on it and the session needs no locks. That thread is a
 ``ModelWorker``: the engine's own by default, or one shared by many engines (``worker=``), which then batches the
 frames due from every session into one model call (model_worker.py).
+
+Whoever measures the engine (``facecast bench stream``, tests) watches it through ``observe(EngineObserver)``: the
+audio each tick takes, the frames the model makes, every frame out, and the frames dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -33,80 +35,22 @@ import numpy as np
 
 from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
-from facecast.engine.batching import NOT_RENDERED, Steps
+from facecast.engine.batching import Steps
 from facecast.engine.config import InferenceConfig, ModelConfig
-from facecast.engine.pipeline import Frame, LipSyncSession
+from facecast.engine.pipeline import SKIPPED, Frame, LipSyncSession
 from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
 
+from .audio_out import AudioOut
 from .clock import Clock, FrameClock, MonotonicClock
 from .config import LiveConfig
-from .mixer import Mixer, SourceBuffer
+from .display import Display
+from .mixer import Mixer, SourceBuffer, Take
 from .model_worker import Lane, ModelWorker
-from .sync import SKIPPED, AudioOut, Display, RenderPolicy, SpeechGate
+from .render_policy import RenderPolicy
+from .speech_gate import SpeechGate
 
 log = logging.getLogger("facecast.live")
 T = TypeVar("T")
-
-
-@dataclass
-class LoopedAvatar(Avatar):
-    """An avatar whose idle loop runs on the engine's frame counter: each utterance's session starts at frame 0,
-    but the avatar frame under it must continue where the idle loop was, or the head would jump."""
-
-    offset_frames: int = 0
-
-    @classmethod
-    def wrap(cls, avatar: Avatar) -> LoopedAvatar:
-        return cls(**{f.name: getattr(avatar, f.name) for f in dataclasses.fields(Avatar)})  # arrays are shared
-
-    def index_for(self, n: int) -> int:
-        return super().index_for(n + self.offset_frames)
-
-
-class LiveSession(LipSyncSession):
-    """A LipSyncSession on the live clock: frame indices are global, and frames that could not be shown in time
-    are not rendered (a frame with ``timings_ms[SKIPPED]`` and the avatar's own picture is returned instead)."""
-
-    def __init__(
-        self,
-        backend: Backend,
-        cfg: ModelConfig,
-        avatar: Avatar,
-        speaker: np.ndarray,
-        inference: InferenceConfig,
-        clock: Clock,
-    ) -> None:
-        super().__init__(backend, cfg, LoopedAvatar.wrap(avatar), speaker, inference)
-        self.clock = clock
-        self.policy: RenderPolicy | None = None  # None: render everything (before the engine starts)
-        self.start_frame = 0
-
-    def begin(self, start_frame: int) -> None:
-        """A new utterance whose first block is output frame ``start_frame``."""
-        self.reset()
-        self.start_frame = start_frame
-        self.avatar.offset_frames = start_frame
-
-    def render_steps(self, n: int) -> Steps:
-        index = self.start_frame + n
-        if self.policy is not None and not self.policy.should_render(index):
-            return self._skipped(n, index)
-        t = self.clock.now()
-        job = self.prepare_frame(n)
-        job.deadline = None if self.policy is None else self.policy.deadline(index)
-        result = yield job
-        if result is NOT_RENDERED:  # an overloaded shared worker gave its time to other sessions' frames
-            return self._skipped(n, index)
-        frame = self.finish_frame(job, result)
-        if self.policy is not None:
-            self.policy.rendered(self.clock.now() - t)
-        frame.index = index
-        return frame
-
-    def _skipped(self, n: int, index: int) -> Frame:
-        """Frame n not rendered: the avatar's own picture, marked SKIPPED (the display repeats the last one)."""
-        a = self.avatar.index_for(n)
-        return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
 
 
 @dataclass
@@ -119,6 +63,8 @@ class OutputFrame:
     generated: Frame | None = None  # the model's frame inside the picture (None: the avatar's own frame)
     alpha: float = 0.0  # how much of the generated picture is blended over the avatar frame
     fresh: bool = False  # ``generated`` is new this tick (False: the previous picture again, nothing was ready)
+    audible: bool = False  # a source played real audio into this 40 ms (not only jitter-buffer silence)
+    marks: tuple[Hashable, ...] = ()  # SourceBuffer.mark_end labels whose segment's last sample is in this frame
 
 
 @dataclass
@@ -129,6 +75,27 @@ class EngineCounters:
     jumped: int = 0  # ticks left out after the event loop was stalled for longer than max_burst_frames
     model_errors: int = 0
     max_backlog: int = 0  # most model jobs ever waiting at once
+    interrupts: int = 0  # barge-ins (LiveEngine.interrupt)
+
+
+class EngineObserver:
+    """Events of a LiveEngine, for ``engine.observe(observer)``: override the ones you need (each does nothing here).
+
+    Every callback runs on the event loop except ``frames_made``, which runs on the model thread as soon as the
+    frames exist. Callbacks must be quick and must not raise: they run inside the engine's clock.
+    """
+
+    def audio_taken(self, k: int, block_16k: np.ndarray) -> None:
+        """Tick k took this 40 ms of audio (float32, 16 kHz) from the sources: the sound of output frame k."""
+
+    def frames_made(self, frames: list[Frame]) -> None:
+        """Model thread: the frames one block of audio completed (a skipped one has ``timings_ms[SKIPPED]``)."""
+
+    def frame_out(self, out: OutputFrame) -> None:
+        """Output frame ``out.index`` leaves the engine for every subscriber."""
+
+    def frames_dropped(self, n: int, count: int) -> None:
+        """While output frame n was picked, ``count`` rendered frames were thrown away: ready too late to show."""
 
 
 class LiveEngine:
@@ -163,6 +130,7 @@ class LiveEngine:
         self._speaker = np.zeros(SPEAKER_DIM, np.float32)  # written by the model thread only
         self._session = self._new_session(avatar, None)
         self._subscribers: list[asyncio.Queue[OutputFrame | None]] = []
+        self._observers: list[EngineObserver] = []
         self._executor: Lane | None = None  # this engine's lane on the model worker while running
         self._ticker: asyncio.Task[None] | None = None
         self._reset_state()
@@ -172,9 +140,10 @@ class LiveEngine:
         self.gate = SpeechGate(c.speech_rms, c.hangover_frames, c.fade_frames)
         self.display = Display(c.max_late_frames)
         self.audio_out = AudioOut(self.spf, keep_frames=self.delay_frames + 3)
-        self._epoch = 0  # bumped when the avatar changes: frames of the old one are then ignored
+        self._epoch = 0  # bumped when the avatar changes or on interrupt(): older jobs and frames are then ignored
         self._backlog = 0  # model jobs submitted and not finished
         self._last_picture: Frame | None = None
+        self._takes: dict[int, Take] = {}  # input block k -> what the mixer said about it, until frame k goes out
         self._speech: list[np.ndarray] = []  # speech collected for the speaker embedding
         self._speech_samples = 0
         self._speaker_taken = False  # loop side: an embedding was (or is being) computed for this talker
@@ -183,10 +152,9 @@ class LiveEngine:
         self._logged = (0, 0, 0)  # (tick, skipped, dropped) at the last "falling behind" log line
         self._k = -1
 
-    def _new_session(self, avatar: Avatar, policy: RenderPolicy | None) -> LiveSession:
-        session = LiveSession(self.backend, self.cfg, avatar, self._speaker, self.inference, self.clock)
-        session.policy = policy
-        return session
+    def _new_session(self, avatar: Avatar, policy: RenderPolicy | None) -> LipSyncSession:
+        """A session on the engine's frame clock; ``policy`` None renders every frame (before the engine starts)."""
+        return LipSyncSession(self.backend, self.cfg, avatar, self._speaker, self.inference, render_policy=policy)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -215,7 +183,7 @@ class LiveEngine:
             self.config.max_late_frames,
             self.config.probe_every_frames,
         )
-        self._session.policy = self.policy
+        self._session.render_policy = self.policy
         self._ticker = asyncio.create_task(self._run(), name="facecast-ticker")
         self._ticker.add_done_callback(self._ticker_ended)
 
@@ -233,14 +201,14 @@ class LiveEngine:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
-        self._session.policy = None
+        self._session.render_policy = None
         self._session.reset()
 
     async def warm_up(self) -> None:
         """Run every model once: torch's first calls and loading Resemblyzer take seconds, better before viewers."""
 
         def work() -> None:
-            session = LiveSession(self.backend, self.cfg, self.avatar, self._speaker, self.inference, self.clock)
+            session = self._new_session(self.avatar, None)
             session.push_audio(np.zeros(self.spf * (self.cfg.a2l.lookahead_frames + 1), np.float32))
             if self.config.speaker_seconds > 0:
                 noise = np.random.default_rng(0).standard_normal(self.cfg.audio.sample_rate).astype(np.float32)
@@ -261,7 +229,7 @@ class LiveEngine:
 
     async def set_avatar(self, avatar: Avatar) -> None:
         """Switch avatars: from the next tick on, the new one's frames go out; an utterance restarts on it."""
-        session = self._new_session(avatar, self._session.policy)
+        session = self._new_session(avatar, self._session.render_policy)
         self._epoch += 1
         self.gate.cut(self._k + 1)
         self.display.clear()
@@ -273,6 +241,38 @@ class LiveEngine:
             self._session = session
 
         await self.call_in_worker(swap)
+
+    def interrupt(self) -> list[Hashable]:
+        """Barge-in (a TTS cut off mid-sentence): every queued and in-flight frame is dropped and the very next
+        output frame is the avatar's idle frame with silence.
+
+        Dropped: the sources' waiting audio, the blocks already taken but not sent (their sound and pictures),
+        the model jobs not run yet, the frames the model returns for them, and the frames waiting in subscriber
+        queues. The next speech starts a fresh utterance. Returns the end marks (``SourceBuffer.mark_end``) that
+        will now never be reached, so that whoever waits for them can report the segment as interrupted.
+        """
+        dropped = self.mixer.clear()
+        first_unsent = self._k + 1 - self.delay_frames  # the next output frame
+        for k in [k for k in self._takes if k >= first_unsent]:
+            dropped += self._takes.pop(k).marks
+        self.audio_out.silence_from(first_unsent)
+        self.gate.interrupt(first_unsent)
+        self._epoch += 1  # frames of the dropped blocks that still come back from the model are ignored
+        self.display.clear()
+        self._last_picture = None
+        for q in self._subscribers:
+            kept = [f for f in self._drain(q) if f is None]  # the end-of-stream marker stays
+            for f in kept:
+                q.put_nowait(f)
+        self.counters.interrupts += 1
+        return dropped
+
+    @staticmethod
+    def _drain(q: asyncio.Queue[OutputFrame | None]) -> list[OutputFrame | None]:
+        items = []
+        while not q.empty():
+            items.append(q.get_nowait())
+        return items
 
     def reset_speaker(self) -> None:
         """Forget the talker's voice: the next ``speaker_seconds`` of speech set a new embedding."""
@@ -302,6 +302,14 @@ class LiveEngine:
     def unsubscribe(self, q: asyncio.Queue[OutputFrame | None]) -> None:
         with contextlib.suppress(ValueError):
             self._subscribers.remove(q)
+
+    def observe(self, observer: EngineObserver) -> None:
+        """Call ``observer``'s callbacks from now on (see EngineObserver)."""
+        self._observers.append(observer)
+
+    def unobserve(self, observer: EngineObserver) -> None:
+        with contextlib.suppress(ValueError):
+            self._observers.remove(observer)
 
     @staticmethod
     def _offer(q: asyncio.Queue[OutputFrame | None], item: OutputFrame | None) -> None:
@@ -333,6 +341,9 @@ class LiveEngine:
     def _tick(self, k: int) -> None:
         self._k = k
         block = self.mixer.take(self.spf)
+        self._takes[k] = self.mixer.last_take
+        for o in self._observers:
+            o.audio_taken(k, block)
         self.audio_out.push(k, block)
         rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
         step = self.gate.step(k, rms)
@@ -347,6 +358,8 @@ class LiveEngine:
         n = k - self.delay_frames
         if n >= 0:
             out = self._compose(n)
+            for o in self._observers:
+                o.frame_out(out)
             for q in self._subscribers:
                 self._offer(q, out)
         now = self.clock.now()
@@ -358,7 +371,14 @@ class LiveEngine:
         av = self.avatar
         base = av.frames[av.index_for(n)]
         segment = self.gate.segment_of(n)
+        dropped = self.display.counters.dropped
         frame = self.display.pick(n)
+        take = self._takes.pop(n, Take())
+        for k in [k for k in self._takes if k < n]:  # blocks whose frame was jumped over: their marks come now
+            take = Take(take.audible, self._takes.pop(k).marks + take.marks)
+        if self.display.counters.dropped > dropped:
+            for o in self._observers:
+                o.frames_dropped(n, self.display.counters.dropped - dropped)
         if frame is not None:
             self._last_picture = frame
             self._shown_times.append(self.clock.now())
@@ -381,6 +401,8 @@ class LiveEngine:
             picture,
             alpha,
             fresh=picture is not None and picture is frame,
+            audible=take.audible,
+            marks=take.marks,
         )
 
     # ------------------------------------------------------------------------------------------ the worker
@@ -420,12 +442,16 @@ class LiveEngine:
     def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> Steps:
         """Model thread: one 40 ms block into the session; returns (epoch, the frames it completed). Its model
         calls are requests the worker batches with other sessions' (engine.batching)."""
+        if epoch != self._epoch:
+            return epoch, []  # dropped by interrupt() or an avatar change while it waited: no compute for it
         session = self._session
         if begin is not None:
             session.begin(begin)
         frames = yield from session.push_audio_steps(block)
         if end:
             frames += yield from session.finish_steps()
+        for o in self._observers:
+            o.frames_made(frames)
         return epoch, frames
 
     def _collect_speech(self, block: np.ndarray) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,9 +35,14 @@ class SourceBuffer:
         self.trim_to_samples = trim_to_samples
         self._chunks: deque[np.ndarray] = deque()
         self._size = 0
+        self._written = 0  # samples ever written (kept or not): where an end mark sits
+        self._consumed = 0  # samples ever read or dropped
+        self._marks: deque[tuple[int, Hashable]] = deque()  # (sample position, label) not reached yet
+        self._reached: list[Hashable] = []  # marks the last read() passed, for the mixer to collect
         self.playing = False
         self.underruns = 0
         self.dropped_samples = 0
+        self.last_read_samples = 0  # real samples (not jitter-buffer zeros) in the last read()
 
     @property
     def buffered_samples(self) -> int:
@@ -47,16 +54,40 @@ class SourceBuffer:
             return
         self._chunks.append(x)
         self._size += x.size
+        self._written += x.size
         if self.max_samples is not None and self._size > self.max_samples:
             # A live device whose clock runs slightly fast fills its buffer over minutes; dropping the oldest audio
             # keeps the latency bounded instead of letting it grow.
             self._drop(self._size - (self.trim_to_samples if self.trim_to_samples is not None else self.max_samples))
 
+    def mark_end(self, label: Hashable) -> None:
+        """The audio written so far is a whole segment: play it out without waiting for the jitter buffer, and
+        report ``label`` (Mixer.last_take.marks, then OutputFrame.marks) with the block holding its last sample."""
+        self._marks.append((self._written, label))
+
+    def pop_reached(self) -> list[Hashable]:
+        """The marks whose last sample the reads so far have passed."""
+        reached, self._reached = self._reached, []
+        return reached
+
+    def clear(self) -> list[Hashable]:
+        """Barge-in: forget every sample waiting to play; returns the marks that will now never be reached."""
+        self._consumed += self._size
+        self._chunks.clear()
+        self._size = 0
+        self.playing = False
+        dropped = [label for _, label in self._marks] + self.pop_reached()
+        self._marks.clear()
+        return dropped
+
     def read(self, n: int) -> np.ndarray:
         """Exactly n samples: the next audio when playing, zeros while (re)filling the jitter buffer."""
         out = np.zeros(n, np.float32)
+        self.last_read_samples = 0
         if not self.playing:
-            if self._size < max(1, self.prebuffer_samples):
+            ended = bool(self._marks) and self._marks[-1][0] > self._consumed  # a whole segment waits: play it
+            if self._size < max(1, self.prebuffer_samples) and not ended:
+                self._reach()  # a mark on an empty buffer (an empty segment) is reached at once
                 return out
             self.playing = True
         got = 0
@@ -70,13 +101,24 @@ class SourceBuffer:
             else:
                 self._chunks[0] = c[take:]
         self._size -= got
+        self._consumed += got
+        self.last_read_samples = got
+        reached_end = self._reach()
         if got < n:
             self.playing = False  # ran dry: refill the jitter buffer before playing again
-            self.underruns += 1
+            self.underruns += not reached_end  # a segment that ended is not an underrun
         return out
+
+    def _reach(self) -> bool:
+        reached = False
+        while self._marks and self._marks[0][0] <= self._consumed:
+            self._reached.append(self._marks.popleft()[1])
+            reached = True
+        return reached
 
     def _drop(self, n: int) -> None:
         self.dropped_samples += n
+        self._consumed += min(n, self._size)
         while n > 0 and self._chunks:
             c = self._chunks[0]
             if c.size <= n:
@@ -89,6 +131,14 @@ class SourceBuffer:
                 n = 0
 
 
+@dataclass(frozen=True)
+class Take:
+    """What one block held besides its samples."""
+
+    audible: bool = False  # some source played real audio into it (not only jitter-buffer silence)
+    marks: tuple[Hashable, ...] = ()  # end marks whose last sample is in it
+
+
 class Mixer:
     """All sources summed: several talkers at once simply mix, as in a room."""
 
@@ -99,6 +149,7 @@ class Mixer:
         self._ids = itertools.count()
         self.underruns = 0
         self.dropped_samples = 0  # from sources already closed; open ones keep their own counts
+        self.last_take = Take()  # of the latest take()
 
     def open(self, name: str, live: bool, max_s: float | None = None) -> SourceBuffer:
         """A new source. ``live``: a device or network stream whose backlog is trimmed; else a paced sender."""
@@ -118,9 +169,17 @@ class Mixer:
 
     def take(self, n: int) -> np.ndarray:
         block = np.zeros(n, np.float32)
+        audible, marks = False, []
         for buf in self.sources.values():
             block += buf.read(n)
+            audible |= buf.last_read_samples > 0
+            marks += buf.pop_reached()
+        self.last_take = Take(audible, tuple(marks))
         return np.clip(block, -1.0, 1.0) if len(self.sources) > 1 else block
+
+    def clear(self) -> list[Hashable]:
+        """Barge-in: every source's waiting audio is dropped; returns the marks that will never be reached."""
+        return [label for buf in self.sources.values() for label in buf.clear()]
 
     def stats(self) -> dict[str, int]:
         open_ = list(self.sources.values())

@@ -4,7 +4,9 @@ GET    /               the bundled page (static/index.html; ``?session=ID&token=
 POST   /sessions       optional image (or idle video) body -> {"id", "token"}: a new session, its own avatar and talker
 DELETE /sessions/ID    end that session
 POST   /offer          {sdp, type} -> answer; the viewer receives the session's video and audio, and may send a mic
-GET    /push           WebSocket: binary int16 LE mono PCM (16 kHz, or a JSON header {"sample_rate": N} first)
+GET    /push           WebSocket: binary int16 LE mono PCM (16 kHz, or a JSON header {"sample_rate": N} first);
+                       {"interrupt": true} drops every queued and in-flight frame (barge-in), answered
+                       {"interrupted": N}
 GET    /stats          JSON: fps, latency, skipped/dropped frames, the session's peers
 POST   /avatar         an image (or idle video) body: prepare it and switch the session's engine to it
 
@@ -122,6 +124,9 @@ async def push(request: web.Request) -> web.WebSocketResponse:
             try:
                 if msg.type == WSMsgType.BINARY:
                     decoder.pcm(msg.data)
+                elif msg.type == WSMsgType.TEXT and decoder.is_interrupt(msg.data):
+                    engine.interrupt()
+                    await ws.send_json({"interrupted": engine.counters.interrupts})
                 elif msg.type == WSMsgType.TEXT:
                     decoder.header(msg.data)
             except FacecastError as e:

@@ -19,6 +19,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from facecast.engine.config import SAMPLE_RATE
 from facecast.engine.errors import AudioError, InputError
 from facecast.engine.media import load_audio
 from facecast.engine.system import require_portaudio
@@ -27,8 +28,6 @@ from .clock import FrameClock
 from .config import PushConfig
 from .live import LiveEngine
 from .mixer import SourceBuffer
-
-SAMPLE_RATE = 16_000
 
 
 class FileSource:
@@ -126,15 +125,58 @@ async def consume_track(engine: LiveEngine, track: MediaStreamTrack, name: str =
         engine.close_source(buf)
 
 
+INTERRUPT_MESSAGE = {"interrupt": True}
+
+
+class PcmTo16k:
+    """int16 mono PCM at ``rate`` -> float32 16 kHz in [-1, 1], chunk by chunk (FFmpeg's resampler keeps its state
+    across chunks, so they join without seams). Shared by /push and the voice-agent adapters."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler = self._new()
+
+    def _new(self) -> av.AudioResampler | None:
+        return None if self.rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        if self._resampler is None:
+            return samples.astype(np.float32) / 32768.0
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, "<i2")[None], format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        return self._joined(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        """The end of a segment: the samples the resampler's filter still holds (then it starts afresh)."""
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        tail = self._joined(self._resampler.resample(None))
+        self._resampler = self._new()
+        return tail
+
+    @staticmethod
+    def _joined(frames: list[av.AudioFrame]) -> np.ndarray:
+        out = [f.to_ndarray().reshape(-1) for f in frames]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 class PushDecoder:
     """One push client's protocol: optional JSON header ``{"sample_rate": 24000}``, then binary int16 little-endian
-    mono PCM (16 kHz unless the header said otherwise). Raises AudioError/InputError with what to change."""
+    mono PCM (16 kHz unless the header said otherwise); at any time the text message ``{"interrupt": true}`` (the
+    TTS was cut off: drop what is waiting). Raises AudioError/InputError with what to change."""
 
     def __init__(self, buf: SourceBuffer, config: PushConfig) -> None:
         self.buf, self.config = buf, config
         self.rate = SAMPLE_RATE
         self.started = False
-        self._resampler: av.AudioResampler | None = None
+        self._to_16k = PcmTo16k(SAMPLE_RATE)
+
+    @staticmethod
+    def is_interrupt(text: str) -> bool:
+        try:
+            return json.loads(text) == INTERRUPT_MESSAGE
+        except ValueError:
+            return False
 
     def header(self, text: str) -> None:
         if self.started:
@@ -145,14 +187,16 @@ class PushDecoder:
         except (ValueError, KeyError, TypeError):
             rate = None
         if rate is None:
-            raise InputError('a text message must be the JSON header {"sample_rate": N}; send audio as binary.')
+            raise InputError(
+                'a text message must be the JSON header {"sample_rate": N} or {"interrupt": true}; '
+                "send audio as binary."
+            )
         if not self.config.min_rate_hz <= rate <= self.config.max_rate_hz:
             raise AudioError(
                 f"sample_rate {rate} Hz is out of range: send {self.config.min_rate_hz}-{self.config.max_rate_hz} Hz."
             )
         self.rate = rate
-        if rate != SAMPLE_RATE:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._to_16k = PcmTo16k(rate)
 
     def pcm(self, data: bytes) -> None:
         self.started = True
@@ -171,11 +215,3 @@ class PushDecoder:
                 f"{self.config.max_ahead_s:g} s allowed): send {self.rate} Hz PCM at its real-time pace."
             )
         self.buf.write(audio)
-
-    def _to_16k(self, samples: np.ndarray) -> np.ndarray:
-        if self._resampler is None:
-            return samples.astype(np.float32) / 32768.0
-        frame = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        return np.concatenate(out) if out else np.zeros(0, np.float32)

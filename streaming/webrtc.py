@@ -36,7 +36,8 @@ class _EngineTrack(MediaStreamTrack):
         self.engine = engine
         self._queue = engine.subscribe()
 
-    async def _next(self) -> OutputFrame:
+    async def next_output(self) -> OutputFrame:
+        """The engine's next OutputFrame; MediaStreamError once the engine stopped or the track ended."""
         if self.readyState != "live":
             raise MediaStreamError
         out = await self._queue.get()
@@ -54,7 +55,7 @@ class EngineVideoTrack(_EngineTrack):
     kind = "video"
 
     async def recv(self) -> av.VideoFrame:
-        out = await self._next()
+        out = await self.next_output()
         # Converted here, once: the relay hands this same frame to every viewer's encoder thread, and aiortc's
         # encoders would otherwise each call frame.reformat() on it at once, sharing one swscale context (hangs).
         frame = av.VideoFrame.from_ndarray(out.image, format="rgb24").reformat(format="yuv420p")
@@ -75,7 +76,7 @@ class EngineAudioTrack(_EngineTrack):
 
     async def recv(self) -> av.AudioFrame:
         if not self._pending:
-            out = await self._next()
+            out = await self.next_output()
             for start in range(0, len(out.audio_48k), self.PACKET_SAMPLES):
                 pcm = out.audio_48k[start : start + self.PACKET_SAMPLES]
                 frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
@@ -101,10 +102,11 @@ def parse_offer(params: object) -> RTCSessionDescription:
 class Peers:
     """Every viewer's peer connection: created from an offer, closed when it fails, ends or the server stops."""
 
-    def __init__(self, engine: LiveEngine, config: ServerConfig) -> None:
+    def __init__(self, engine: LiveEngine, config: ServerConfig, video: MediaStreamTrack | None = None) -> None:
+        """``video``: the picture track relayed to every viewer (default: the engine's own, EngineVideoTrack)."""
         self.engine, self.config = engine, config
         self.relay = MediaRelay()
-        self.video = EngineVideoTrack(engine)
+        self.video = video if video is not None else EngineVideoTrack(engine)
         self.audio = EngineAudioTrack(engine)
         self.pcs: set[RTCPeerConnection] = set()
         self._talkers: dict[RTCPeerConnection, asyncio.Task[None]] = {}

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -10,10 +9,10 @@ import pytest
 import torch
 
 from facecast.engine import checkpoint
+from facecast.engine.bundled import ASSETS  # noqa: F401 - the tests import it from here
 from facecast.engine.config import A2LConfig, AutoencoderConfig, L2VConfig, ModelConfig
 
 REPO = Path(__file__).resolve().parent.parent
-ASSETS = REPO / "engine" / "assets"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(1)  # tests share 2 cores with whatever else runs; small models don't need more
@@ -97,12 +96,14 @@ def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> 
     return path
 
 
-async def until(condition, what: str, wait_s: float = 20.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``wait_s`` (a bound for broken code, not a timing check)."""
-    for _ in range(int(wait_s * 20)):
+async def until(condition, what: str, wait_s: float = 20.0, poll_s: float = 0.05) -> None:
+    """Poll ``condition()`` until true; a generous bound so that a broken component fails instead of hanging."""
+    import asyncio
+
+    for _ in range(int(wait_s / poll_s)):
         if condition():
             return
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(poll_s)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -6,7 +6,7 @@ from facecast.engine import media
 from facecast.engine.audio import MelExtractor, check_speech, log_mel, mel_per_video_frame
 from facecast.engine.config import AudioConfig
 from facecast.engine.errors import AudioError, InputError
-from facecast.engine.metrics import audio_envelope
+from facecast.engine.evaluation.metrics import audio_envelope
 
 
 def test_mel_grid_is_four_frames_per_video_frame():

@@ -240,7 +240,7 @@ def test_the_worker_serves_lanes_in_turn_when_it_falls_behind(backend):
 
 
 def test_the_sessions_sweep_finds_the_largest_k_and_the_batched_ratio():
-    from facecast.streaming.bench_sessions import sessions_sweep, worker_modes
+    from facecast.streaming.benchmark.sessions_sweep import sessions_sweep, worker_modes
 
     def variant(k, worker, throughput, met):
         return {

@@ -4,7 +4,6 @@ drop counters, and zero A/V offset and drift. Nothing here depends on this machi
 are all on the virtual clock, which moves only when the test moves it.
 """
 
-import argparse
 import asyncio
 import fractions
 import json
@@ -19,20 +18,19 @@ from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 from conftest import REPO, speech_like, write_wav
 
+from facecast.cli import build_parser
 from facecast.engine import batching, pipeline
-from facecast.export.commands import add_commands as add_export_commands
 from facecast.export.torch_backend import TorchBackend
-from facecast.streaming.bench import (
+from facecast.streaming.benchmark.latency_plot import write_plot
+from facecast.streaming.benchmark.measured_run import VirtualClock, read_stamp, stamp_index
+from facecast.streaming.benchmark.sessions_sweep import WORKER_OWN, WORKER_SHARED
+from facecast.streaming.benchmark.stream_bench import (
     Harness,
     StreamBenchOptions,
-    add_bench_stream,
     build_report,
     cold_start,
     run_variant,
 )
-from facecast.streaming.bench_sessions import WORKER_OWN, WORKER_SHARED
-from facecast.streaming.bench_stream import VirtualClock, read_stamp, stamp_index
-from facecast.streaming.latency_plot import write_plot
 
 STEP_S = 0.002  # the test clock moves in 2 ms steps; every injected delay is a multiple of it
 A2L_MS, DENOISE_MS, DECODE_MS, ENCODE_MS = 2.0, 12.0, 8.0, 4.0
@@ -333,9 +331,7 @@ def report_keys(value, path="", nulls=None) -> set[str]:
 
 
 def test_command_writes_json_with_the_documented_keys_and_a_png(tmp_path, tiny_model):
-    parser = argparse.ArgumentParser()
-    bench = add_export_commands(parser.add_subparsers(dest="command"))
-    add_bench_stream(bench)
+    parser = build_parser()
     wav = write_wav(tmp_path / "talk.wav", speech_like(2.0), 16000)
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     args = parser.parse_args(
@@ -352,6 +348,7 @@ def test_command_writes_json_with_the_documented_keys_and_a_png(tmp_path, tiny_m
     assert report["variants"][0]["ratios"]["frame_ms"] == 1.0 and report["variants"][1]["ratios"]["unet_ms"] > 0
     assert report["cold"]["load_ms"] > 0 and report["verdict"]["variant"] == report["baseline"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report["plot"] == str(png)
+    assert report["interrupt"]["interrupt_to_idle_frames"] == 1 and report["interrupt"]["ok"]  # the next frame idles
     nulls: set[str] = set()
     documented, present = documented_keys(), report_keys(report, nulls=nulls)
     assert present - documented == set(), "report keys missing from docs/benchmarks.md"

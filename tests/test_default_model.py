@@ -5,9 +5,10 @@ import pytest
 from conftest import ASSETS
 
 from facecast.engine import avatar as avatar_mod
-from facecast.engine import media, metrics
+from facecast.engine import media
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, PARTS
 from facecast.engine.config import InferenceConfig
+from facecast.engine.evaluation import metrics
 from facecast.engine.generate import run_session
 from facecast.engine.pipeline import LipSyncSession
 from facecast.engine.speaker import speaker_embedding

@@ -129,7 +129,7 @@ def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
 
 
 def test_bundle_round_trips_through_generate(bundle: tuple[Path, dict], tiny_model: Path, tmp_path: Path) -> None:
-    from facecast.streaming.cli import main
+    from facecast.cli import main
 
     out, _ = bundle
     wav = write_wav(tmp_path / "speech.wav", speech_like(0.6), 16_000)
@@ -224,7 +224,7 @@ def test_a_different_person_in_the_second_half_is_refused(tiny_model: Path, tmp_
 
 
 def test_personal_protocol_scores_enrolled_and_generic_side_by_side(video: Path, tiny_model: Path) -> None:
-    from facecast.engine.evaluate import EvalConfig, evaluate
+    from facecast.engine.evaluation.evaluate import EvalConfig, evaluate
     from facecast.export.torch_backend import TorchBackend
 
     backend = TorchBackend(tiny_model)
@@ -241,7 +241,7 @@ def test_personal_protocol_scores_enrolled_and_generic_side_by_side(video: Path,
 
 
 def test_cli_enroll_reports_bad_input_with_exit_code_2(tiny_model: Path, tmp_path: Path) -> None:
-    from facecast.streaming.cli import main
+    from facecast.cli import main
 
     short = moving_face_video(tmp_path / "short.mp4", frames=12)
     rc = main(["enroll", "--video", str(short), "--out", str(tmp_path / "b"), "--model", str(tiny_model)])

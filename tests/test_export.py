@@ -1,6 +1,5 @@
 """ONNX export, the onnxruntime backend, TensorRT's pure parts, backend selection and the export/bench commands."""
 
-import argparse
 import inspect
 import json
 import subprocess
@@ -13,6 +12,7 @@ import torch
 from conftest import ASSETS, speech_like, write_wav
 
 from facecast import __version__
+from facecast.cli import build_parser
 from facecast.engine import avatar as avatar_mod
 from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import PARTS, file_hash, load_config
@@ -22,7 +22,6 @@ from facecast.engine.pipeline import LipSyncSession
 from facecast.engine.speaker import speaker_embedding
 from facecast.export import tensorrt_ops
 from facecast.export.backends import load_backend
-from facecast.export.commands import add_commands
 from facecast.export.manifest import GRAPHS, autoencoder_hash, load_manifest
 from facecast.export.onnx_export import (
     ExportOptions,
@@ -241,13 +240,13 @@ def test_generate_with_onnxruntime_never_imports_torch_or_diffusers(export_dir, 
     out = tmp_path / "out.mp4"
     argv = ["generate", "--backend", "onnxruntime", "--model", str(export_dir), "--audio", str(audio)]
     argv += ["--out", str(out), "--steps", "1"]
-    code = f"from facecast.streaming.cli import main\nassert main({argv!r}) == 0"
+    code = f"from facecast.cli import main\nassert main({argv!r}) == 0"
     assert _without_torch(code, tmp_path) == {"torch": False, "diffusers": False}
     assert out.stat().st_size > 0
 
 
 def test_serving_with_onnxruntime_never_imports_torch_or_diffusers(export_dir):
-    from facecast.streaming import serving_process
+    from facecast.streaming.benchmark import serving_process
 
     # What `facecast serve --backend onnxruntime` does before it listens, in a fresh process.
     report = serving_process.measure("onnxruntime", export_dir, ASSETS / "astronaut.jpg")
@@ -363,10 +362,7 @@ def test_precision_follows_the_export():
 
 
 def test_export_and_bench_models_commands(tiny_model, export_dir, tmp_path):
-    parser = argparse.ArgumentParser(prog="facecast")
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench = add_commands(sub)
-    bench.add_parser("stream")  # the lead's `bench stream` goes beside `bench models`
+    parser = build_parser()  # facecast's own: export, and bench models beside bench stream
 
     args = parser.parse_args(["export", "--model", str(tiny_model), "--out", str(tmp_path / "e"), "--no-slim"])
     args.func(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from facecast.engine import metrics as M
-from facecast.engine import perceptual as P
-from facecast.engine import syncnet as S
-from facecast.engine.errors import FaceError, InputError, WeightsError
+from facecast.engine.errors import DependencyError, FaceError, InputError, WeightsError
+from facecast.engine.evaluation import metrics as M
+from facecast.engine.evaluation import perceptual as P
+from facecast.engine.evaluation import syncnet as S
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -215,11 +216,11 @@ def test_summarize_means_skip_missing_and_nonfinite():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Mouth contact sheet (engine/evaluate.py; imported in the tests so an import problem there fails only these)
+# Mouth contact sheet (engine/evaluation/evaluate.py; imported in the tests so an import problem there fails only these)
 
 
 def test_mouth_sheet_png_size_and_real_row_first(tmp_path: Path):
-    from facecast.engine import evaluate as E
+    from facecast.engine.evaluation import evaluate as E
 
     real = np.full((10, E.MOUTH_BOX_PX, E.MOUTH_BOX_PX, 3), 10, np.uint8)
     model = np.full_like(real, 200)
@@ -239,7 +240,7 @@ def test_mouth_sheet_png_size_and_real_row_first(tmp_path: Path):
 
 
 def test_eval_mouth_sheet_one_block_per_clip(tmp_path: Path):
-    from facecast.engine import evaluate as E
+    from facecast.engine.evaluation import evaluate as E
 
     mouths = {s: np.zeros((6, E.MOUTH_BOX_PX, E.MOUTH_BOX_PX, 3), np.uint8) for s in ("real", "model", "static")}
     path = E.eval_mouth_sheet([("clip_a", mouths), ("clip_b", mouths)], tmp_path / "m.png", frames=3)
@@ -248,7 +249,7 @@ def test_eval_mouth_sheet_one_block_per_clip(tmp_path: Path):
 
 
 def test_mouth_sheet_rejects_bad_rows(tmp_path: Path):
-    from facecast.engine import evaluate as E
+    from facecast.engine.evaluation import evaluate as E
 
     ok = np.zeros((4, 96, 96, 3), np.uint8)
     with pytest.raises(InputError, match="crop size"):
@@ -339,13 +340,19 @@ def test_syncnet_bad_weights_raise_weights_error(tmp_path: Path):
         S.SyncNetScorer.from_file(garbage)
 
 
-def test_mfcc_fallback_matches_python_speech_features():
-    pytest.importorskip("python_speech_features")
+def test_mfcc_is_python_speech_features_on_16_bit_samples():
+    python_speech_features = pytest.importorskip("python_speech_features")
     audio = (0.1 * np.random.default_rng(0).standard_normal(12_345)).astype(np.float32)
     via_package = S.mfcc_16k(audio)
-    pcm = np.clip(np.round(audio.astype(np.float64) * 32768.0), -32768, 32767)
-    np.testing.assert_allclose(S._mfcc_numpy(pcm), via_package, rtol=1e-9, atol=1e-9)
+    pcm = np.clip(np.round(audio.astype(np.float64) * 32768.0), -32768, 32767)  # as syncnet_python reads wav files
+    np.testing.assert_allclose(python_speech_features.mfcc(pcm, 16_000), via_package, rtol=1e-9, atol=1e-9)
     assert via_package.shape == (1 + math.ceil((12_345 - 400) / 160), 13)
+
+
+def test_mfcc_without_python_speech_features_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "python_speech_features", None)  # import fails as if not installed
+    with pytest.raises(DependencyError, match=r"facecast\[eval\]"):
+        S.mfcc_16k(np.zeros(16_000, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,3 +1,5 @@
+import dataclasses
+
 import torch
 from conftest import tiny_config
 
@@ -110,3 +112,26 @@ def test_a2l_ensemble_averages_independent_members():
     assert not torch.allclose(members[0], members[1])  # initialised independently
     # Training: member i sees only part i of the batch; with every part the same batch, it matches member i.
     torch.testing.assert_close(split, members, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_folder_from_before_ensembles_still_loads(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    cfg = dataclasses.replace(tiny_config(), a2l=dataclasses.replace(tiny_config().a2l, members=1))
+    a2l = checkpoint.build("a2l", cfg).eval()
+    # The old layout: no "members" key in config.json, tensors named without the "members.0." prefix.
+    saved = cfg.to_dict()
+    del saved["a2l"]["members"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    checkpoint.save_part(a2l, tmp_path, "a2l")
+    old = {k.removeprefix("members.0."): v for k, v in load_file(str(tmp_path / "a2l.safetensors")).items()}
+    save_file(old, str(tmp_path / "a2l.safetensors"))
+    loaded = checkpoint.load_part(tmp_path, "a2l")
+    assert loaded.cfg.members == 1 and loaded.cfg.state_width == cfg.a2l.hidden
+    mel, spk, ref = torch.randn(1, 5, 320), torch.randn(1, 256), torch.rand(1, 68, 2) * 256
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(mel, spk, ref, loaded.initial_state())[0], a2l(mel, spk, ref, a2l.initial_state())[0]
+        )

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
+from facecast.cli import main
 from facecast.engine import avatar as avatar_mod
 from facecast.engine import media
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import InputError
 from facecast.engine.generate import generate_video, run_session
 from facecast.engine.pipeline import LipSyncSession
-from facecast.streaming.cli import main
 
 
 def collect(session, audio, chunk):

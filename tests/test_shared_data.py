@@ -5,8 +5,8 @@ import json
 import pytest
 from conftest import SHARED_DATA, tiny_config, write_model
 
+from facecast.cli import main
 from facecast.engine import media
-from facecast.streaming.cli import main
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent (a user's fresh clone)")
 

@@ -17,13 +17,16 @@ from facecast.engine import media
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import AudioError, InputError
 from facecast.engine.generate import run_session
-from facecast.engine.pipeline import LipSyncSession
+from facecast.engine.pipeline import SKIPPED, LipSyncSession
+from facecast.streaming.audio_out import AudioOut
 from facecast.streaming.clock import FrameClock
 from facecast.streaming.config import LiveConfig, PushConfig
-from facecast.streaming.live import LiveEngine
+from facecast.streaming.display import Display
+from facecast.streaming.live import EngineObserver, LiveEngine
 from facecast.streaming.mixer import Mixer, clean_audio
+from facecast.streaming.render_policy import RenderPolicy
 from facecast.streaming.sources import FileSource, MicrophoneSource, PushDecoder
-from facecast.streaming.sync import AudioOut, Display, RenderPolicy, SpeechGate
+from facecast.streaming.speech_gate import SpeechGate
 
 ZERO_SPEAKER = np.zeros(256, np.float32)
 
@@ -91,12 +94,47 @@ async def tick_lockstep(engine: LiveEngine, clock: ManualClock, ticks: int, out:
             out.append(queue.get_nowait())
 
 
+async def talking_engine(backend, portrait, speech: np.ndarray):
+    """A started engine on virtual time with ``speech`` waiting in one source: (engine, clock, queue, source)."""
+    clock = ManualClock()
+    engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+    queue = engine.subscribe()
+    await engine.start()
+    buf = engine.open_source("talker", live=False)
+    buf.write(speech)
+    return engine, clock, queue, buf
+
+
 @pytest.fixture(scope="module")
 def speech_clip():
     """1.6 s of the bundled speech from its second block on (block 0 is below the speech threshold), with one
     400 ms pause inside: one utterance for the engine when its hangover is longer than the pause."""
     speech = media.load_audio(ASSETS / "speech.wav")
     return speech[640 : 640 * 41]
+
+
+class Recorder(EngineObserver):
+    """Every event of one engine, in order."""
+
+    def __init__(self) -> None:
+        self.taken: list[int] = []
+        self.blocks: list[np.ndarray] = []
+        self.made: list = []
+        self.out: list = []
+        self.dropped: list[tuple[int, int]] = []
+
+    def audio_taken(self, k, block_16k):
+        self.taken.append(k)
+        self.blocks.append(block_16k)
+
+    def frames_made(self, frames):
+        self.made.extend(frames)
+
+    def frame_out(self, out):
+        self.out.append(out)
+
+    def frames_dropped(self, n, count):
+        self.dropped.append((n, count))
 
 
 def live_config(**kw) -> LiveConfig:
@@ -209,9 +247,8 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
     async def main():
         clock = ManualClock()
         engine = LiveEngine(backend, backend.cfg, portrait, live_config(hangover_frames=12), clock=clock)
-        inputs = []
-        take = engine.mixer.take
-        engine.mixer.take = lambda n: inputs.append(take(n)) or inputs[-1]  # record what each tick consumed
+        watcher = Recorder()
+        engine.observe(watcher)  # records what each tick consumed, every frame made and every frame out
         queue = engine.subscribe()
         await engine.start()
         source = asyncio.create_task(FileSource(engine, wav, loop=False).run())
@@ -219,15 +256,20 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
         await tick_lockstep(engine, clock, 100, out, queue)
         assert source.done() and not engine.mixer.sources  # played out and closed
         await engine.stop()
-        return engine, inputs, out
+        return engine, watcher, out
 
-    engine, inputs, out = asyncio.run(main())
+    engine, watcher, out = asyncio.run(main())
+    inputs = watcher.blocks
     assert [o.index for o in out] == list(range(100 - engine.delay_frames))
+    assert watcher.taken == list(range(100)) and [o.index for o in watcher.out] == [o.index for o in out]
+    assert all(a is b for a, b in zip(watcher.out, out, strict=True))  # the very frames subscribers get
     assert engine.delay_frames == backend.cfg.a2l.lookahead_frames + LiveConfig().processing_frames
     live = {o.index: o.generated for o in out if o.generated is not None}
     start = min(live)
     assert engine.gate.segments[0][0] == start  # one utterance, from the file's first block
     assert engine.counters.skipped == 0 and engine.display.counters.dropped == 0
+    made = {f.index: f for f in watcher.made}  # on the model thread, global indices, none skipped here
+    assert sorted(made) == list(range(start, start + len(made))) and set(live) <= set(made)
     for j, ref in enumerate(offline):
         got = live[start + j]
         np.testing.assert_allclose(got.landmarks, ref.landmarks, atol=1e-3)
@@ -313,6 +355,7 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
         # A render (100 ms) longer than a tick but inside a 3-tick budget: some pictures make it, some are skipped.
         config = live_config(hangover_frames=20, processing_frames=3)
         engine = LiveEngine(slow, backend.cfg, portrait, config, clock=clock)
+        engine.observe(watcher)
         queue = engine.subscribe()
         await engine.start()
         buf = engine.open_source("talker", live=False)
@@ -341,9 +384,14 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
             while not queue.empty():
                 out.append(queue.get_nowait())
 
+    watcher = Recorder()
     engine, out = asyncio.run(main())
     stats = engine.stats()
     assert stats["skipped"] > 10 and stats["rendered"] > 10  # the policy engaged, yet the face still moves
+    # The observer saw the same skips and drops the counters did.
+    skipped = [f for f in watcher.made if SKIPPED in f.timings_ms]
+    assert len(skipped) == stats["skipped"] and len(watcher.made) - len(skipped) == stats["rendered"]
+    assert sum(count for _, count in watcher.dropped) == stats["dropped"]
     assert 0.08 < stats["render_ms"] / 1000 < 0.2
     assert [o.index for o in out] == list(range(len(out)))  # one output frame per tick, none added or lost
     fresh = [o for o in out if o.fresh]
@@ -358,12 +406,7 @@ def test_changing_the_avatar_mid_speech(backend, portrait):
     flipped = avatar_mod.Avatar(**{**portrait.__dict__, "frames": portrait.frames[:, :, ::-1].copy()})
 
     async def main():
-        clock = ManualClock()
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
-        queue = engine.subscribe()
-        await engine.start()
-        buf = engine.open_source("talker", live=False)
-        buf.write(speech_like(2.0, seed=3))
+        engine, clock, queue, _ = await talking_engine(backend, portrait, speech_like(2.0, seed=3))
         out = []
         await tick_lockstep(engine, clock, 20, out, queue)
         await engine.set_avatar(flipped)
@@ -502,3 +545,62 @@ def test_push_refuses_garbage_and_too_fast_input(messages, error, match):
     with pytest.raises(error, match=match):
         for m in messages:
             d.pcm(m) if isinstance(m, bytes) else d.header(m)
+
+
+# ------------------------------------------------------------------------------------------ barge-in and segment ends
+
+
+def test_end_mark_plays_a_short_segment_out_and_is_reported_with_its_last_sample():
+    mixer = Mixer(LiveConfig(jitter_ms=60), 16_000)
+    buf = mixer.open("tts", live=False)
+    buf.write(np.full(800, 0.5, np.float32))  # 50 ms: less than the 60 ms jitter buffer
+    assert mixer.take(640).max() == 0 and not mixer.last_take.audible  # waits for the jitter buffer...
+    buf.mark_end("seg-1")  # ... until the segment is known to be whole
+    first = mixer.take(640)
+    assert first.min() == 0.5 and mixer.last_take == type(mixer.last_take)(True, ())
+    second = mixer.take(640)
+    assert np.count_nonzero(second) == 160 and mixer.last_take.marks == ("seg-1",)
+    assert mixer.stats()["underruns"] == 0  # a segment that ended is not an underrun
+    buf.mark_end("empty")  # nothing written since: reached on the next take
+    mixer.take(640)
+    assert mixer.last_take.marks == ("empty",) and not mixer.last_take.audible
+
+
+def test_interrupt_drops_queued_and_in_flight_frames_and_idles_at_once(backend, portrait):
+    """Barge-in mid-utterance: the very next output frame is the idle avatar with silence, no frame of the cut
+    speech follows, the marks not reached are returned, and the next speech starts a fresh utterance."""
+
+    async def main():
+        engine, clock, queue, buf = await talking_engine(backend, portrait, speech_like(1.0, seed=5))
+        buf.mark_end("cut")
+        out: list = []
+        await tick_lockstep(engine, clock, 16, out, queue)
+        speaking_before = [o for o in out if o.generated is not None]
+        queue.put_nowait(out[-1])  # a frame a slow reader has not taken yet is dropped too
+        dropped = engine.interrupt()
+        assert queue.empty()
+        cut_at = engine.counters.ticks  # the first output frame after the interrupt goes out on this tick
+        buf.write(speech_like(0.6, seed=6))
+        buf.mark_end("next")
+        after: list = []
+        await tick_lockstep(engine, clock, 30, after, queue)
+        await engine.stop()
+        return engine, speaking_before, dropped, cut_at, after
+
+    engine, speaking_before, dropped, cut_at, after = asyncio.run(main())
+    assert speaking_before and dropped == ["cut"]
+    first_unsent = cut_at - engine.delay_frames
+    assert after[0].index == first_unsent
+    idle = portrait.frames[portrait.index_for(first_unsent)]
+    assert after[0].generated is None and np.array_equal(after[0].image, idle)
+    # the cut speech is gone: silence until the next speech is heard (jitter buffer + delay later)
+    resumed = next(i for i, o in enumerate(after) if o.audible)
+    assert resumed >= engine.delay_frames
+    assert all(o.generated is None for o in after[:resumed])
+    # silent but for the resampler's filter reaching 16 samples across a block edge (the cut, the next speech)
+    assert all(not np.abs(o.audio_48k).any() for o in after[1 : resumed - 1])
+    assert all(np.count_nonzero(o.audio_48k) <= 3 * AudioOut.CONTEXT for o in (after[0], after[resumed - 1]))
+    later = [o for o in after[resumed:] if o.generated is not None]
+    assert later and all(o.generated.index >= after[resumed].index for o in later)  # a fresh utterance
+    assert [m for o in after for m in o.marks] == ["next"]
+    assert engine.counters.interrupts == 1 and engine.counters.model_errors == 0

@@ -4,7 +4,6 @@ Every wait has a generous bound so a broken server fails the test instead of han
 how long anything took.
 """
 
-import argparse
 import asyncio
 import contextlib
 import fractions
@@ -23,9 +22,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from conftest import ASSETS, served, speech_like, until, write_wav
 
+from facecast.cli import build_parser
 from facecast.engine.avatar import load_avatar
 from facecast.engine.errors import InputError
-from facecast.streaming import commands
 from facecast.streaming.config import LiveConfig, ServerConfig
 from facecast.streaming.live import LiveEngine
 from facecast.streaming.server import PEERS, create_app
@@ -237,6 +236,30 @@ def test_push_garbage_or_too_fast_gets_an_error_and_only_that_client_closes(back
     assert s["sessions"]["push_clients"] == 1 and s["sources"] == 1
 
 
+def test_push_interrupt_drops_the_queued_speech_and_idles_at_once(backend, portrait):
+    """A TTS cut off mid-sentence: {"interrupt": true} is acknowledged, and every frame after it is the idle
+    avatar with silence although a second of speech was still queued (no frames keep playing)."""
+
+    async def main():
+        engine = engine_for(backend, portrait)
+        async with serving(engine) as (app, http):
+            ws = await http.ws_connect("/push")
+            await ws.send_bytes((speech_like(0.9, seed=2) * 20000).astype("<i2").tobytes())
+            await until(lambda: engine.counters.rendered > 0, "the pushed speech to drive the model")
+            queue = engine.subscribe()
+            await ws.send_str('{"interrupt": true}')
+            ack = await ws.receive_json(timeout=WAIT_S)
+            after = [await asyncio.wait_for(queue.get(), WAIT_S) for _ in range(10)]
+            await ws.close()
+            return ack, after, engine.stats()
+
+    ack, after, s = asyncio.run(main())
+    assert ack == {"interrupted": 1}
+    assert all(o.generated is None and not o.audible for o in after)
+    assert all(np.count_nonzero(o.audio_48k) <= 48 for o in after)  # at most the resampler's edge at the cut
+    assert s["model_errors"] == 0
+
+
 # ------------------------------------------------------------------------------------------ lifecycle
 
 
@@ -315,8 +338,7 @@ def test_fifty_connect_disconnect_cycles_do_not_grow_threads_tasks_or_memory(bac
 
 
 def test_serve_command_wires_engine_app_and_loop(monkeypatch, tmp_path, tiny_model):
-    parser = argparse.ArgumentParser(prog="facecast")
-    commands.add_serve(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     wav = write_wav(tmp_path / "talk.wav", speech_like(0.5), 16000)
     args = parser.parse_args(["serve", "--model", str(tiny_model), "--port", "0", "--audio-file", str(wav)])
     assert (args.host, args.steps, args.backend) == ("127.0.0.1", LiveConfig.steps, "torch")

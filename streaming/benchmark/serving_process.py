@@ -3,7 +3,7 @@
 ``facecast bench stream`` starts one per backend before it measures anything in its own process (which has torch
 loaded as soon as it exports or runs the torch backend):
 
-    python -m facecast.streaming.serving_process --backend onnxruntime --model EXPORT_DIR --avatar IMAGE
+    python -m facecast.streaming.benchmark.serving_process --backend onnxruntime --model EXPORT_DIR --avatar IMAGE
 
 does what ``facecast serve`` does before it listens (load the backend, prepare the avatar, build the engine and the
 web app, warm every model up) and prints one JSON line about itself. The parent times it from launch, so the cold
@@ -41,8 +41,8 @@ def serve_ready(backend_name: str, model: Path, avatar_path: Path, device: str =
     from facecast.engine.avatar import load_avatar
     from facecast.export.backends import load_backend
 
-    from .live import LiveEngine
-    from .server import create_app
+    from ..live import LiveEngine
+    from ..server import create_app
 
     t0 = time.perf_counter()
     backend = load_backend(backend_name, model, device=device)
@@ -63,7 +63,7 @@ def measure(backend_name: str, model: Path, avatar_path: Path, device: str = "cp
     ``in_process_s``, ``rss_mb`` / ``rss_peak_mb`` (MiB when ready), ``imported`` (torch, diffusers: loaded or not)
     and ``error`` (null; else why it failed, with the others null)."""
     failed = dict.fromkeys(("ready_s", "in_process_s", "rss_mb", "rss_peak_mb", "imported"))
-    cmd = [sys.executable, "-m", "facecast.streaming.serving_process", "--backend", backend_name]
+    cmd = [sys.executable, "-m", "facecast.streaming.benchmark.serving_process", "--backend", backend_name]
     cmd += ["--model", str(model), "--avatar", str(avatar_path), "--device", device]
     t = time.perf_counter()
     try:
@@ -79,7 +79,7 @@ def measure(backend_name: str, model: Path, avatar_path: Path, device: str = "cp
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m facecast.streaming.serving_process", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m facecast.streaming.benchmark.serving_process", description=__doc__)
     p.add_argument("--backend", required=True)
     p.add_argument("--model", type=Path, required=True, help="model folder (torch) or export folder")
     p.add_argument("--avatar", type=Path, required=True)

@@ -13,6 +13,11 @@ where such a file comes from.
 * FID: 2048-d pool features of a TorchScript Inception (``inception-2015-12-05.pt`` from the StyleGAN2-ADA /
   StyleGAN3 metrics, called as ``model(uint8 NCHW, return_features=True)``), then the Frechet distance of
   the two Gaussians.
+
+Why by hand and not ``lpips`` / ``pytorch-fid`` / torchmetrics (torch-fidelity): all of them import torchvision,
+whose wheels pin one torch version each, and none matches the pinned torch==2.13.0 CPU build, so they cannot be
+installed beside it (checked for issue 12). The code here follows their definitions and loads the same weight
+files; swap them in when a torchvision for the pinned torch exists.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError, WeightsError
+from ..errors import InputError, WeightsError
 
 LPIPS_CHANNELS = (64, 192, 384, 256, 256)  # AlexNet relu1..relu5
 # LPIPS v0.1 input normalisation, applied after mapping uint8 to [-1, 1].

@@ -1,6 +1,6 @@
 """Writes a model folder's MODEL_CARD.md from what training and evaluation recorded (no number typed by hand).
 
-python -m facecast.engine.model_card MODEL_DIR --eval REPORT.json [--hardware "2-core CPU"]
+python -m facecast.engine.evaluation.model_card MODEL_DIR --eval REPORT.json [--hardware "2-core CPU"]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import platform
 from pathlib import Path
 
-from .checkpoint import PARTS, load_config
+from ..checkpoint import PARTS, load_config
 
 
 def _size_mb(path: Path) -> float:
@@ -36,7 +36,7 @@ mkdir -p runs/heldout && for c in {clips}; do
   ln -sf "$(ls $PWD/../shared/data/clips/$c.*)" runs/heldout/; done
 facecast eval --model runs/model --clips runs/heldout --out runs/eval/report.json --steps 2 --max-frames 100
 facecast eval-landmarks --model runs/model --data runs/data --json runs/eval/a2l.json
-python -m facecast.engine.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json
+python -m facecast.engine.evaluation.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json
 ```
 """
 
@@ -104,9 +104,10 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         f"- autoencoder: AutoencoderTiny layout, encoder {cfg.autoencoder.encoder_channels} ch, decoder "
         f"{cfg.autoencoder.decoder_channels} ch, {cfg.autoencoder.latent_channels}-channel latent at 1/"
         f"{cfg.autoencoder.downscale} resolution, latent scale {cfg.autoencoder.latent_scale:.3f}",
-        f"- A2L: GRU {cfg.a2l.layers}×{cfg.a2l.hidden}, lookahead {cfg.a2l.lookahead_frames} frames, "
-        f"Resemblyzer speaker embedding, motion gain {cfg.a2l.motion_gain:.2f} (measured after training on the "
-        "training clips: std of the real inner-lip gap / std of the predicted one)",
+        f"- A2L: {cfg.a2l.members} averaged GRUs {cfg.a2l.layers}×{cfg.a2l.hidden} (each trained on its own part of "
+        f"every batch), lookahead {cfg.a2l.lookahead_frames} frames, Resemblyzer speaker embedding, motion gain "
+        f"{cfg.a2l.motion_gain:.2f} (measured after training on the training clips: the run's motion target × std "
+        "of the real inner-lip gap / std of the predicted one)",
         f"- L2V: UNet2DConditionModel {list(cfg.l2v.block_out_channels)}, x0-prediction, "
         f"regenerates rows ≥ {cfg.l2v.mask_top_px} px of the 256² crop",
         "- composite: "

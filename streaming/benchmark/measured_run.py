@@ -3,10 +3,10 @@
 What the engine cannot tell by itself is measured at its two ends:
 
 - **audio arrival**: a talker writes the speech into each engine 40 ms at a time and remembers when each block
-  arrived; the engine's mixer reports after every tick how far into the talker's audio it has read, so each input
-  block k (= output frame k) gets the arrival time of its newest sample;
-- **frames out**: a subscriber notes when each OutputFrame left the engine, the model thread notes when it
-  finished each frame, and with ``webrtc`` a loopback aiortc client on 127.0.0.1 notes when each picture arrived
+  arrived; after every tick takes its audio (``EngineObserver.audio_taken``) the talker's buffer tells how far into
+  its audio the engine has read, so each input block k (= output frame k) gets the arrival time of its newest sample;
+- **frames out**: the engine's observer events note when each OutputFrame left the engine and when the model
+  thread finished each frame, and with ``webrtc`` a loopback aiortc client on 127.0.0.1 notes when each picture arrived
   (the frame index travels in the picture itself, as a stripe of black and white cells: aiortc rebases RTP
   timestamps on both ends, so pts alone cannot name a frame at the client).
 
@@ -33,14 +33,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from facecast.engine.batching import Steps
+from facecast.engine.pipeline import SKIPPED, Frame
 
-from .clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock
-from .config import LiveConfig, ServerConfig
-from .live import LiveEngine, OutputFrame
-from .mixer import Mixer, SourceBuffer
-from .sync import SKIPPED
-from .webrtc import VIDEO_TIME_BASE, EngineVideoTrack, Peers
+from ..clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock
+from ..config import ServerConfig
+from ..live import EngineObserver, LiveEngine, OutputFrame
+from ..mixer import SourceBuffer
+from ..webrtc import VIDEO_TIME_BASE, EngineVideoTrack, Peers
 
 Timer = Callable[[], float]
 
@@ -110,19 +109,6 @@ class SessionLog:
     closed: bool = False  # the measured time is over: what finishes while everything stops is not recorded
 
 
-class _TapMixer(Mixer):
-    """The engine's mixer, calling back after each take: only there is it known how far a tick read."""
-
-    def __init__(self, config: LiveConfig, sample_rate: int, on_take: Callable[[], None]) -> None:
-        super().__init__(config, sample_rate)
-        self._on_take = on_take
-
-    def take(self, n: int) -> np.ndarray:
-        block = super().take(n)
-        self._on_take()
-        return block
-
-
 class PacedTalker:
     """The talker: a speech signal looped into one engine, one 40 ms block per tick of its own frame clock (as
     FileSource does), remembering when each block arrived."""
@@ -164,32 +150,37 @@ class PacedTalker:
         return self.arrival_s[(consumed - 1) // self.spf]
 
 
-class MeasuredEngine(LiveEngine):
-    """A LiveEngine that logs the two events it has no counters for: which talker audio each tick consumed, and
-    when the model thread finished each frame. Behaviour is otherwise the engine's own."""
+class RunObserver(EngineObserver):
+    """Logs, through the engine's public events, what it has no counters for: which talker audio each tick
+    consumed, when the model thread finished each frame, and every frame out."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.log = SessionLog()
-        self.talker: PacedTalker | None = None
-        self.mixer = _TapMixer(self.config, self.cfg.audio.sample_rate, self._took)  # before any source opens
+    def __init__(self, engine: LiveEngine, talker: PacedTalker, log: SessionLog) -> None:
+        self.engine, self.talker, self.log = engine, talker, log
 
-    def _took(self) -> None:
-        arrival = self.talker.took() if self.talker is not None else None
+    def audio_taken(self, k: int, block_16k: np.ndarray) -> None:
+        arrival = self.talker.took()
         if arrival is not None and not self.log.closed:
-            # The tick's k: _run counts every tick and every jumped one, and the counters move after the take.
-            k = self.counters.ticks + self.counters.jumped
             self.log.arrivals[k] = arrival
-            self.log.taken[k] = self.clock.now()
+            self.log.taken[k] = self.engine.clock.now()
 
-    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> Steps:
-        epoch, frames = yield from super()._feed(epoch, block, begin, end)
-        now = self.clock.now()  # when these frames reach the display; one block's frames come back together
+    def frames_made(self, frames: list[Frame]) -> None:
+        now = self.engine.clock.now()  # when these frames reach the display; one block's frames come back together
         for f in frames if not self.log.closed else ():
             if SKIPPED not in f.timings_ms:
                 self.log.ready[f.index] = now
                 self.log.timings.append(dict(f.timings_ms))
-        return epoch, frames
+
+    def frame_out(self, out: OutputFrame) -> None:
+        log = self.log
+        if log.closed:
+            return
+        segment = self.engine.gate.segment_of(out.index)
+        if segment is not None and log.first_speech_block is None:
+            log.first_speech_block = segment[0]
+        g = out.generated.index if out.generated is not None else None
+        log.emitted.append(
+            Emitted(out.index, self.engine.clock.now(), out.fresh, g, segment is not None, out.video_pts, out.audio_pts)
+        )
 
 
 # ------------------------------------------------------------------------------------------ viewers
@@ -269,23 +260,17 @@ class StampedVideoTrack(EngineVideoTrack):
     """The engine's video track with each picture's frame index stamped into it (bench only)."""
 
     async def recv(self) -> av.VideoFrame:
-        out = await self._next()
+        out = await self.next_output()
         frame = av.VideoFrame.from_ndarray(stamp_index(out.image, out.index), format="rgb24").reformat(format="yuv420p")
         frame.pts, frame.time_base = out.video_pts, VIDEO_TIME_BASE
         return frame
 
 
-class _StampedPeers(Peers):
-    def __init__(self, engine: LiveEngine, config: ServerConfig) -> None:
-        super().__init__(engine, config)
-        self.video.stop()  # the stock track (it unsubscribes); the same track with stamped pictures replaces it
-        self.video = StampedVideoTrack(engine)
-
-
 @contextlib.contextmanager
 def loopback_ice() -> Iterator[None]:
     """ICE on 127.0.0.1 only, for as long as the bench runs: aioice would offer every other address of this
-    machine and leave loopback out, and the bench's viewer must not leave the machine."""
+    machine and leave loopback out, and the bench's viewer must not leave the machine. A patch, because neither
+    aiortc's RTCConfiguration nor aioice's Connection takes the host addresses to gather (aioice 0.13, aiortc 1.16)."""
     import aioice.ice
 
     original = aioice.ice.get_host_addresses
@@ -302,7 +287,7 @@ class LoopbackViewer:
 
     def __init__(self, engine: LiveEngine, log: SessionLog) -> None:
         self.engine, self.log = engine, log
-        self.peers = _StampedPeers(engine, ServerConfig())
+        self.peers = Peers(engine, ServerConfig(), video=StampedVideoTrack(engine))
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
@@ -417,7 +402,7 @@ class MemoryWatch:
 class Run:
     """What a driver may look at while it moves time."""
 
-    engines: list[MeasuredEngine]
+    engines: list[LiveEngine]
     viewers: list[EncodingViewer]
 
 
@@ -505,22 +490,8 @@ class RunRecord:
     timed: bool
 
 
-async def _watch(engine: LiveEngine, queue: asyncio.Queue[OutputFrame | None], log: SessionLog) -> None:
-    clock = engine.clock
-    while (out := await queue.get()) is not None:
-        if log.closed:
-            continue
-        segment = engine.gate.segment_of(out.index)
-        if segment is not None and log.first_speech_block is None:
-            log.first_speech_block = segment[0]
-        g = out.generated.index if out.generated is not None else None
-        log.emitted.append(
-            Emitted(out.index, clock.now(), out.fresh, g, segment is not None, out.video_pts, out.audio_pts)
-        )
-
-
 async def measure_run(
-    engines: list[MeasuredEngine],
+    engines: list[LiveEngine],
     audio_16k: np.ndarray,
     options: RunOptions,
     driver: Driver,
@@ -531,9 +502,10 @@ async def measure_run(
     """Start every engine with its talker at once, let ``driver`` move time for ``options.seconds`` (or until
     ``until(logs)``), stop everything and return what was logged. The engines must be stopped and warmed up."""
     logs = [SessionLog() for _ in engines]
-    for engine, log in zip(engines, logs, strict=True):
-        engine.log = log
-    watchers = [asyncio.create_task(_watch(e, e.subscribe(), log)) for e, log in zip(engines, logs, strict=True)]
+    talkers = [PacedTalker(engine, audio_16k) for engine in engines]
+    observers = [RunObserver(e, t, log) for e, t, log in zip(engines, talkers, logs, strict=True)]
+    for engine, observer in zip(engines, observers, strict=True):
+        engine.observe(observer)
     viewers: list[EncodingViewer] = []
     clients: list[LoopbackViewer] = []
     if options.webrtc:
@@ -550,14 +522,13 @@ async def measure_run(
     encoders = [asyncio.create_task(v.run()) for v in viewers]
     memory = MemoryWatch()
     memory.start()
-    talkers: list[asyncio.Task[None]] = []
+    talking: list[asyncio.Task[None]] = []
     t0 = timer()
     try:
-        for engine, log in zip(engines, logs, strict=True):
-            engine.talker = PacedTalker(engine, audio_16k)
+        for engine, talker, log in zip(engines, talkers, logs, strict=True):
             log.start = engine.clock.now()
             await engine.start()
-            talkers.append(asyncio.create_task(engine.talker.run(), name="bench-talker"))
+            talking.append(asyncio.create_task(talker.run(), name="bench-talker"))
         await driver.run(Run(engines, viewers), options.seconds, None if until is None else lambda: until(logs))
     finally:
         wall_s = timer() - t0
@@ -565,12 +536,13 @@ async def measure_run(
         for log in logs:
             log.closed = True
         driver.release()
-        for task in talkers:
+        for task in talking:
             task.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        for engine in engines:
-            await engine.stop()  # ends every subscriber: watchers, encoders and WebRTC tracks return
-        await asyncio.gather(*watchers, *encoders, return_exceptions=True)
+        await asyncio.gather(*talking, return_exceptions=True)
+        for engine, observer in zip(engines, observers, strict=True):
+            await engine.stop()  # ends every subscriber: encoders and WebRTC tracks return
+            engine.unobserve(observer)
+        await asyncio.gather(*encoders, return_exceptions=True)
         for client in clients:
             await client.close()
         await memory.stop()

@@ -21,18 +21,15 @@ Nothing is downloaded here.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import FaceError, InputError, WeightsError
+from ..config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..errors import DependencyError, FaceError, InputError, WeightsError
 
-SAMPLE_RATE = 16_000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 CROP_PX = 224
 WINDOW_FRAMES = 5  # video frames per SyncNet window (0.2 s)
 MFCC_PER_FRAME = 4  # 100 Hz MFCC / 25 fps video
@@ -126,55 +123,17 @@ def mfcc_16k(audio_16k: np.ndarray) -> np.ndarray:
     if audio.ndim != 1:
         raise InputError(f"audio must be mono 1-D samples at 16 kHz, got shape {audio.shape}; downmix first.")
     pcm = np.clip(np.round(audio * 32768.0), -32768, 32767)
+    return np.asarray(_speech_features().mfcc(pcm, SAMPLE_RATE), dtype=np.float64)
+
+
+def _speech_features():  # noqa: ANN202 - the python_speech_features module
     try:
         import python_speech_features
-    except ImportError:
-        return _mfcc_numpy(pcm)
-    return np.asarray(python_speech_features.mfcc(pcm, SAMPLE_RATE), dtype=np.float64)
-
-
-def _mel(hz: np.ndarray | float) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
-def _mfcc_numpy(pcm: np.ndarray) -> np.ndarray:
-    """Same parameters as python_speech_features.mfcc defaults (used when that package is missing).
-
-    25 ms rectangular windows every 10 ms, pre-emphasis 0.97, 512-point power spectrum, 26 triangular mel
-    filters 0..8 kHz on floor-rounded FFT bins, log, orthonormal DCT-II, lifter 22, c0 := log frame energy.
-    """
-    from scipy.fft import dct
-
-    win, hop, nfft, n_filt, lifter = 400, 160, 512, 26, 22
-    eps = np.finfo(np.float64).eps
-    sig = np.concatenate([pcm[:1], pcm[1:] - 0.97 * pcm[:-1]])
-    n_frames = 1 if sig.shape[0] <= win else 1 + math.ceil((sig.shape[0] - win) / hop)
-    sig = np.pad(sig, (0, (n_frames - 1) * hop + win - sig.shape[0]))
-    frames = np.lib.stride_tricks.sliding_window_view(sig, win)[::hop][:n_frames]
-    power = np.abs(np.fft.rfft(frames, nfft)) ** 2 / nfft  # (n_frames, 257)
-    energy = power.sum(axis=1)
-    energy[energy == 0] = eps
-
-    bins = np.floor((nfft + 1) * _mel_to_hz(np.linspace(_mel(0.0), _mel(SAMPLE_RATE / 2), n_filt + 2)) / SAMPLE_RATE)
-    fb = np.zeros((n_filt, nfft // 2 + 1))
-    k = np.arange(nfft // 2 + 1)
-    for j in range(n_filt):
-        lo, mid, hi = bins[j], bins[j + 1], bins[j + 2]
-        rising = (k >= lo) & (k < mid)
-        falling = (k >= mid) & (k < hi)
-        fb[j, rising] = (k[rising] - lo) / (mid - lo)
-        fb[j, falling] = (hi - k[falling]) / (hi - mid)
-    feat = power @ fb.T
-    feat[feat == 0] = eps
-
-    cep = dct(np.log(feat), type=2, axis=1, norm="ortho")[:, :N_MFCC]
-    cep *= 1.0 + (lifter / 2.0) * np.sin(np.pi * np.arange(N_MFCC) / lifter)
-    cep[:, 0] = np.log(energy)
-    return cep
+    except ImportError as e:
+        raise DependencyError(
+            "LSE-C/LSE-D need python_speech_features for SyncNet's MFCCs: pip install 'facecast[eval]'."
+        ) from e
+    return python_speech_features
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,7 +230,9 @@ class SyncNetScorer:
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device = "cpu") -> SyncNetScorer:
-        """Load the syncnet_v2.model state dict; WeightsError if it is missing or not SyncNet v2."""
+        """Load the syncnet_v2.model state dict; WeightsError if it is missing or not SyncNet v2, DependencyError
+        (before any clip is generated) if python_speech_features is missing."""
+        _speech_features()
         path = Path(path)
         if not path.is_file():
             raise WeightsError(f"SyncNet weights not found at {path}; {WEIGHTS_HINT}")

@@ -31,17 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import face, media, metrics
-from .audio import check_speech
-from .avatar import Avatar, prepare_avatar
-from .backend import Backend
-from .config import InferenceConfig, ModelConfig
-from .dataset import find_videos
-from .enroll import EnrollConfig, enroll
-from .errors import FacecastError, InputError
-from .generate import run_session
-from .pipeline import LipSyncSession
-from .speaker import speaker_embedding
+from .. import face, media
+from ..audio import check_speech
+from ..avatar import Avatar, prepare_avatar
+from ..backend import Backend
+from ..config import InferenceConfig, ModelConfig
+from ..dataset import find_videos
+from ..enroll import EnrollConfig, enroll
+from ..errors import FacecastError, InputError
+from ..generate import run_session
+from ..pipeline import LipSyncSession
+from ..speaker import speaker_embedding
+from . import metrics
 
 SYSTEMS = ("model", "static", "oracle", "topline")
 ALL_SYSTEMS = ("model", "generic", "static", "oracle", "generic_oracle", "topline")  # display order
@@ -469,9 +470,9 @@ def evaluate_landmarks(dataset: Path, a2l_predict: Callable, cfg: ModelConfig, c
     aligned to frames (lookahead already removed). The reference is the clip's mean pose-free landmarks, as
     ``facecast prepare`` makes it for a video avatar; ``static`` is that reference, unmoved.
     """
-    from .audio import mel_per_video_frame, normalised_log_mel
-    from .dataset import load_clips
-    from .landmarks import DRIVEN, register_to
+    from ..audio import mel_per_video_frame, normalised_log_mel
+    from ..dataset import load_clips
+    from ..landmarks import DRIVEN, register_to
 
     per_clip = {}
     for clip in load_clips(dataset, clips):

@@ -23,12 +23,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .errors import FaceError, InputError
-from .landmarks import INNER_LIP_PAIRS, lip_gap  # noqa: F401 - INNER_LIP_PAIRS: part of this module's API
-
-SAMPLE_RATE = 16_000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from ..config import SAMPLES_PER_FRAME
+from ..errors import FaceError, InputError
+from ..landmarks import INNER_LIP_PAIRS, lip_gap  # noqa: F401 - INNER_LIP_PAIRS: part of this module's API
 
 # Identical frames have infinite PSNR; clip means cap each frame here so one perfect frame does not turn the
 # whole clip (and every average above it) into inf. 100 dB is far above any real reconstruction.

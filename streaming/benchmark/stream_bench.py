@@ -5,7 +5,7 @@ for in one run, against the real-time targets.
                           [--steps 1,2,4] [--sessions 1,2] [--realtime | --fast] [--webrtc] [--seconds S]
                           [--viewers N] [--threads N] [--json FILE] [--plot FILE.png]
 
-(``python -m facecast.streaming.bench`` takes the same options.) Each variant starts fresh engines on a shared,
+From Python: ``run_bench(StreamBenchOptions(...))`` returns the report. Each variant starts fresh engines on a shared,
 already loaded backend, loops the speech into each at real-time pace for ``--seconds`` (``--fast``: as fast as the
 engines take it, on a virtual clock) and reports first-frame times, end-to-end latency, per-stage times, fps,
 dropped frames, A/V offset and drift, and memory; the first variant is preceded by a cold start (model load, avatar,
@@ -16,12 +16,8 @@ JSON for machines (docs/benchmarks.md documents every key), rich tables for peop
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,17 +31,19 @@ from rich.table import Table
 
 from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
+from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
+from facecast.engine.config import SAMPLE_RATE
 
-from .bench_sessions import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
-from .bench_sessions import lookup as _get
-from .clock import Clock, MonotonicClock
-from .config import LiveConfig
+from ..clock import Clock, MonotonicClock
+from ..config import LiveConfig
+from .sessions_sweep import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
+from .sessions_sweep import lookup as _get
 
 if TYPE_CHECKING:  # the measurement pulls in aiortc and PyAV: imported when a bench runs, not with the CLI
-    from .bench_stream import Driver, MeasuredEngine, SessionLog, Timer
+    from ..live import LiveEngine
+    from .measured_run import Driver, SessionLog, Timer
 
-ASSETS = Path(__file__).resolve().parent.parent / "engine" / "assets"
 DESCRIPTION = "the live engine as viewers get it: latency, fps, per-stage time, drops, A/V sync, memory"
 Log = Callable[[str], None]
 console = Console(stderr=True)  # progress on stderr; stdout carries only the tables
@@ -64,8 +62,8 @@ class Targets:
 @dataclass(frozen=True)
 class StreamBenchOptions:
     model: Path = DEFAULT_MODEL_DIR
-    avatar: Path = ASSETS / "astronaut.jpg"
-    audio: Path = ASSETS / "speech.wav"
+    avatar: Path = DEFAULT_AVATAR
+    audio: Path = DEFAULT_SPEECH
     export: Path | None = None  # for onnxruntime/tensorrt; None: exported into a temporary folder when needed
     backends: tuple[str, ...] = ("torch",)
     steps: tuple[int, ...] = (1,)
@@ -96,7 +94,7 @@ class Harness:
 
     @classmethod
     def for_mode(cls, fast: bool) -> Harness:
-        from .bench_stream import LockstepDriver, RealTimeDriver, VirtualClock
+        from .measured_run import LockstepDriver, RealTimeDriver, VirtualClock
 
         if fast:
             clock = VirtualClock()
@@ -115,15 +113,15 @@ def _engines(
     options: StreamBenchOptions,
     harness: Harness,
     worker: str = WORKER_SHARED,
-) -> list[MeasuredEngine]:
-    from .bench_stream import MeasuredEngine
-    from .model_worker import ModelWorker
+) -> list[LiveEngine]:
+    from ..live import LiveEngine
+    from ..model_worker import ModelWorker
 
     live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
     extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
     if worker == WORKER_SHARED:
         extra["worker"] = ModelWorker(backend, clock=harness.clock)  # else each engine makes its own
-    return [MeasuredEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
+    return [LiveEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
 
 
 def variant_name(backend: str, steps: int, sessions: int, worker: str = WORKER_SHARED) -> str:
@@ -143,8 +141,8 @@ async def run_variant(
     worker: str = WORKER_SHARED,
 ) -> dict[str, Any]:
     """K fresh engines on ``backend`` at once, warmed up as ``facecast serve`` does, measured for ``seconds``;
-    ``worker``: all on one shared model worker, or each on its own (bench_sessions.py)."""
-    from .bench_stream import RunOptions, measure_run, summarise_run
+    ``worker``: all on one shared model worker, or each on its own (sessions_sweep.py)."""
+    from .measured_run import RunOptions, measure_run, summarise_run
 
     engines = _engines(backend, avatar, steps, sessions, options, harness, worker)
     for engine in engines:
@@ -176,7 +174,7 @@ async def cold_start(
     avatar_ms: float,
 ) -> dict[str, Any]:
     """The process's first session: warm-up, start, until its first generated picture is out."""
-    from .bench_stream import RunOptions, measure_run, summarise_run
+    from .measured_run import RunOptions, measure_run, summarise_run
 
     (engine,) = _engines(backend, avatar, options.steps[0], 1, options, harness)
     t = harness.timer()
@@ -359,9 +357,9 @@ def build_report(
 
 
 def machine_info() -> dict[str, Any]:
-    from facecast.export.bench_models import _machine
+    from facecast.export.bench_models import machine_info as models_machine_info
 
-    info = _machine()
+    info = models_machine_info()
     for name in ("onnxruntime", "aiortc", "av"):
         try:
             info[name] = __import__(name).__version__
@@ -418,7 +416,7 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
     from . import serving_process
 
     variants: list[dict[str, Any]] = []
-    cold = None
+    cold = interrupt = None
     export_used = None
     processes: list[dict[str, Any]] = []
     for name in options.backends:
@@ -442,6 +440,8 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
                     v = await run_variant(backend, name, avatar, audio, steps, sessions, options, harness, worker)
                     log(f"  {_progress_line(v)}")
                     variants.append(v)
+        if interrupt is None:
+            interrupt = await _interrupt(backend, avatar, audio, options, harness, log)
     context = {
         "machine": machine_info(),
         "model": str(options.model),
@@ -450,7 +450,24 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
         "audio": str(options.audio),
         "serving_process": processes,
     }
-    return build_report(options, variants, cold, harness.timed, context)
+    return {**build_report(options, variants, cold, harness.timed, context), "interrupt": interrupt}
+
+
+async def _interrupt(
+    backend: Backend, avatar: Avatar, audio: np.ndarray, options: StreamBenchOptions, harness: Harness, log: Log
+) -> dict[str, Any]:
+    """Barge-in on the first backend: interrupt -> idle mouth (streaming/benchmark/interrupt_run.py)."""
+    from .interrupt_run import measure_interrupt
+
+    live = LiveConfig(
+        steps=options.steps[0], processing_frames=options.processing_frames, max_late_frames=options.max_late_frames
+    )
+    r = await measure_interrupt(backend, avatar, audio, live, harness.clock, harness.driver, harness.timed)
+    log(
+        f"interrupt -> idle mouth: {r['interrupt_to_idle_frames']} frame(s), {r['interrupt_to_idle_ms']} ms "
+        f"(worst of {r['trials']}; target <= {r['target_frames']} frames)"
+    )
+    return r
 
 
 def _progress_line(v: dict[str, Any]) -> str:
@@ -462,11 +479,17 @@ def _progress_line(v: dict[str, Any]) -> str:
 
 
 def run_bench(options: StreamBenchOptions, log: Log = print, harness: Harness | None = None) -> dict[str, Any]:
+    """``facecast bench stream``: every variant of ``options``, measured; the report docs/benchmarks.md documents."""
+    from facecast.engine.errors import InputError
     from facecast.engine.media import load_audio
 
-    from .bench_stream import loopback_ice
+    for path in (options.avatar, options.audio):
+        if not Path(path).exists():
+            raise InputError(f"not found: {path}. Give an existing avatar (--avatar) and speech file (--audio).")
 
-    audio = load_audio(options.audio, 16_000)
+    from .measured_run import loopback_ice
+
+    audio = load_audio(options.audio, SAMPLE_RATE)
     harness = harness or Harness.for_mode(options.fast)
     ice = loopback_ice() if options.webrtc else contextlib.nullcontext()
     with (
@@ -475,9 +498,9 @@ def run_bench(options: StreamBenchOptions, log: Log = print, harness: Harness | 
         ice,
         tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp,
     ):
-        from .commands import _event_loop
+        from ..serve import event_loop
 
-        loop = _event_loop()  # the loop `facecast serve` runs on (uvloop when installed)
+        loop = event_loop()  # the loop `facecast serve` runs on (uvloop when installed)
         try:
             return loop.run_until_complete(_bench(options, audio, Path(tmp), harness, log))
         finally:
@@ -578,123 +601,3 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
             f"first generated frame {_num(cold['first_generated_ms'])} ms after speech"
         )
     return [main, stages, compared, verdict_table, *sweep_table(report.get("sessions_sweep", []))]
-
-
-# ------------------------------------------------------------------------------------------ command line
-
-
-def _add_arguments(sp: argparse.ArgumentParser) -> None:
-    from facecast.export.backends import BACKENDS
-    from facecast.export.commands import _backends, _ints
-
-    d = StreamBenchOptions()
-    sp.add_argument("--avatar", type=Path, default=d.avatar, help="portrait, idle video or prepared bundle")
-    sp.add_argument("--audio", type=Path, default=d.audio, help="speech, looped as the talker")
-    sp.add_argument("--model", type=Path, default=d.model, help="model folder (default: the bundled model)")
-    sp.add_argument("--export", type=Path, default=None, help="export folder for onnxruntime (default: a temp export)")
-    sp.add_argument("--backend", type=_backends, default=d.backends, help=f"comma-separated, from {','.join(BACKENDS)}")
-    sp.add_argument("--device", default=d.device, help="torch device (cpu, cuda); onnxruntime: cpu = CPU provider")
-    sp.add_argument("--steps", type=_ints, default=d.steps, help="DDIM steps per frame, e.g. 1,2,4 (default 1)")
-    sp.add_argument("--sessions", type=_ints, default=d.sessions, help="engines at once on one backend, e.g. 1,2,4,8")
-    sp.add_argument(
-        "--worker",
-        type=_worker_modes,
-        default=d.workers,
-        help="for K > 1: shared (one model worker, frames batched), own (a thread per session), or both (default)",
-    )
-    mode = sp.add_mutually_exclusive_group()
-    mode.add_argument("--realtime", dest="fast", action="store_false", help="real 25 fps clock (default)")
-    mode.add_argument("--fast", dest="fast", action="store_true", help="feed audio as fast as the engine takes it")
-    sp.add_argument("--webrtc", action="store_true", help="measure to a loopback aiortc viewer on 127.0.0.1")
-    sp.add_argument("--seconds", type=float, default=d.seconds, help="audio seconds per variant (default 20)")
-    sp.add_argument("--viewers", type=int, default=d.viewers, help="VP8 encoders per session without --webrtc")
-    sp.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: theirs)")
-    sp.add_argument("--processing-frames", type=int, default=d.processing_frames, help="render budget in ticks")
-    sp.add_argument("--max-late-frames", type=int, default=d.max_late_frames)
-    sp.add_argument("--json", type=Path, default=None, help="write the full report here")
-    sp.add_argument("--plot", type=Path, default=None, help="write latency over time + histogram here (PNG)")
-    sp.set_defaults(func=cmd_bench_stream, fast=False)
-
-
-def _worker_modes(text: str) -> tuple[str, ...]:
-    modes = tuple(m.strip() for m in text.split(",") if m.strip())
-    if not modes or any(m not in WORKER_MODES for m in modes):
-        raise argparse.ArgumentTypeError(f"--worker takes {', '.join(WORKER_MODES)} (comma-separated), not {text!r}")
-    return modes
-
-
-def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``bench stream`` beside ``bench models`` (``bench_subparsers`` is what add_commands returns)."""
-    sp = bench_subparsers.add_parser("stream", help=DESCRIPTION, description=DESCRIPTION)
-    _add_arguments(sp)
-    return sp
-
-
-def options_from(args: argparse.Namespace) -> StreamBenchOptions:
-    return StreamBenchOptions(
-        model=args.model,
-        avatar=args.avatar,
-        audio=args.audio,
-        export=args.export,
-        backends=tuple(args.backend),
-        steps=tuple(args.steps),
-        sessions=tuple(args.sessions),
-        workers=tuple(args.worker),
-        seconds=args.seconds,
-        fast=args.fast,
-        webrtc=args.webrtc,
-        viewers=args.viewers,
-        device=args.device,
-        threads=args.threads,
-        processing_frames=args.processing_frames,
-        max_late_frames=args.max_late_frames,
-    )
-
-
-def _command_line() -> str:
-    argv = sys.argv[1:]
-    prefix = ["facecast"] if argv[:2] == ["bench", "stream"] else ["python", "-m", "facecast.streaming.bench"]
-    return shlex.join(prefix + argv)
-
-
-def cmd_bench_stream(args: argparse.Namespace) -> None:
-    from facecast.engine.errors import InputError
-
-    for path in (args.avatar, args.audio):
-        if not Path(path).exists():
-            raise InputError(f"not found: {path}. Give an existing avatar (--avatar) and speech file (--audio).")
-    report = run_bench(options_from(args), log=lambda s: console.print(s, markup=False, highlight=False))
-    report["command"] = _command_line()
-    if args.plot:
-        from .latency_plot import write_plot
-
-        report["plot"] = str(write_plot(report, args.plot))
-    else:
-        report["plot"] = None
-    out = Console()
-    for table in render_tables(report):
-        out.print(table)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"JSON report: {args.json}")
-    if args.plot:
-        console.print(f"plot: {args.plot}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from facecast.engine.errors import FacecastError
-
-    parser = argparse.ArgumentParser(prog="python -m facecast.streaming.bench", description=DESCRIPTION)
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except FacecastError as e:
-        console.print(f"error: {e}", markup=False)
-        return e.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
