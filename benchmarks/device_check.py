@@ -9,6 +9,11 @@ largest B whose batched call fits the frame budget (40 ms at 25 fps) with 50% he
 sessions one GPU serves by model compute alone (no audio features, landmark heatmaps, warping or pasting: those
 run on the CPU per session).
 
+Then the sessions sweep: ``facecast bench stream --sessions ...`` on the real live engine (every CPU-side part
+included), K sessions on one shared model worker (batched) and on one thread each, so the largest K holding
+25 new pictures/s with p95 <= 200 ms is measured, not derived (``phase_sessions``; torch on CUDA, onnxruntime on
+the CPU). On a CPU it runs a shorter sweep and says what it skipped.
+
     python3 benchmarks/device_check.py --out DIR [--seconds-budget 240] [--quick]
 
 Writes DIR/device_check.json (machine, every timing, derived figures) after each phase, and prints a table.
@@ -41,6 +46,9 @@ HEADROOM_MS = 20.0  # one batched call may take half the frame budget
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 EXTRA_BATCHES = (128, 256, 512)  # GPU only, measured while the best fp16 call still fits the budget
 QUICK_CPU_BATCHES = (1, 2)
+GPU_SESSIONS = (1, 4, 8, 16, 24, 32)  # the GPU target is 16 sessions at 25 fps
+CPU_SESSIONS = (1, 2, 4)  # the CPU target is 2
+SESSIONS_SECONDS = (10.0, 6.0)  # audio seconds per sweep variant: GPU, CPU
 
 
 # ------------------------------------------------------------------------------------------ imports
@@ -652,6 +660,46 @@ def phase_ort(run: Run, ctx: dict[str, Any], provider: str, batches: list[int], 
 # ------------------------------------------------------------------------------------------ report
 
 
+def phase_sessions(run: Run, cuda: bool, sessions: tuple[int, ...], export: Path | None, share_s: float) -> None:
+    """``facecast bench stream --sessions`` in a subprocess (its own event loop and threads, as ``serve`` runs)."""
+    # share_s ends before the watchdog (budget + 60 s): give the whole run --seconds-budget 420 on a GPU
+    if run.data.get("facecast_import") != "installed":
+        run.skip("sessions sweep", "facecast is not pip-installed here: `python -m facecast.cli bench stream` needs it")
+        return
+    backend = "torch" if cuda else "onnxruntime"
+    seconds = SESSIONS_SECONDS[0 if cuda else 1]
+    out = run.out / "sessions_sweep.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "facecast.cli",
+        "bench",
+        "stream",
+        "--backend",
+        backend,
+        "--device",
+        "cuda" if cuda else "cpu",
+    ]
+    cmd += ["--sessions", ",".join(map(str, sessions)), "--seconds", str(seconds), "--json", str(out)]
+    if export is not None and not cuda:
+        cmd += ["--export", str(export)]
+    run.log(f"sessions sweep ({backend}, K = {list(sessions)}, {seconds:g} s each): {' '.join(cmd[1:])}")
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30.0, share_s), cwd=REPO)
+    except subprocess.TimeoutExpired:
+        run.skip("sessions sweep", f"did not finish in its share of the budget ({share_s:.0f} s)")
+        return
+    if done.returncode != 0 or not out.is_file():
+        run.data["errors"].append({"what": "sessions sweep", "error": done.stderr[-4000:]})
+        run.log(f"FAILED sessions sweep (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+        return
+    report = json.loads(out.read_text())
+    run.data["sessions_sweep"] = {"command": cmd[1:], "backend": backend, "sweep": report.get("sessions_sweep")}
+    for s in report.get("sessions_sweep") or []:
+        best = s["largest_k_meeting_targets"]
+        run.log(f"sessions sweep {s['backend']} {s['steps']} step(s): largest K meeting the targets {best}")
+
+
 def print_table(run: Run) -> None:
     frames = [t for t in run.data["timings"] if t["what"] == "frame"]
     comps = [t for t in run.data["timings"] if t["what"] != "frame"]
@@ -711,6 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default=None, help="comma-separated B (default 1,2,4,8,16,32,64; quick CPU: 1,2)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--ort-cpu", action="store_true", help="also time onnxruntime's CPU provider (tests that path)")
+    ap.add_argument("--no-sessions", action="store_true", help="skip the sessions sweep (facecast bench stream)")
+    ap.add_argument("--export", type=Path, default=None, help="export folder for the CPU sweep (default: a temp one)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.seconds_budget is None:
@@ -873,6 +923,16 @@ def main(argv: list[str] | None = None) -> int:
         run.skip("onnxruntime CUDAExecutionProvider", f"{why} (providers: {ort_providers})")
     if args.ort_cpu:
         run.data["onnxruntime_cpu"] = phase_ort(run, ctx, "CPUExecutionProvider", batches[:1], share_s=ort_share)
+
+    if args.no_sessions:
+        run.skip("sessions sweep", "--no-sessions")
+    else:
+        if not cuda:
+            run.skip(f"sessions sweep at K > {max(CPU_SESSIONS)}", "no CUDA device (the CPU sweep stops at its target)")
+        phase_sessions(
+            run, cuda, GPU_SESSIONS if cuda else CPU_SESSIONS, args.export, share_s=max(30.0, run.left() + 50)
+        )
+        run.save()
 
     run.data["notes"].append(
         "frame = L2V x steps (with the DDIM update and the clean upper rows) + decode of the lower latent rows, "

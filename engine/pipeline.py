@@ -7,6 +7,9 @@ Per video frame n (40 ms, audio samples [640n, 640(n+1))):
   -> landmarks in the avatar frame's pose -> heatmaps + tokens
   -> few-step DDIM in latent space (upper rows clean, lower rows denoised; previous generated latent as prior)
   -> decode the lower rows -> paste into the avatar frame with a feathered mask.
+
+The model calls in that list are requests the session yields (``*_steps`` methods, see ``batching.py``): alone,
+``push_audio`` / ``finish`` / ``render`` answer them at once; a shared worker answers many sessions' together.
 """
 
 from __future__ import annotations
@@ -22,10 +25,20 @@ from . import crop, warp
 from .audio import MelExtractor, RunningMeanNormaliser
 from .avatar import Avatar, pose_to_frame
 from .backend import Backend
+from .batching import (
+    NOT_RENDERED,
+    A2LCall,
+    FrameJob,
+    FrameResult,
+    Steps,
+    decode_lower_faces,
+    decode_top_row,
+    run_alone,
+)
 from .config import InferenceConfig, ModelConfig
-from .ddim import DDIMSchedule, ddim_step
+from .ddim import DDIMSchedule
+from .errors import AudioError
 from .landmarks import DRIVEN, apply_affine, render_heatmaps
-from .latents import to_uint8_images
 
 # Where the driven (mouth and jaw) landmarks come from:
 #   audio  - A2L's prediction from the speech (facecast itself)
@@ -57,6 +70,10 @@ class RenderPolicy(Protocol):
 
     def rendered(self, seconds: float) -> None:
         """A frame took ``seconds`` to render."""
+        ...
+
+    def deadline(self, index: int) -> float:
+        """Time (on ``now``'s clock) by which frame ``index`` must be ready to be shown at all."""
         ...
 
 
@@ -126,17 +143,31 @@ class LipSyncSession:
 
     def push_audio(self, chunk_16k: np.ndarray) -> list[Frame]:
         """Feed 16 kHz mono float32 samples (any length); returns the frames this audio completed."""
-        chunk = np.asarray(chunk_16k, np.float32).reshape(-1)
-        self._samples_in += len(chunk)
-        return self._advance(chunk, limit=None)
+        return run_alone(self.backend, self.push_audio_steps(chunk_16k))
 
     def finish(self) -> list[Frame]:
         """End of speech: pad with the lookahead's worth of silence and return the remaining frames."""
+        return run_alone(self.backend, self.finish_steps())
+
+    def push_audio_steps(self, chunk_16k: np.ndarray) -> Steps:
+        """``push_audio`` as model requests (see ``batching.py``); returns the completed frames."""
+        chunk = np.asarray(chunk_16k, np.float32).reshape(-1)
+        if not np.isfinite(chunk).all():
+            # NaN would poison the mel normaliser and the GRU state for the rest of the session
+            raise AudioError(
+                f"an audio chunk of {chunk.size} samples has NaN or infinite values: send finite float samples "
+                "in [-1, 1] (decoded PCM), not raw or corrupt bytes"
+            )
+        self._samples_in += len(chunk)
+        return (yield from self._advance_steps(chunk, limit=None))
+
+    def finish_steps(self) -> Steps:
+        """``finish`` as model requests; returns the remaining frames."""
         total = self._samples_in // self.cfg.audio.samples_per_frame
         pad = np.zeros((self.latency_frames + 1) * self.cfg.audio.samples_per_frame, np.float32)
-        return self._advance(pad, limit=total)
+        return (yield from self._advance_steps(pad, limit=total))
 
-    def _advance(self, chunk: np.ndarray, limit: int | None) -> list[Frame]:
+    def _advance_steps(self, chunk: np.ndarray, limit: int | None) -> Steps:
         t0 = time.perf_counter()
         raw = self.mel.push(chunk)
         mel = np.concatenate([self._mel_pending, np.stack([raw, self.normaliser(raw)], axis=1)])
@@ -151,9 +182,10 @@ class LipSyncSession:
             self._frame_mels.extend(grouped[0])
             self._mels_seen += whole
             t1 = time.perf_counter()
-            disp, self._a2l_state = self.backend.a2l(
+            call = A2LCall(
                 np.ascontiguousarray(grouped[1][None]), self.speaker, self.avatar.reference[None], self._a2l_state
             )
+            disp, self._a2l_state = yield call
             a2l_ms = (time.perf_counter() - t1) * 1e3
             for i in range(whole):
                 frame = self._a2l_steps + i - self.latency_frames
@@ -164,7 +196,7 @@ class LipSyncSession:
             a2l_ms = 0.0
         frames = []
         while self._next_frame in self._disp and (limit is None or self._next_frame < limit):
-            f = self.render(self._next_frame)
+            f = yield from self.render_steps(self._next_frame)
             f.timings_ms.update(features=features_ms / max(1, whole), a2l=a2l_ms / max(1, whole))
             frames.append(f)
             del self._disp[self._next_frame]
@@ -203,7 +235,12 @@ class LipSyncSession:
         return crop.paste_mask(np.stack([self.avatar.landmarks[a], lms]), self.cfg.face, self.cfg.l2v)
 
     def compose_crop(
-        self, a: int, latent: np.ndarray, lms: np.ndarray, warp_prior: bool | None = None
+        self,
+        a: int,
+        latent: np.ndarray,
+        lms: np.ndarray,
+        warp_prior: bool | None = None,
+        lower_face: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Avatar crop a with a new lower face for landmarks ``lms``, from ``latent`` (1, C, 32, 32).
 
@@ -211,7 +248,8 @@ class LipSyncSession:
         avatar's own pixels warped to ``lms`` (``warp.py``: full resolution, so as sharp as the avatar), and the
         decoded latent is used only inside the inner lips, for the teeth and cavity that a warp cannot show.
         Without it (``FaceConfig.warp_prior``, or ``topline``'s autoencoder-only composite) the decoded lower face
-        is pasted as it is.
+        is pasted as it is. ``lower_face``: the latent's rows already decoded (``batching.decode_lower_faces``,
+        as a batched worker does); None decodes them here.
         Both are colour-matched to the avatar frame over the skin the mask covers *outside* the mouth: the small
         autoencoder shifts colours, and the warp's source frame may be lit unlike frame a.
         """
@@ -219,7 +257,9 @@ class LipSyncSession:
         warp_prior = face.warp_prior if warp_prior is None else warp_prior
         mask = self.paste_mask(a, lms)
         skin = (mask > 0.5) & (crop.mouth_mask(np.stack([self.avatar.landmarks[a], lms]), face) < 0.01)
-        lower = compose_lower_face(self.backend, self.cfg, self.avatar.crops[a], latent, self.row)
+        if lower_face is None:
+            lower_face = decode_lower_faces(self.backend, latent, self.row)[0]
+        lower = lay_lower_face(self.cfg, self.avatar.crops[a], lower_face, self.row)
         # With the warp, decoded pixels show only inside the mouth: match their mean colour, not their contrast.
         lower = crop.match_colours(lower, self.avatar.crops[a], skin, contrast=not warp_prior)
         if warp_prior:
@@ -234,21 +274,34 @@ class LipSyncSession:
     def render(self, n: int) -> Frame:
         """Frame n of this utterance (``Frame.index`` is ``frame_offset + n``), or, when the render policy says
         it would be too late, the avatar's own frame with ``timings_ms[SKIPPED]``."""
+        return run_alone(self.backend, self.render_steps(n))
+
+    def render_steps(self, n: int) -> Steps:
+        """``render`` as model requests: frame n's inputs are yielded as one ``FrameJob`` (with the policy's
+        deadline) and the frame is finished from the answer. A frame the policy skips, or that a shared worker
+        left out of an overloaded round (``NOT_RENDERED``), is the avatar's own frame with ``timings_ms[SKIPPED]``."""
         index = self.frame_offset + n
         a = self.avatar.index_for(index)
         policy = self.render_policy
-        if policy is None:
-            return self._render(n, a)
-        if not policy.should_render(index):
-            return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
-        t = policy.now()
-        frame = self._render(n, a)
-        policy.rendered(policy.now() - t)
+        if policy is not None and not policy.should_render(index):
+            return self._skipped(index, a)
+        t = policy.now() if policy is not None else 0.0
+        job = self.prepare_frame(n, a)
+        job.deadline = policy.deadline(index) if policy is not None else None
+        result = yield job
+        if result is NOT_RENDERED:
+            return self._skipped(index, a)
+        frame = self.finish_frame(job, result)
+        if policy is not None:
+            policy.rendered(policy.now() - t)
         return frame
 
-    def _render(self, n: int, a: int) -> Frame:
+    def _skipped(self, index: int, a: int) -> Frame:
+        return Frame(index, self.avatar.frames[a], self.avatar.landmarks[a], a, {SKIPPED: 1.0})
+
+    def prepare_frame(self, n: int, a: int) -> FrameJob:
+        """Everything frame n's L2V call over avatar frame ``a`` needs, from this session's state."""
         cfg, av, row = self.cfg, self.avatar, self.row
-        timings: dict[str, float] = {}
         t = time.perf_counter()
         lms = self.landmarks_for(n, a)
         heat = render_heatmaps(lms, self.latent_px, cfg.face.crop_px)[None]
@@ -258,41 +311,48 @@ class LipSyncSession:
         x = masked.copy()
         x[:, :, row:] = rng.standard_normal(x[:, :, row:].shape, dtype=np.float32)
         mel_window = self._mel_window(n)
-        timings["conditions"] = (time.perf_counter() - t) * 1e3
+        timings = {"conditions": (time.perf_counter() - t) * 1e3}
+        return FrameJob(
+            n,
+            a,
+            lms,
+            x,
+            masked,
+            self.identity,
+            previous,
+            heat,
+            lms[DRIVEN][None],
+            mel_window,
+            self.schedule,
+            row,
+            timings,
+        )
+
+    def finish_frame(self, job: FrameJob, result: FrameResult) -> Frame:
+        """Frame ``job.n`` from its generated latent and decoded rows: composite, pose prior for the next frame."""
+        av, row, a, x = self.avatar, self.row, job.avatar_index, result.latent
+        timings = {**job.timings_ms, **result.timings_ms}
         t = time.perf_counter()
-        s = self.schedule
-        for i, ts in enumerate(s.timesteps):
-            x0 = self.backend.denoise(
-                x,
-                np.array([ts], np.int64),
-                masked,
-                self.identity,
-                previous,
-                heat,
-                lms[DRIVEN][None],
-                mel_window,
-            )
-            x0[:, :, :row] = masked[:, :, :row]  # the upper face stays clean (paper 002)
-            x = ddim_step(x0, x, s.alphas_cumprod[i], s.alphas_cumprod_prev[i]) if i + 1 < len(s.timesteps) else x0
-        timings["unet"] = (time.perf_counter() - t) * 1e3
-        t = time.perf_counter()
-        crop_img, mask = self.compose_crop(a, x, lms)
-        timings["decode"] = (time.perf_counter() - t) * 1e3
+        crop_img, mask = self.compose_crop(a, x, job.landmarks, lower_face=result.lower_face)
+        timings["decode"] += (time.perf_counter() - t) * 1e3  # the composite, as before the decode was batched
         t = time.perf_counter()
         # The next frame's pose prior: the avatar's own upper latent over the newly generated lower face.
         self._previous = np.concatenate([av.latents[a][None, :, :row], x[:, :, row:]], axis=2)
         image = crop.paste_back(av.frames[a], crop_img, mask, av.transforms[a])
         timings["paste"] = (time.perf_counter() - t) * 1e3
-        return Frame(self.frame_offset + n, image, lms, a, timings, crop_img)
+        return Frame(self.frame_offset + job.n, image, job.landmarks, a, timings, crop_img)
+
+
+def lay_lower_face(cfg: ModelConfig, base_crop: np.ndarray, lower_face: np.ndarray, row: int) -> np.ndarray:
+    """``base_crop`` (256, 256, 3) with the decoded rows ``lower_face`` (from ``decode_top_row(row)`` down) over it."""
+    out = base_crop.copy()
+    y0 = decode_top_row(cfg, row) * cfg.autoencoder.downscale
+    out[y0:] = lower_face[: cfg.face.crop_px - y0]
+    return out
 
 
 def compose_lower_face(
     backend: Backend, cfg: ModelConfig, base_crop: np.ndarray, latent: np.ndarray, row: int
 ) -> np.ndarray:
-    """Decode the latent rows from ``row`` (less a margin) down and lay them over ``base_crop`` (256, 256, 3)."""
-    top = max(0, row - cfg.l2v.decode_margin_rows)
-    decoded = to_uint8_images(backend.decode(latent[:, :, top:]))[0]
-    out = base_crop.copy()
-    y0 = top * cfg.autoencoder.downscale
-    out[y0:] = decoded[: cfg.face.crop_px - y0]
-    return out
+    """Decode the latent rows from ``row`` (minus a margin) down and lay them over ``base_crop`` (256, 256, 3)."""
+    return lay_lower_face(cfg, base_crop, decode_lower_faces(backend, latent, row)[0], row)

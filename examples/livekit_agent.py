@@ -20,7 +20,7 @@ import os
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExecutorType, cli, room_io
 from livekit.plugins import silero
 
-from facecast.streaming.commands import ASSETS
+from facecast.engine.bundled import ASSETS
 from facecast.streaming.livekit_avatar import FacecastAvatarSession
 from facecast.streaming.voice_agent import AvatarEngines
 

@@ -30,7 +30,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
-from facecast.streaming.commands import ASSETS
+from facecast.engine.bundled import ASSETS
 from facecast.streaming.pipecat_video import FacecastVideoService
 from facecast.streaming.voice_agent import AvatarEngines
 

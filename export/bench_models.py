@@ -131,10 +131,12 @@ def _make_backend(name: str, model_dir: Path, export_dir: Path | None, threads: 
 
 
 def _export_for(batch: int, model_dir: Path, export_dir: Path | None, tmp: Path, threads: int | None, log: Log) -> Path:
-    """An export folder with this static batch: ``export_dir`` when it matches, else a fresh one under ``tmp``."""
+    """An export folder that runs this batch in one call: ``export_dir`` when it does (a dynamic-batch export, or a
+    static one of this batch), else a fresh one under ``tmp``."""
     if export_dir is not None and is_export_dir(export_dir):
-        have = load_manifest(export_dir).batch
-        if have == batch:
+        manifest = load_manifest(export_dir)
+        have = manifest.batch
+        if manifest.dynamic_batch or have == batch:
             return export_dir
         log(f"{export_dir} is exported for batch {have}; exporting batch {batch} into a temporary folder")
     else:

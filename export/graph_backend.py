@@ -1,8 +1,9 @@
-"""The engine's Backend protocol on top of four static-shape graphs; runtimes (onnxruntime, TensorRT) add ``_run``.
+"""The engine's Backend protocol on top of four exported graphs; runtimes (onnxruntime, TensorRT) add ``_run``.
 
 What the graphs cannot do themselves happens here, once for every runtime:
 - A2L is exported as one step (one video frame), so ``a2l`` loops over the T frames it is given, carrying state;
-- shapes are static, so any batch is cut into chunks of the exported batch, the last one padded;
+- a dynamic-batch export takes any batch in one call, up to the runtime's ``max_batch`` (TensorRT's optimisation
+  profile); a static export's batch is cut into chunks of the exported batch, the last one padded;
 - the decoder takes only the latent rows the pipeline decodes, so other heights get a clear error.
 """
 
@@ -18,23 +19,16 @@ from facecast.engine.config import ModelConfig
 from facecast.engine.errors import WeightsError
 from facecast.engine.speaker import resemblyzer_partials
 
-from .manifest import CONFIG, Manifest, TensorSpec, load_manifest
+from .manifest import BATCH_AXES, CONFIG, Manifest, TensorSpec, load_manifest
 
 log = logging.getLogger("facecast.export")
-
-# Which axis is the batch, per input and per output, in manifest order. A2L's GRU state is (layers, B, hidden).
-BATCH_AXES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "a2l_step": ((0, 0, 0, 1), (0, 1)),
-    "denoise": ((0,) * 8, (0,)),
-    "decode": ((0,), (0,)),
-    "encode": ((0,), (0,)),
-}
 
 
 class GraphBackend:
     """Base of the runtime backends: subclasses set ``name`` and implement ``_run``."""
 
     name = "graphs"
+    max_batch: int | None = None  # most items one call of a dynamic-batch graph may take (None: any)
 
     def __init__(self, export_dir: Path) -> None:
         self.export_dir = Path(export_dir)
@@ -110,14 +104,18 @@ class GraphBackend:
     # ------------------------------------------------------------------------------------------ batching
 
     def run_batched(self, graph: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Run ``graph`` on any batch size: chunks of the exported batch, the last padded by repeating its end."""
+        """Run ``graph`` on any batch size: one call per ``max_batch`` items of a dynamic-batch export; chunks of
+        the exported batch for a static one, the last chunk padded by repeating its end."""
         spec = self.manifest.graphs[graph]
         in_axes, out_axes = BATCH_AXES[graph]
         arrays = [self._conform(graph, t, a, ax) for t, a, ax in zip(spec.inputs, arrays, in_axes, strict=True)]
-        n, b = arrays[0].shape[in_axes[0]], self.manifest.batch
+        n = arrays[0].shape[in_axes[0]]
+        dynamic = self.manifest.dynamic_batch
+        b = (min(n, self.max_batch or n) or 1) if dynamic else self.manifest.batch
         chunks: list[list[np.ndarray]] = []
         for start in range(0, n, b):
-            idx = np.minimum(np.arange(start, start + b), n - 1)
+            # a dynamic graph takes the short last chunk as it is; a static one needs it padded to b
+            idx = np.arange(start, min(start + b, n)) if dynamic else np.minimum(np.arange(start, start + b), n - 1)
             feeds = {
                 t.name: np.ascontiguousarray(np.take(a, idx, axis=ax))
                 for t, a, ax in zip(spec.inputs, arrays, in_axes, strict=True)

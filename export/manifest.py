@@ -23,13 +23,21 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
 GRAPHS = ("a2l_step", "denoise", "decode", "encode")
+# Which axis is the batch, per input and per output in manifest order. A2L's GRU state is (layers, B, hidden).
+BATCH_AXES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "a2l_step": ((0, 0, 0, 1), (0, 1)),
+    "denoise": ((0,) * 8, (0,)),
+    "decode": ((0,), (0,)),
+    "encode": ((0,), (0,)),
+}
+DYNAMIC_DIM = -1  # a TensorSpec dimension that any size may take (the batch axis of a dynamic-batch export)
 SPEAKER_GRAPH = "speaker"  # not one of GRAPHS: a dynamic batch of partials, always run by onnxruntime on CPU
 
 
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # DYNAMIC_DIM where the graph takes any size
     dtype: str  # numpy dtype name: float32, float16 or int64
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,13 +82,14 @@ class Manifest:
     facecast_version: str
     opset: int
     fp16: bool
-    batch: int
+    batch: int  # the batch the graphs were traced and checked at; the only one they take unless dynamic_batch
     decode_top_row: int  # first latent row the decode graph takes (mask_top_row - L2VConfig.decode_margin_rows)
     decode_rows: int  # latent rows the decode graph takes, down to the bottom of the crop
     source_model_dir: str
     source_files: dict[str, str]  # file name in the model folder -> file_hash
     graphs: dict[str, GraphSpec]
     tools: dict[str, str] = field(default_factory=dict)  # torch / onnx / onnxruntime / onnxslim versions
+    dynamic_batch: bool = False  # every graph's batch axis takes any size (exports before this field: static)
     format_version: int = FORMAT_VERSION
     speaker: GraphSpec | None = None  # speaker.onnx; None in exports made before it
 
@@ -91,6 +100,7 @@ class Manifest:
             "opset": self.opset,
             "fp16": self.fp16,
             "batch": self.batch,
+            "dynamic_batch": self.dynamic_batch,
             "decode": {"top_row": self.decode_top_row, "rows": self.decode_rows},
             "source": {"model_dir": self.source_model_dir, "files": self.source_files},
             "tools": self.tools,
@@ -111,6 +121,7 @@ class Manifest:
             source_files=d["source"]["files"],
             graphs={k: GraphSpec.from_dict(g) for k, g in d["graphs"].items()},
             tools=d.get("tools", {}),
+            dynamic_batch=d.get("dynamic_batch", False),
             format_version=d["format_version"],
             speaker=GraphSpec.from_dict(d[SPEAKER_GRAPH]) if SPEAKER_GRAPH in d else None,
         )

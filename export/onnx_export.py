@@ -7,6 +7,9 @@ Graphs (names as in the manifest):
 - ``decode``: the autoencoder decoder for the latent rows the pipeline decodes (mask_top_row
   - L2VConfig.decode_margin_rows to the bottom), computed from the config;
 - ``encode``: the encoder for the full 256² crop.
+By default the batch axis is dynamic (``dynamic_batch``): one export serves one session or K sessions batched by
+``facecast.streaming.model_worker``, and parity is checked at the traced batch and at ``PARITY_BATCH``. A static
+export (``dynamic_batch=False``) keeps the traced batch, for runtimes or benchmarks that want fixed shapes.
 Every graph passes onnx.checker, matches torch on random inputs within ``ParityTolerance``, is slimmed with onnxslim
 only when that measurably helps, and is checked against TensorRT's ONNX operator list.
 """
@@ -32,7 +35,17 @@ from facecast.engine.config import ModelConfig
 from facecast.engine.errors import FacecastError
 
 from . import tensorrt_ops
-from .manifest import CONFIG, GRAPHS, MANIFEST, SPEAKER_GRAPH, GraphSpec, Manifest, TensorSpec
+from .manifest import (
+    BATCH_AXES,
+    CONFIG,
+    DYNAMIC_DIM,
+    GRAPHS,
+    MANIFEST,
+    SPEAKER_GRAPH,
+    GraphSpec,
+    Manifest,
+    TensorSpec,
+)
 
 Log = Callable[[str], None]
 
@@ -68,6 +81,9 @@ class ExportOptions:
 
 # ------------------------------------------------------------------------------------------ graph definitions
 
+BATCH_AXIS_NAME = "batch"
+PARITY_BATCH = 3  # a dynamic-batch graph is also checked at this batch: one that baked the traced batch in fails
+
 INPUTS = {
     "a2l_step": ("mel_frames", "speaker", "reference_px", "state"),
     "denoise": ("noisy", "timestep", "masked", "identity", "previous", "heatmaps", "driven_px", "mel_window"),
@@ -75,6 +91,13 @@ INPUTS = {
     "encode": ("images",),
 }
 OUTPUTS = {"a2l_step": ("displacement", "new_state"), "denoise": ("x0",), "decode": ("images",), "encode": ("latents",)}
+
+
+def dynamic_axes(graph: str) -> dict[str, dict[int, str]]:
+    """torch.onnx.export's ``dynamic_axes`` for ``graph``: every input's and output's batch axis."""
+    in_axes, out_axes = BATCH_AXES[graph]
+    names = list(zip(INPUTS[graph], in_axes, strict=True)) + list(zip(OUTPUTS[graph], out_axes, strict=True))
+    return {name: {axis: BATCH_AXIS_NAME} for name, axis in names}
 
 
 def decode_rows(cfg: ModelConfig) -> tuple[int, int]:
@@ -190,17 +213,29 @@ def _errors(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def check_parity(
-    graph: str, path: Path, module: torch.nn.Module, cfg: ModelConfig, batch: int, opts: ExportOptions, fp16: bool
+    graph: str,
+    path: Path,
+    module: torch.nn.Module,
+    cfg: ModelConfig,
+    batch: int,
+    opts: ExportOptions,
+    fp16: bool,
+    dynamic_batch: bool = False,
 ) -> dict[str, object]:
-    """ORT on ``path`` vs torch fp32 ``module`` on fresh random inputs; raises ExportParityError past tolerance."""
+    """ORT on ``path`` vs torch fp32 ``module`` on fresh random inputs; raises ExportParityError past tolerance.
+
+    A dynamic-batch graph is checked at ``batch`` and at ``PARITY_BATCH``."""
     rng = np.random.default_rng(opts.seed + 1)  # not the tracing inputs: a graph that baked them in would fail
     session = _ort_session(path, opts.threads)
-    args = example_inputs(cfg, graph, batch, rng)
-    got = session.run(list(OUTPUTS[graph]), dict(zip(INPUTS[graph], args, strict=True)))
-    with torch.inference_mode():
-        ref = module(*(torch.from_numpy(a) for a in args))
-    ref = [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
-    errors = {name: _errors(g, r) for name, g, r in zip(OUTPUTS[graph], got, ref, strict=True)}
+    errors: dict[str, dict[str, float]] = {}
+    for b in sorted({batch, PARITY_BATCH}) if dynamic_batch else [batch]:
+        args = example_inputs(cfg, graph, b, rng)
+        got = session.run(list(OUTPUTS[graph]), dict(zip(INPUTS[graph], args, strict=True)))
+        with torch.inference_mode():
+            ref = module(*(torch.from_numpy(a) for a in args))
+        ref = [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
+        suffix = "" if b == batch else f"@batch{b}"
+        errors |= {name + suffix: _errors(g, r) for name, g, r in zip(OUTPUTS[graph], got, ref, strict=True)}
     if graph == "a2l_step":
         errors["sequence"] = _a2l_sequence_errors(session, module, cfg, batch, opts.a2l_parity_frames, rng)
     tol = opts.tolerance.fp16 if fp16 else opts.tolerance.fp32
@@ -291,7 +326,9 @@ def maybe_slim(
 # ------------------------------------------------------------------------------------------ export
 
 
-def _export_graph(module: torch.nn.Module, args: list[np.ndarray], path: Path, graph: str, opset: int) -> None:
+def _export_graph(
+    module: torch.nn.Module, args: list[np.ndarray], path: Path, graph: str, opset: int, dynamic_batch: bool
+) -> None:
     with warnings.catch_warnings():
         # The TorchScript exporter warns about diffusers' shape asserts and its own deprecation: with static shapes
         # both are harmless, and onnxscript (the dynamo exporter's dependency) is not one of ours.
@@ -305,6 +342,7 @@ def _export_graph(module: torch.nn.Module, args: list[np.ndarray], path: Path, g
             input_names=list(INPUTS[graph]),
             output_names=list(OUTPUTS[graph]),
             do_constant_folding=True,
+            dynamic_axes=dynamic_axes(graph) if dynamic_batch else None,
         )
 
 
@@ -314,7 +352,9 @@ def _specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     def spec(v: onnx.ValueInfoProto) -> TensorSpec:
         t = v.type.tensor_type
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)).name
-        return TensorSpec(v.name, tuple(d.dim_value for d in t.shape.dim), dtype)
+        # A named (dynamic) axis has no value: it is written as DYNAMIC_DIM.
+        shape = tuple(d.dim_value if d.HasField("dim_value") else DYNAMIC_DIM for d in t.shape.dim)
+        return TensorSpec(v.name, shape, dtype)
 
     return tuple(spec(v) for v in model.graph.input), tuple(spec(v) for v in model.graph.output)
 
@@ -326,8 +366,10 @@ def export_model(
     batch: int = 1,
     options: ExportOptions = ExportOptions(),
     log: Log = print,
+    dynamic_batch: bool = True,
 ) -> Manifest:
-    """Export the four graphs of ``model_dir`` into ``out_dir`` (static shapes, batch ``batch``) and check them."""
+    """Export the four graphs of ``model_dir`` into ``out_dir`` (traced at batch ``batch``; the batch axis dynamic
+    unless ``dynamic_batch`` is False) and check them."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -344,11 +386,11 @@ def export_model(
         module = modules[graph]
         # fp16: deep-copied so the fp32 module stays the reference for the parity check
         exported = _Half(copy.deepcopy(module)).eval() if fp16 else module
-        _export_graph(exported, example_inputs(cfg, graph, batch, rng), path, graph, options.opset)
+        _export_graph(exported, example_inputs(cfg, graph, batch, rng), path, graph, options.opset, dynamic_batch)
         onnx.checker.check_model(str(path), full_check=True)
         slim = maybe_slim(path, cfg, graph, batch, options, log)
         onnx.checker.check_model(str(path), full_check=True)
-        parity = check_parity(graph, path, module, cfg, batch, options, fp16)
+        parity = check_parity(graph, path, module, cfg, batch, options, fp16, dynamic_batch)
         ops = tensorrt_ops.check_model(path)
         inputs, outputs = _specs(path)
         graphs[graph] = GraphSpec(
@@ -381,6 +423,7 @@ def export_model(
         opset=options.opset,
         fp16=fp16,
         batch=batch,
+        dynamic_batch=dynamic_batch,
         decode_top_row=top,
         decode_rows=rows,
         source_model_dir=str(model_dir.resolve()),

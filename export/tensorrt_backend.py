@@ -8,8 +8,12 @@ Precision: an fp16 export already carries half precision inside its graphs, so i
 network (the precision the graph says, which is also the only mode TensorRT 11 keeps). An fp32 export is built as
 fp32 unless ``fp16=True`` asks for TensorRT's own fp16 kernel choice (BuilderFlag.FP16, deprecated since 10.12).
 
+Batch: a dynamic-batch export is built with one optimisation profile per graph, batch 1 .. ``max_batch`` tuned for
+``opt_batch`` (``BatchProfile``); each call sets its input shapes, and ``GraphBackend.run_batched`` cuts larger
+batches into calls of at most ``max_batch``. A static export is built for its one batch.
+
 Engines take minutes to build, so they are cached in ``cache_dir`` under a key of everything that makes an engine
-invalid: GPU, TensorRT version, ONNX file and precision mode (``engine_cache_key``).
+invalid: GPU, TensorRT version, ONNX file, precision mode and batch profile (``engine_cache_key``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +30,42 @@ import numpy as np
 from facecast.engine.errors import DependencyError, WeightsError
 
 from .graph_backend import GraphBackend
-from .manifest import GRAPHS
+from .manifest import BATCH_AXES, GRAPHS, GraphSpec
 
 INSTALL_HINT = (
     "pip install 'facecast[tensorrt]' on a machine with an NVIDIA GPU (TensorRT 10.x, CUDA 12 drivers); "
     "without a GPU use --backend onnxruntime or torch."
 )
 WORKSPACE_BYTES = 1 << 30  # scratch memory a tactic may use; our graphs are small, 1 GiB leaves the GPU room
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The batch range a dynamic-batch engine is built for: TensorRT tunes kernels for ``opt`` and runs 1..``max``."""
+
+    opt: int = 16  # the GPU target: 16 sessions, one frame each per tick
+    max: int = 64  # more sessions than this are served in several calls
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.opt <= self.max:
+            raise ValueError(f"a batch profile needs 1 <= opt <= max, got opt={self.opt} max={self.max}")
+
+    def key(self) -> str:
+        return f"batch1-{self.opt}-{self.max}"
+
+
+def profile_shapes(
+    spec: GraphSpec, batch_axes: tuple[int, ...], profile: BatchProfile
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """Per input of a dynamic-batch graph: its (min, opt, max) shapes, the batch axis at 1, opt and max."""
+
+    def at(shape: tuple[int, ...], axis: int, b: int) -> tuple[int, ...]:
+        return tuple(b if i == axis else d for i, d in enumerate(shape))
+
+    return {
+        t.name: (at(t.shape, ax, 1), at(t.shape, ax, profile.opt), at(t.shape, ax, profile.max))
+        for t, ax in zip(spec.inputs, batch_axes, strict=True)
+    }
 
 
 def import_tensorrt():  # noqa: ANN201 - the tensorrt module
@@ -60,8 +94,16 @@ def precision_mode(export_fp16: bool, fp16: bool | None) -> str:
     return "fp16-flag"
 
 
-def build_engine(trt: Any, onnx_path: Path, precision: str, timing_cache: Path, logger: Any) -> bytes:
-    """ONNX file -> serialized engine, reading and updating the timing cache file."""
+def build_engine(
+    trt: Any,
+    onnx_path: Path,
+    precision: str,
+    timing_cache: Path,
+    logger: Any,
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None = None,
+) -> bytes:
+    """ONNX file -> serialized engine, reading and updating the timing cache file. ``profile`` (from
+    ``profile_shapes``) is the optimisation profile a dynamic-batch graph needs; None for a static graph."""
     builder = trt.Builder(logger)
     flags = 0
     if precision == "strongly-typed":
@@ -73,6 +115,11 @@ def build_engine(trt: Any, onnx_path: Path, precision: str, timing_cache: Path, 
         raise WeightsError(f"TensorRT cannot parse {onnx_path}: {errors}. Check `facecast export`'s op report.")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if profile is not None:
+        opt_profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profile.items():
+            opt_profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(opt_profile)
     if precision == "fp16-flag":
         if not hasattr(trt.BuilderFlag, "FP16"):
             raise DependencyError(
@@ -100,7 +147,13 @@ class TensorRTBackend(GraphBackend):
 
     name = "tensorrt"
 
-    def __init__(self, export_dir: Path, cache_dir: Path | None = None, fp16: bool | None = None) -> None:
+    def __init__(
+        self,
+        export_dir: Path,
+        cache_dir: Path | None = None,
+        fp16: bool | None = None,
+        profile: BatchProfile = BatchProfile(),
+    ) -> None:
         trt = import_tensorrt()
         import torch
 
@@ -113,6 +166,8 @@ class TensorRTBackend(GraphBackend):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.precision = precision_mode(self.manifest.fp16, fp16)
+        self.profile = profile if self.manifest.dynamic_batch else None
+        self.max_batch = profile.max if self.profile else None
         runtime = trt.Runtime(self.logger)
         self.engines, self.contexts = {}, {}
         for g in GRAPHS:
@@ -123,28 +178,35 @@ class TensorRTBackend(GraphBackend):
 
     def _plan(self, graph: str) -> bytes:
         spec = self.manifest.graphs[graph]
-        key = engine_cache_key(self.torch.cuda.get_device_name(), self.trt.__version__, spec.sha256, self.precision)
+        mode = self.precision if self.profile is None else f"{self.precision}/{self.profile.key()}"
+        key = engine_cache_key(self.torch.cuda.get_device_name(), self.trt.__version__, spec.sha256, mode)
         path = self.cache_dir / f"{graph}-{key}.engine"
         if path.is_file():
             return path.read_bytes()
         timing = self.cache_dir / f"timing-{self.trt.__version__}.cache"
-        plan = build_engine(self.trt, self.export_dir / spec.file, self.precision, timing, self.logger)
+        shapes = None if self.profile is None else profile_shapes(spec, BATCH_AXES[graph][0], self.profile)
+        plan = build_engine(self.trt, self.export_dir / spec.file, self.precision, timing, self.logger, shapes)
         _write_atomic(path, plan)
         return plan
 
     def run_torch(self, graph: str, feeds: dict[str, Any]) -> list[Any]:
-        """One engine call on CUDA tensors of exactly the exported shapes; returns new CUDA tensors."""
+        """One engine call on CUDA tensors of the exported shapes (any batch within the profile of a dynamic-batch
+        engine); returns new CUDA tensors."""
         torch, trt = self.torch, self.trt
         spec, context = self.manifest.graphs[graph], self.contexts[graph]
         keep = []  # inputs made contiguous here must live until the stream has run
         for t in spec.inputs:
             x = feeds[t.name].contiguous()
             keep.append(x)
+            if self.profile is not None:
+                context.set_input_shape(t.name, tuple(x.shape))
             context.set_tensor_address(t.name, x.data_ptr())
         outputs = []
         for t in spec.outputs:
             dtype = torch.from_numpy(np.empty(0, trt.nptype(self.engines[graph].get_tensor_dtype(t.name)))).dtype
-            y = torch.empty(t.shape, dtype=dtype, device=self.device)
+            # with the inputs' shapes set, the context knows every output's (a static engine: the manifest's)
+            shape = tuple(context.get_tensor_shape(t.name)) if self.profile is not None else t.shape
+            y = torch.empty(shape, dtype=dtype, device=self.device)
             context.set_tensor_address(t.name, y.data_ptr())
             outputs.append(y)
         stream = torch.cuda.current_stream(self.device)

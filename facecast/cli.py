@@ -52,6 +52,16 @@ def backend_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def worker_mode_names(text: str) -> tuple[str, ...]:
+    """``shared,own`` -> ("shared", "own"): how ``bench stream`` runs K > 1 sessions (sessions_sweep.py)."""
+    from facecast.streaming.benchmark.sessions_sweep import WORKER_MODES
+
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not modes or any(m not in WORKER_MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"--worker takes {', '.join(WORKER_MODES)} (comma-separated), not {text!r}")
+    return modes
+
+
 def _command_line() -> str:
     return shlex.join(["facecast", *sys.argv[1:]])
 
@@ -283,6 +293,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         batch=args.batch,
         options=ExportOptions(opset=args.opset, slim=not args.no_slim),
         log=_log,
+        dynamic_batch=not args.static_batch,
     )
     table = Table("graph", "inputs -> outputs", "nodes", "max abs / rel. error", "onnxslim", "TensorRT ops")
     for name, g in manifest.graphs.items():
@@ -309,7 +320,10 @@ def add_export(subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
     sp.add_argument("--out", type=Path, required=True, help="export folder to write")
     sp.add_argument("--fp16", action="store_true", help="half-precision graphs (for GPUs; slow on ORT's CPU provider)")
-    sp.add_argument("--batch", type=int, default=1, help="static batch size of the graphs (default 1, as streaming)")
+    sp.add_argument("--batch", type=int, default=1, help="batch the graphs are traced and checked at (default 1)")
+    sp.add_argument(
+        "--static-batch", action="store_true", help="graphs take only --batch (default: any batch, for many sessions)"
+    )
     sp.add_argument("--opset", type=int, default=17, help="ONNX opset (TensorRT 10 reads 9..24)")
     sp.add_argument("--no-slim", action="store_true", help="skip onnxslim")
     sp.set_defaults(func=cmd_export)
@@ -378,6 +392,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
         backends=tuple(args.backend),
         steps=tuple(args.steps),
         sessions=tuple(args.sessions),
+        workers=tuple(args.worker),
         seconds=args.seconds,
         fast=args.fast,
         webrtc=args.webrtc,
@@ -417,7 +432,13 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--device", default=d.device, help="torch device (cpu, cuda); onnxruntime: cpu = CPU provider")
     sp.add_argument("--steps", type=positive_ints, default=d.steps, help="DDIM steps per frame, e.g. 1,2,4 (default 1)")
     sp.add_argument(
-        "--sessions", type=positive_ints, default=d.sessions, help="engines at once on one backend, e.g. 1,2"
+        "--sessions", type=positive_ints, default=d.sessions, help="engines at once on one backend, e.g. 1,2,4,8"
+    )
+    sp.add_argument(
+        "--worker",
+        type=worker_mode_names,
+        default=d.workers,
+        help="for K > 1: shared (one model worker, frames batched), own (a thread per session), or both (default)",
     )
     mode = sp.add_mutually_exclusive_group()
     mode.add_argument("--realtime", dest="fast", action="store_false", help="real 25 fps clock (default)")

@@ -5,6 +5,7 @@ Units are in the names: ``_frames`` are 40 ms ticks of the 25 fps output clock, 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 
@@ -47,6 +48,15 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class SessionConfig:
+    idle_timeout_s: float = 60.0  # a created session with no viewer or push client for this long ends
+    reap_every_s: float = 5.0  # how often idle sessions are looked for
+    max_sessions: int = 16  # created sessions at once (the server's own not counted); more get 503
+    token_bytes: int = 24  # random bytes in a token (URL-safe base64: 32 characters)
+    id_bytes: int = 12
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise: the page lets anyone who reaches it talk
     port: int = 8080
@@ -55,3 +65,12 @@ class ServerConfig:
     ice_servers: tuple[str, ...] = ()
     max_upload_bytes: int = 20 << 20  # POST /avatar image size
     push: PushConfig = field(default_factory=PushConfig)
+    sessions: SessionConfig = field(default_factory=SessionConfig)
+
+    @property
+    def loopback(self) -> bool:
+        """Bound to this machine only; beyond it, every request needs a token (sessions.py)."""
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"

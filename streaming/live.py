@@ -11,7 +11,9 @@
                                             ▼ subscribers (WebRTC tracks, tests)
 
 All model work (push_audio, finish, the speaker embedding, avatar preparation) runs in one worker thread, in
-submission order, so the event loop never blocks on it and the session needs no locks.
+submission order, so the event loop never blocks on it and the session needs no locks. That thread is a
+``ModelWorker``: the engine's own by default, or one shared by many engines (``worker=``), which then batches the
+frames due from every session into one model call (model_worker.py).
 
 Whoever measures the engine (``facecast bench stream``, tests) watches it through ``observe(EngineObserver)``: the
 audio each tick takes, the frames the model makes, every frame out, and the frames dropped.
@@ -24,7 +26,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ import numpy as np
 
 from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
+from facecast.engine.batching import Steps
 from facecast.engine.config import InferenceConfig, ModelConfig
 from facecast.engine.pipeline import SKIPPED, Frame, LipSyncSession
 from facecast.engine.speaker import SPEAKER_DIM, speaker_embedding
@@ -43,6 +45,7 @@ from .clock import Clock, FrameClock, MonotonicClock
 from .config import LiveConfig
 from .display import Display
 from .mixer import Mixer, SourceBuffer, Take
+from .model_worker import Lane, ModelWorker
 from .render_policy import RenderPolicy
 from .speech_gate import SpeechGate
 
@@ -104,12 +107,17 @@ class LiveEngine:
         config: LiveConfig | None = None,
         clock: Clock | None = None,
         speaker_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        worker: ModelWorker | None = None,
     ) -> None:
         """``speaker_fn``: 16 kHz speech -> (256,) embedding; default ``speaker_embedding`` on the backend's voice
         network (so an export's backend needs no torch)."""
         config = config or LiveConfig()
+        if worker is not None and clock is not None and worker.clock is not clock:
+            raise ValueError("a shared ModelWorker and its engines need one clock: build the worker with clock=")
+        self.clock = clock or (worker.clock if worker is not None else MonotonicClock())
+        # shared with other engines, or this engine's own; deadlines and ticks are on this engine's clock
+        self.worker = worker or ModelWorker(backend, clock=self.clock)
         self.backend, self.cfg, self.config = backend, cfg, config
-        self.clock = clock or MonotonicClock()
         self.speaker_fn = speaker_fn or partial(speaker_embedding, encoder=backend.speaker_partials)
         self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
         self.avatar = avatar
@@ -123,7 +131,7 @@ class LiveEngine:
         self._session = self._new_session(avatar, None)
         self._subscribers: list[asyncio.Queue[OutputFrame | None]] = []
         self._observers: list[EngineObserver] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Lane | None = None  # this engine's lane on the model worker while running
         self._ticker: asyncio.Task[None] | None = None
         self._reset_state()
 
@@ -163,9 +171,11 @@ class LiveEngine:
         if self.running:
             return
         self._reset_state()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-model")
+        self._executor = self.worker.join()
         # One frame of slack so that the first ticks are not already late while start() returns.
-        self.frames = FrameClock(self.clock.now() + 1 / self.cfg.audio.fps, self.cfg.audio.fps)
+        # On the worker's frame grid, so that engines sharing it tick (and need frames) together.
+        fps = self.cfg.audio.fps
+        self.frames = FrameClock(self.worker.align_start(self.clock.now() + 1 / fps, fps), fps)
         self.policy = RenderPolicy(
             self.frames,
             self.clock,
@@ -342,6 +352,9 @@ class LiveEngine:
             self._collect_speech(block)
         elif self._speaker_taken and k - (self.gate.last_end or 0) > self.config.speaker_reset_s * self.cfg.audio.fps:
             self.reset_speaker()  # a long silence: whoever speaks next may be someone else
+        if self._executor is not None:
+            assert self.frames is not None
+            self._executor.ticked(self.frames.time_of(k))  # this tick's work is in: the worker may gather it
         n = k - self.delay_frames
         if n >= 0:
             out = self._compose(n)
@@ -426,16 +439,17 @@ class LiveEngine:
                 self.counters.rendered += 1
                 self.display.add(f)
 
-    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> tuple[int, list[Frame]]:
-        """Model thread: one 40 ms block into the session; the frames it completed come back."""
+    def _feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> Steps:
+        """Model thread: one 40 ms block into the session; returns (epoch, the frames it completed). Its model
+        calls are requests the worker batches with other sessions' (engine.batching)."""
         if epoch != self._epoch:
             return epoch, []  # dropped by interrupt() or an avatar change while it waited: no compute for it
         session = self._session
         if begin is not None:
             session.begin(begin)
-        frames = session.push_audio(block)
+        frames = yield from session.push_audio_steps(block)
         if end:
-            frames += session.finish()
+            frames += yield from session.finish_steps()
         for o in self._observers:
             o.frames_made(frames)
         return epoch, frames

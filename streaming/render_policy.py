@@ -33,9 +33,12 @@ class RenderPolicy:
     def now(self) -> float:
         return self.clock.now()
 
+    def deadline(self, n: int) -> float:
+        """Clock time by which frame n must be ready: the last tick that can still show it."""
+        return self.frames.time_of(n + self.last_tick_offset)
+
     def should_render(self, n: int) -> bool:
-        deadline = self.frames.time_of(n + self.last_tick_offset)
-        if self.clock.now() + self.render_s <= deadline:
+        if self.clock.now() + self.render_s <= self.deadline(n):
             self._skips_in_a_row = 0
             return True
         self._skips_in_a_row += 1

@@ -7,7 +7,6 @@ serve("portrait.jpg", backend="onnxruntime", model="export/", audio_file="speech
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from functools import partial
 from pathlib import Path
@@ -28,13 +27,6 @@ def event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def serve(
@@ -60,7 +52,7 @@ def serve(
     from facecast.export.backends import load_backend
 
     from .live import LiveEngine
-    from .server import create_app
+    from .server import SESSIONS, create_app
     from .sources import FileSource, MicrophoneSource
 
     if mic:
@@ -75,8 +67,11 @@ def serve(
     if mic:
         sources.append(MicrophoneSource(engine, mic_device).run)
     app = create_app(engine, server, avatar_loader=partial(load_avatar, backend=loaded), sources=tuple(sources))
-    if not _is_loopback(server.host):
-        log.warning("serving on %s: anyone who can reach it can watch, talk and change the avatar", server.host)
+    if not server.loopback:
+        # Beyond loopback every request needs a token: these two are the only way in, so they go to the console.
+        sessions = app[SESSIONS]
+        print(f"server token (POST /sessions, Authorization: Bearer ...): {sessions.server_token}")
+        print(f"its own session: http://{server.host}:{server.port}/?session=default&token={sessions.default.token}")
     loop = event_loop()
     loop.run_until_complete(engine.warm_up())  # first torch calls and Resemblyzer's load, before anyone waits
     print(f"facecast serving http://{server.host}:{server.port}/  (latency {engine.latency_ms:.0f} ms; Ctrl+C stops)")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+from collections.abc import Callable
 
 import av
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -109,6 +110,7 @@ class Peers:
         self.audio = EngineAudioTrack(engine)
         self.pcs: set[RTCPeerConnection] = set()
         self._talkers: dict[RTCPeerConnection, asyncio.Task[None]] = {}
+        self.on_empty: Callable[[], None] | None = None  # called when the last viewer has left (sessions.py)
 
     @property
     def talkers(self) -> int:
@@ -154,6 +156,8 @@ class Peers:
             talker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await talker
+        if not self.pcs and self.on_empty is not None:
+            self.on_empty()
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(pc) for pc in list(self.pcs)))

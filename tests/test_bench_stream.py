@@ -19,10 +19,11 @@ from aiortc.jitterbuffer import JitterFrame
 from conftest import REPO, speech_like, write_wav
 
 from facecast.cli import build_parser
-from facecast.engine import pipeline
+from facecast.engine import batching, pipeline
 from facecast.export.torch_backend import TorchBackend
 from facecast.streaming.benchmark.latency_plot import write_plot
 from facecast.streaming.benchmark.measured_run import VirtualClock, read_stamp, stamp_index
+from facecast.streaming.benchmark.sessions_sweep import WORKER_OWN, WORKER_SHARED
 from facecast.streaming.benchmark.stream_bench import (
     Harness,
     StreamBenchOptions,
@@ -80,6 +81,7 @@ class DelayedBackend:
         self.inner, self.clock, self.denoise_ms = inner, clock, denoise_ms
         self.name, self.cfg = "delayed", inner.cfg
         self.model_threads: set[int] = set()
+        self.denoise_batches: list[int] = []  # frames in each UNet call on a model thread
 
     def _spend(self, ms: float) -> None:
         if threading.current_thread().name.startswith("facecast-model"):
@@ -91,6 +93,8 @@ class DelayedBackend:
         return self.inner.a2l(*args)
 
     def denoise(self, *args):
+        if threading.current_thread().name.startswith("facecast-model"):
+            self.denoise_batches.append(len(args[0]))
         self._spend(self.denoise_ms)
         return self.inner.denoise(*args)
 
@@ -131,7 +135,9 @@ class SteppedDriver:
             await asyncio.sleep(0.0002)
             now = self.clock.now()
             ticked = all(e.counters.ticks + e.counters.jumped > e.frames.frame_at(now) for e in run.engines)
-            busy = sum(e.stats()["backlog"] > 0 for e in run.engines) + sum(not v.idle.is_set() for v in run.viewers)
+            # one model thread per worker, however many engines share it
+            workers = {id(e.worker) for e in run.engines if e.stats()["backlog"] > 0}
+            busy = len(workers) + sum(not v.idle.is_set() for v in run.viewers)
             if ticked and self.clock.blocked >= busy:
                 return
         raise AssertionError("the engines did not settle")
@@ -145,6 +151,7 @@ def virtual(monkeypatch, backend):
     """A test clock that also times the pipeline's stages (Frame.timings_ms), and a harness on it."""
     clock = TestClock()
     monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=clock.now))
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=clock.now))  # times the model calls
     harness = Harness(
         clock,
         SteppedDriver(clock),
@@ -160,9 +167,10 @@ def options(**kw) -> StreamBenchOptions:
     return StreamBenchOptions(**{"seconds": 3.0, "viewers": 1, **kw})
 
 
-def measure(backend, portrait, harness, steps=1, sessions=1, **kw):
+def measure(backend, portrait, harness, steps=1, sessions=1, worker=WORKER_SHARED, **kw):
     opts = options(**kw)
-    v = asyncio.run(run_variant(backend, "delayed", portrait, speech_like(4.0), steps, sessions, opts, harness))
+    audio = speech_like(4.0)
+    v = asyncio.run(run_variant(backend, "delayed", portrait, audio, steps, sessions, opts, harness, worker))
     return opts, v
 
 
@@ -231,12 +239,20 @@ def test_compute_too_slow_for_the_clock_is_reported_with_its_cost(virtual, backe
     assert "unet" in verdict["summary"] and "new pictures/s" in verdict["summary"]
 
 
-def test_two_sessions_run_two_engines_on_one_backend(virtual, backend, portrait):
+@pytest.mark.parametrize("worker", [WORKER_OWN, WORKER_SHARED])
+def test_two_sessions_run_two_engines_on_one_backend(virtual, backend, portrait, worker):
     clock, harness = virtual
     slow = DelayedBackend(backend, clock)
-    _, v = measure(slow, portrait, harness, sessions=2)
+    _, v = measure(slow, portrait, harness, sessions=2, worker=worker)
     assert v["sessions"] == 2 and len(v["per_session"]) == 2
-    assert len(slow.model_threads) == 2  # each engine's own model thread called the one shared backend
+    if worker == WORKER_OWN:
+        assert len(slow.model_threads) == 2  # each engine's own model thread called the one shared backend
+    else:
+        assert len(slow.model_threads) == 1  # one worker thread served both engines' frames
+        # the engines tick together and the worker gathers each tick's work, so nearly every UNet call had both
+        # frames (a round that started before the other engine's tick was reported would hold one)
+        batches = slow.denoise_batches
+        assert max(batches) == 2 and batches.count(2) >= 0.9 * len(batches)
     for session in v["per_session"]:
         assert session["frames"]["rendered"] > 50 and session["frames"]["skipped"] == 0
         assert session["stages_ms"]["unet"]["mean"] == pytest.approx(DENOISE_MS, abs=0.01)

@@ -42,7 +42,8 @@ NO_SLIM = ExportOptions(threads=1, slim=False)
 @pytest.fixture(scope="module")
 def export_dir(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    export_model(tiny_model, out, options=QUICK, log=lambda s: None)
+    # static shapes: the manifest test below pins them; the dynamic-batch default is tested on its own export
+    export_model(tiny_model, out, options=QUICK, log=lambda s: None, dynamic_batch=False)
     return out
 
 
@@ -166,7 +167,7 @@ def test_a2l_state_carries_across_calls(ort_backend, torch_backend):
 
 
 def test_a_batch_export_runs_any_batch(tiny_model, torch_backend, tmp_path):
-    export_model(tiny_model, tmp_path, batch=2, options=NO_SLIM, log=lambda s: None)
+    export_model(tiny_model, tmp_path, batch=2, options=NO_SLIM, log=lambda s: None, dynamic_batch=False)
     assert load_manifest(tmp_path).graphs["denoise"].inputs[0].shape == (2, 8, 32, 32)
     ort = OnnxRuntimeBackend(tmp_path, threads=1)
     assert_backends_agree(torch_backend, ort, batch=3, tol=1e-4)  # two calls, the second padded

@@ -18,10 +18,10 @@ import numpy as np
 from facecast.engine.avatar import Avatar
 from facecast.engine.backend import Backend
 
-from .bench_stream import Driver, Run
-from .clock import Clock
-from .config import LiveConfig
-from .live import LiveEngine, OutputFrame
+from ..clock import Clock
+from ..config import LiveConfig
+from ..live import LiveEngine, OutputFrame
+from .measured_run import Driver, Run
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from facecast.engine.config import SAMPLE_RATE
 
 from ..clock import Clock, MonotonicClock
 from ..config import LiveConfig
+from .sessions_sweep import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
+from .sessions_sweep import lookup as _get
 
 if TYPE_CHECKING:  # the measurement pulls in aiortc and PyAV: imported when a bench runs, not with the CLI
     from ..live import LiveEngine
@@ -66,6 +68,7 @@ class StreamBenchOptions:
     backends: tuple[str, ...] = ("torch",)
     steps: tuple[int, ...] = (1,)
     sessions: tuple[int, ...] = (1,)
+    workers: tuple[str, ...] = WORKER_MODES  # for K > 1: shared model worker (batched) and/or one per session
     seconds: float = 20.0
     fast: bool = False
     webrtc: bool = False
@@ -103,17 +106,27 @@ class Harness:
 
 
 def _engines(
-    backend: Backend, avatar: Avatar, steps: int, sessions: int, options: StreamBenchOptions, harness: Harness
+    backend: Backend,
+    avatar: Avatar,
+    steps: int,
+    sessions: int,
+    options: StreamBenchOptions,
+    harness: Harness,
+    worker: str = WORKER_SHARED,
 ) -> list[LiveEngine]:
     from ..live import LiveEngine
+    from ..model_worker import ModelWorker
 
     live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
-    extra = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
+    extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
+    if worker == WORKER_SHARED:
+        extra["worker"] = ModelWorker(backend, clock=harness.clock)  # else each engine makes its own
     return [LiveEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
 
 
-def variant_name(backend: str, steps: int, sessions: int) -> str:
-    return f"{backend} steps={steps} sessions={sessions}"
+def variant_name(backend: str, steps: int, sessions: int, worker: str = WORKER_SHARED) -> str:
+    mode = f" worker={worker}" if sessions > 1 else ""
+    return f"{backend} steps={steps} sessions={sessions}{mode}"
 
 
 async def run_variant(
@@ -125,19 +138,22 @@ async def run_variant(
     sessions: int,
     options: StreamBenchOptions,
     harness: Harness,
+    worker: str = WORKER_SHARED,
 ) -> dict[str, Any]:
-    """K fresh engines on ``backend`` at once, warmed up as ``facecast serve`` does, measured for ``seconds``."""
+    """K fresh engines on ``backend`` at once, warmed up as ``facecast serve`` does, measured for ``seconds``;
+    ``worker``: all on one shared model worker, or each on its own (sessions_sweep.py)."""
     from .measured_run import RunOptions, measure_run, summarise_run
 
-    engines = _engines(backend, avatar, steps, sessions, options, harness)
+    engines = _engines(backend, avatar, steps, sessions, options, harness, worker)
     for engine in engines:
         await engine.warm_up()
     run = RunOptions(seconds=options.seconds, webrtc=options.webrtc, viewers=options.viewers, timed=harness.timed)
     record = await measure_run(engines, audio_16k, run, harness.driver, harness.timer, None, harness.encoder_factory)
     return {
-        "name": variant_name(backend_name, steps, sessions),
+        "name": variant_name(backend_name, steps, sessions, worker),
         "backend": backend_name,
         "steps": steps,
+        "worker": worker,
         **summarise_run(record, options.webrtc),
     }
 
@@ -182,14 +198,6 @@ async def cold_start(
 
 
 # ------------------------------------------------------------------------------------------ comparison and verdict
-
-
-def _get(d: dict[str, Any] | None, *path: str) -> Any:
-    for key in path:
-        if d is None:
-            return None
-        d = d.get(key)
-    return d
 
 
 def headline(v: dict[str, Any]) -> dict[str, float | None]:
@@ -340,6 +348,7 @@ def build_report(
         "cold": cold,
         "baseline": base["name"],
         "variants": variants,
+        "sessions_sweep": sessions_sweep(variants),
         "verdict": top,
     }
 
@@ -426,10 +435,11 @@ async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harn
             cold = await cold_start(backend, name, avatar, audio, options, harness, load_ms, avatar_ms)
         for steps in options.steps:
             for sessions in options.sessions:
-                log(f"{variant_name(name, steps, sessions)}: {options.seconds:g} s")
-                v = await run_variant(backend, name, avatar, audio, steps, sessions, options, harness)
-                log(f"  {_progress_line(v)}")
-                variants.append(v)
+                for worker in worker_modes(sessions, options.workers):
+                    log(f"{variant_name(name, steps, sessions, worker)}: {options.seconds:g} s")
+                    v = await run_variant(backend, name, avatar, audio, steps, sessions, options, harness, worker)
+                    log(f"  {_progress_line(v)}")
+                    variants.append(v)
         if interrupt is None:
             interrupt = await _interrupt(backend, avatar, audio, options, harness, log)
     context = {
@@ -590,4 +600,4 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
             f"warm-up {cold['warmup_ms']:.0f} ms + start to first frame {_num(cold['start_to_first_frame_ms'])} ms; "
             f"first generated frame {_num(cold['first_generated_ms'])} ms after speech"
         )
-    return [main, stages, compared, verdict_table]
+    return [main, stages, compared, verdict_table, *sweep_table(report.get("sessions_sweep", []))]
