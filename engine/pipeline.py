@@ -266,7 +266,7 @@ class LipSyncSession:
             src = self.avatar.identity_index
             top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
             warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top_row=top)
-            warped = crop.match_colours(warped, self.avatar.crops[a], skin)
+            warped = crop.match_colours(warped, self.avatar.crops[a], skin, contrast=face.warp_colour_contrast)
             interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)
             return crop.composite(self.avatar.crops[a], [(warped, mask), (lower, mask * interior)]), mask
         return crop.blend(self.avatar.crops[a], lower, mask), mask
