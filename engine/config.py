@@ -66,10 +66,12 @@ class FaceConfig:
     warp_prior: bool = True
     # The decoded (painted) mouth interior is used inside the inner lips grown by this, feathered by the next.
     interior_grow_px: int = 0  # 0 measured better than 1 on held-out PSNR and detail (docs/quality.md)
-    interior_feather_px: float = 4.0  # oracle mouth PSNR on held-out clips: 0.75 -> 28.66, 1.5 -> 28.92, 4 -> 29.17
-    # The warped source frame is colour-matched to frame a over the skin around the mouth: in mean only (False) or
-    # also in contrast (True). A gain fitted on that skin over- or under-shoots on the lips (docs/quality.md).
-    warp_colour_contrast: bool = False
+    # Wider feathers and mean-only colour matching of the warp raise mouth PSNR but soften the lip line (detail
+    # ratio below the 0.7 target at feather 4): measured trade-off in docs/quality.md ("The interior mask").
+    interior_feather_px: float = 1.5
+    # The warped source frame is colour-matched to frame a over the skin around the mouth, in mean and contrast
+    # (True) or in mean only (False).
+    warp_colour_contrast: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,8 @@ class ModelConfig:
 
 
 # What a key missing from a saved config.json meant when that file was written, where today's default differs:
-# model folders from before A2L ensembles have one GRU, and matched the warp's colours in contrast too.
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"a2l": {"members": 1}, "face": {"warp_colour_contrast": True}}
+# model folders from before A2L ensembles have one GRU.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"a2l": {"members": 1}}
 
 
 @dataclass(frozen=True)
