@@ -172,16 +172,17 @@ def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Pat
     assert backend.a2l_net.cfg.motion_gain == base_gain
 
 
-def test_calibration_off_keeps_the_base_a2l(calibrated: Path, tiny_model: Path, tmp_path: Path) -> None:
+def test_calibration_off_keeps_the_base_a2l(video: Path, tiny_model: Path, tmp_path: Path) -> None:
     from facecast.engine.enroll import enrolled_a2l
     from facecast.export.torch_backend import TorchBackend
 
+    off = dataclasses.replace(TINY, a2l_steps=0, max_steps=1, calibrate_a2l_motion=False)
+    enroll(video, tmp_path / "person", tiny_model, off, log=_quiet)
+    assert json.loads((tmp_path / "person" / "meta.json").read_text())["enrolment"]["a2l_motion_gain"] is None
     backend = TorchBackend(tiny_model)
-    meta = json.loads((calibrated / "meta.json").read_text())
-    meta["enrolment"]["a2l_motion_gain"] = None  # what a run with calibrate_a2l_motion=False records
-    (tmp_path / "meta.json").write_text(json.dumps(meta))
-    assert enrolled_a2l(tmp_path, backend.cfg, backend.a2l_net) is None
-    assert enrolled_a2l(calibrated, backend.cfg, backend.a2l_net) is not backend.a2l_net
+    assert enrolled_a2l(tmp_path / "person", backend.cfg, backend.a2l_net) is None
+    backend.use_enrolment(tmp_path / "person")
+    assert backend.a2l_net is backend._base[0]  # the model's own A2L, at its own gain
 
 
 def test_bundle_round_trips_through_generate(bundle: tuple[Path, dict], tiny_model: Path, tmp_path: Path) -> None:
