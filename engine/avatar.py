@@ -55,7 +55,9 @@ class Avatar:
     def save(self, folder: Path, model_hash: str) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(
+        # Compressed: 115 -> 71 MB for 10 s of video, for ~0.7 s more to load (bundles load once, at startup).
+        # np.load reads compressed and uncompressed bundles alike, so older bundles still load.
+        np.savez_compressed(
             folder / "avatar.npz",
             frames=self.frames,
             transforms=self.transforms,

@@ -11,6 +11,9 @@ write a bundle that every ``--avatar`` accepts:
     BUNDLE/a2l.safetensors         only with ``EnrollConfig.a2l_steps`` > 0 (off by default, see there): the
                                    person's whole A2L (250 kB)
 
+Without A2L training, the base A2L's motion gain is re-measured on the person's own video (a scalar in meta.json,
+``EnrollConfig.calibrate_a2l_motion``): the backend then runs a copy of the base A2L at that gain.
+
 The objective is the base model's own (``train.L2VObjective``: x0-prediction, mouth-weighted), on the same batches
 (``train.l2v_batch``), through the same loop (``train.train_loop``), so the adapter learns what the composite uses
 (the mouth interior). The last ``val_fraction`` of the video is held back: its loss is the validation figure.
@@ -111,6 +114,12 @@ class EnrollConfig:
     a2l_steps: int = 0
     a2l_batch: int = 16
     a2l_lr: float = 3e-4
+    # Without A2L training: re-measure the base A2L's motion gain on the person's own video (no training, a scalar
+    # in meta.json). The generic gain makes some people move 1.7x as much as they do (docs/enroll.md).
+    calibrate_a2l_motion: bool = True
+    # The gain is this x std(real inner-lip gap) / std(predicted): the recipe the default model's own gain was
+    # measured with (configs/default.json's a2l.motion_target), now on the person instead of the training clips.
+    a2l_motion_target: float = 0.8
     val_fraction: float = 0.1  # the video's last part, held back for the validation figure
     min_seconds: float = 10.0  # shorter videos are refused: too few mouth shapes to fit
     max_seconds: float = 180.0  # longer videos are cut: more than 3 min adds little and holds every frame in RAM
@@ -323,18 +332,30 @@ def merged_l2v(base: torch.nn.Module, bundle: Path, base_hash: str | None = None
     return out.eval()
 
 
-def enrolled_a2l(bundle: Path, cfg: ModelConfig) -> torch.nn.Module | None:
-    """The bundle's own A2L (with the motion gain measured on the person's video), or None if it has none."""
+def enrolled_a2l(bundle: Path, cfg: ModelConfig, base: torch.nn.Module) -> torch.nn.Module | None:
+    """The A2L an enrolled bundle runs, at the motion gain measured on the person's video: the bundle's own A2L
+    (``a2l_steps`` > 0), else a copy of ``base`` (the loaded model's A2L, not touched) at the measured gain; None
+    when the bundle has neither (the base runs as it is)."""
     from safetensors.torch import load_file
 
     bundle = Path(bundle)
-    if not (bundle / A2L_FILE).is_file():
+    gain = json.loads((bundle / "meta.json").read_text()).get("enrolment", {}).get("a2l_motion_gain")
+    if (bundle / A2L_FILE).is_file():
+        a2l = checkpoint.build("a2l", cfg)
+        a2l.load_state_dict(load_file(str(bundle / A2L_FILE)))
+    elif gain is not None:
+        a2l = copy.deepcopy(base)
+    else:
         return None
-    gain = json.loads((bundle / "meta.json").read_text())["enrolment"]["a2l_motion_gain"]
-    a2l = checkpoint.build("a2l", cfg)
-    a2l.load_state_dict(load_file(str(bundle / A2L_FILE)))
     a2l.cfg = replace(cfg.a2l, motion_gain=gain)
     return a2l.eval()
+
+
+def person_motion_gain(model_dir: Path, cfg: ModelConfig, clip: Clip, target: float) -> float:
+    """The base A2L's motion gain re-measured on the person's own clip (as ``facecast train a2l`` measures it on
+    its training clips): ``target`` x std(real inner-lip gap) / std(predicted)."""
+    a2l = checkpoint.load_part(model_dir, "a2l", cfg)  # a fresh copy: the measurement resets its gain
+    return with_motion_gain(cfg, a2l, [clip], {}, target).a2l.motion_gain
 
 
 # ---------------------------------------------------------------------------------------------- the fit
@@ -397,7 +418,7 @@ def fit_a2l(
     summary = train_loop(
         "a2l", a2l, lambda rng: a2l_batch([train], cfg, tcfg, rng, cache), objective, cfg, tcfg, work, val
     )
-    gain = with_motion_gain(cfg, a2l, [train], cache).a2l.motion_gain
+    gain = with_motion_gain(cfg, a2l, [train], cache, ecfg.a2l_motion_target).a2l.motion_gain
     return a2l.eval(), gain, (base_val, summary["history"][-1].get("val_loss") if summary["history"] else base_val)
 
 
@@ -466,11 +487,15 @@ def enroll(
     data_audio = data.audio
     del codec, data
     a2l, a2l_gain, a2l_val = None, None, None
-    if ecfg.a2l_steps:
+    if ecfg.a2l_steps or ecfg.calibrate_a2l_motion:
         speaker = speaker_embedding(data_audio[: cut * spf])
         a2l_train = _clip("train", crops[:cut], lms_crop[:cut], data_audio[: cut * spf], speaker)
+    if ecfg.a2l_steps:
         a2l_held = _clip("val", crops[cut:], lms_crop[cut:], data_audio[cut * spf :], speaker)
         a2l, a2l_gain, a2l_val = fit_a2l(model_dir, cfg, ecfg, a2l_train, a2l_held, work)
+    elif ecfg.calibrate_a2l_motion:
+        a2l_gain = person_motion_gain(model_dir, cfg, a2l_train, ecfg.a2l_motion_target)
+        log(f"A2L motion gain on this person: {a2l_gain:g} (the model's: {cfg.a2l.motion_gain:g})")
     l2v = add_adapter(checkpoint.load_part(model_dir, "l2v", cfg), ecfg.rank, ecfg.alpha)
     objective = _SeededWhenEval(L2VObjective(cfg, ecfg.mouth_loss_weight))
     val_batch = l2v_batch([val_clip], cfg, replace(tcfg, batch=VAL_BATCH), np.random.default_rng(VAL_SEED))
@@ -509,7 +534,8 @@ def enroll(
         "val_loss_first": history[0].get("val_loss"),
         "val_loss_last": history[-1].get("val_loss"),
         "a2l": A2L_FILE if a2l is not None else None,
-        "a2l_motion_gain": a2l_gain,
+        "a2l_motion_gain": a2l_gain,  # None: the model's own gain (calibration off)
+        "base_a2l_motion_gain": cfg.a2l.motion_gain,
         "a2l_val_loss": a2l_val,
         "checks": figures,
         "seconds": round(time.time() - start, 1),

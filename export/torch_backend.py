@@ -28,8 +28,9 @@ class TorchBackend:
         self._enrolled: dict[Path, tuple[torch.nn.Module, torch.nn.Module]] = {}  # (A2L, L2V) per enrolled bundle
 
     def use_enrolment(self, bundle: Path | None) -> None:
-        """Run an enrolled bundle's L2V (the model's L2V with the bundle's adapter merged, a copy), or with
-        ``None`` the model's own. The loaded model and its files are never changed."""
+        """Run an enrolled bundle's L2V (the model's L2V with the bundle's adapter merged, a copy) and A2L (its
+        own, or a copy of the model's at the person's motion gain), or with ``None`` the model's own. The loaded
+        model and its files are never changed."""
         if bundle is None:
             self.a2l_net, self.l2v = self._base
             return
@@ -38,7 +39,7 @@ class TorchBackend:
         key = Path(bundle).resolve()
         if key not in self._enrolled:
             l2v = merged_l2v(self._base[1], key, l2v_hash(self.model_dir)).to(self.device, self.dtype)
-            a2l = enrolled_a2l(key, self.cfg)
+            a2l = enrolled_a2l(key, self.cfg, self._base[0])
             self._enrolled[key] = (self._base[0] if a2l is None else a2l.to(self.device, self.dtype), l2v)
         self.a2l_net, self.l2v = self._enrolled[key]
 

@@ -192,6 +192,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    import dataclasses
+
     from facecast.engine.evaluation.evaluate import EvalConfig, Scorers, evaluate
 
     backend = _backend(args.backend, args.model, args.device)
@@ -210,6 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         scorers.fid = FrechetDistance.from_torchscript(args.fid_inception)
     out = Path(args.out)
     ecfg = EvalConfig(protocol=args.protocol, steps=args.steps, max_frames=args.max_frames)
+    if args.enroll_minutes is not None:
+        ecfg = dataclasses.replace(ecfg, enroll=dataclasses.replace(ecfg.enroll, minutes=args.enroll_minutes))
     report = evaluate(
         args.clips,
         backend,
@@ -608,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--protocol", default="reconstruct", choices=["reconstruct", "one-shot", "personal"])
     sp.add_argument("--steps", type=int, default=2)
     sp.add_argument("--max-frames", type=int, default=250, help="per clip")
+    sp.add_argument(
+        "--enroll-minutes", type=float, default=None, help="--protocol personal: each enrolment's budget (default 14)"
+    )
     sp.add_argument("--out", type=Path, default=Path("eval/report.json"), help="JSON report; the PNG goes beside it")
     sp.add_argument("--syncnet-weights", type=Path, default=None, help="syncnet_v2.model, for LSE-C/LSE-D")
     sp.add_argument("--lpips-backbone", type=Path, default=None, help="alexnet-owt-7be5be79.pth, for LPIPS/tLP")

@@ -128,6 +128,63 @@ def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
     assert file_hash(tiny_model / "l2v.safetensors") == before
 
 
+@pytest.fixture(scope="module")
+def calibrated(tiny_model: Path, video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle without A2L training: the base A2L's motion gain re-measured on the person (the default)."""
+    out = tmp_path_factory.mktemp("calibrated") / "person"
+    enroll(video, out, tiny_model, dataclasses.replace(TINY, a2l_steps=0, max_steps=1), log=_quiet)
+    return out
+
+
+def test_bundle_records_the_persons_motion_gain(calibrated: Path, tiny_model: Path) -> None:
+    from facecast.engine.checkpoint import load_config
+
+    assert not (calibrated / A2L_FILE).exists()  # a scalar in meta.json, not a copy of A2L
+    record = json.loads((calibrated / "meta.json").read_text())["enrolment"]
+    assert EnrollConfig().calibrate_a2l_motion and record["config"]["calibrate_a2l_motion"]
+    assert record["base_a2l_motion_gain"] == load_config(tiny_model).a2l.motion_gain
+    gain = record["a2l_motion_gain"]
+    assert np.isfinite(gain) and gain > 0 and gain != record["base_a2l_motion_gain"]
+
+
+def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Path, tiny_model: Path) -> None:
+    from facecast.engine.avatar import load_avatar
+    from facecast.export.torch_backend import TorchBackend
+
+    record = json.loads((calibrated / "meta.json").read_text())["enrolment"]
+    backend = TorchBackend(tiny_model)
+    base_gain = backend.a2l_net.cfg.motion_gain
+    rng = np.random.default_rng(0)
+    args = (
+        rng.standard_normal((1, 10, 320), dtype=np.float32),
+        rng.standard_normal((1, 256), dtype=np.float32),
+        backend_reference(backend),
+    )
+
+    def motion() -> np.ndarray:
+        return backend.a2l(*args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
+
+    generic = motion()
+    load_avatar(calibrated, backend)
+    np.testing.assert_allclose(motion(), generic * (record["a2l_motion_gain"] / base_gain), rtol=1e-5, atol=1e-6)
+    load_avatar(ASSETS / "astronaut.jpg", backend)  # the default: the loaded model's own A2L, unchanged
+    np.testing.assert_array_equal(motion(), generic)
+    assert backend.a2l_net.cfg.motion_gain == base_gain
+
+
+def test_calibration_off_keeps_the_base_a2l(video: Path, tiny_model: Path, tmp_path: Path) -> None:
+    from facecast.engine.enroll import enrolled_a2l
+    from facecast.export.torch_backend import TorchBackend
+
+    off = dataclasses.replace(TINY, a2l_steps=0, max_steps=1, calibrate_a2l_motion=False)
+    enroll(video, tmp_path / "person", tiny_model, off, log=_quiet)
+    assert json.loads((tmp_path / "person" / "meta.json").read_text())["enrolment"]["a2l_motion_gain"] is None
+    backend = TorchBackend(tiny_model)
+    assert enrolled_a2l(tmp_path / "person", backend.cfg, backend.a2l_net) is None
+    backend.use_enrolment(tmp_path / "person")
+    assert backend.a2l_net is backend._base[0]  # the model's own A2L, at its own gain
+
+
 def test_bundle_round_trips_through_generate(bundle: tuple[Path, dict], tiny_model: Path, tmp_path: Path) -> None:
     from facecast.cli import main
 
