@@ -336,13 +336,10 @@ def enrolled_a2l(bundle: Path, cfg: ModelConfig, base: torch.nn.Module) -> torch
     """The A2L an enrolled bundle runs, at the motion gain measured on the person's video: the bundle's own A2L
     (``a2l_steps`` > 0), else a copy of ``base`` (the loaded model's A2L, not touched) at the measured gain; None
     when the bundle has neither (the base runs as it is)."""
-    from safetensors.torch import load_file
-
     bundle = Path(bundle)
     gain = json.loads((bundle / "meta.json").read_text()).get("enrolment", {}).get("a2l_motion_gain")
     if (bundle / A2L_FILE).is_file():
-        a2l = checkpoint.build("a2l", cfg)
-        a2l.load_state_dict(load_file(str(bundle / A2L_FILE)))
+        a2l = checkpoint.load_part(bundle, "a2l", cfg)  # A2L_FILE is the part's own file name
     elif gain is not None:
         a2l = copy.deepcopy(base)
     else:
