@@ -96,6 +96,11 @@ def moving_face_video(path: Path, frames: int = 12, with_audio: bool = True) -> 
     return path
 
 
+# A render budget in ticks (480 ms) for tests that only need *some* frames rendered from short speech: with the
+# default 2 ticks a loaded machine lets the render policy skip all of it.
+LOADED_MACHINE_BUDGET_FRAMES = 12
+
+
 async def until(condition, what: str, wait_s: float = 20.0, poll_s: float = 0.05) -> None:
     """Poll ``condition()`` until true; a generous bound so that a broken component fails instead of hanging."""
     import asyncio

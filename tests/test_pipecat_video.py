@@ -10,7 +10,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import speech_like
+from conftest import LOADED_MACHINE_BUDGET_FRAMES, speech_like
 
 pytest.importorskip("pipecat", reason="the pipecat extra is not installed: pip install 'facecast[pipecat]'")
 
@@ -49,8 +49,9 @@ def run(service, frames):
 
 
 def test_speech_comes_out_paired_with_pictures_between_tts_started_and_stopped(backend, portrait):
-    # A generous render budget (12 ticks): on a loaded machine the default 2 let the policy skip all 0.6 s of speech.
-    engine = LiveEngine(backend, backend.cfg, portrait, LiveConfig(speaker_seconds=0, processing_frames=12))
+    # About pairing, not speed: a generous render budget for its 0.6 s of speech.
+    config = LiveConfig(speaker_seconds=0, processing_frames=LOADED_MACHINE_BUDGET_FRAMES)
+    engine = LiveEngine(backend, backend.cfg, portrait, config)
     service = FacecastVideoService(engine)
     frames = [TTSStartedFrame(), TextFrame("hello"), *tts_frames(0.6, 24000, seed=1), TTSStoppedFrame()]
     down = run(service, [SleepFrame(0.3), *frames, SleepFrame(2.5)])
