@@ -113,8 +113,11 @@ class LipSyncSession:
         face = cfg.face
         if face.warp_source_candidates > 1:
             self.warp_sources = warp.pick_sources(
-                avatar.crops, avatar.landmarks, cfg.l2v.mask_top_px - face.feather_px,
-                face.warp_source_candidates, face.warp_source_min_gap_frames,
+                avatar.crops,
+                avatar.landmarks,
+                cfg.l2v.mask_top_px - face.feather_px,
+                face.warp_source_candidates,
+                face.warp_source_min_gap_frames,
             )
         else:
             self.warp_sources = np.full(avatar.num_frames, avatar.identity_index, np.int64)
