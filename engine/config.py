@@ -76,6 +76,7 @@ class FaceConfig:
     # from this many most-closed frames; 1 = always the avatar's most closed mouth (the identity frame).
     warp_source_candidates: int = 64
     warp_source_min_gap_frames: int = 13  # about half a second: never a mouth from the same moment
+    warp_source_switch_cost: float = 40.0  # grey levels x frames: what a change of source must gain (no flicker)
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ class LipSyncSession:
                 cfg.l2v.mask_top_px - face.feather_px,
                 face.warp_source_candidates,
                 face.warp_source_min_gap_frames,
+                face.warp_source_switch_cost,
             )
         else:
             self.warp_sources = np.full(avatar.num_frames, avatar.identity_index, np.int64)
