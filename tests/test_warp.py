@@ -93,8 +93,9 @@ def test_pick_sources_takes_the_closed_mouth_lit_like_the_frame_and_never_the_sa
 
 def test_pick_sources_falls_back_to_the_most_closed_mouth_and_a_portrait_warps_itself():
     crops, lms = lit_frames([10, 10, 10], [True, False, True])
-    assert list(warp.pick_sources(crops, lms, upper_rows=100, candidates=2, min_gap_frames=5, switch_cost=0.0)) == [1, 1, 1]
-    assert list(warp.pick_sources(crops[:1], lms[:1], upper_rows=100, candidates=8, min_gap_frames=5, switch_cost=0.0)) == [0]
+    options = dict(upper_rows=100, min_gap_frames=5, switch_cost=0.0)
+    assert list(warp.pick_sources(crops, lms, candidates=2, **options)) == [1, 1, 1]
+    assert list(warp.pick_sources(crops[:1], lms[:1], candidates=8, **options)) == [0]
 
 
 def test_pick_sources_does_not_flicker_between_sources_that_look_almost_alike():
