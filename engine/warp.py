@@ -64,10 +64,10 @@ def warp_map(
     corners = np.round(dst[triangles] - np.array([0.0, top_row])).astype(np.int32)  # (K, 3, 2) canvas pixels
     low, high = corners.min(1), corners.max(1)
     reaches = (high[:, 0] >= c0) & (high[:, 1] >= r0 - top_row) & (low[:, 0] < c1) & (low[:, 1] < r1 - top_row)
-    for k in reaches.nonzero()[0]:  # in drawing order; a triangle that misses the box paints none of it
+    drawn = reaches.nonzero()[0]
+    for k in drawn:  # in drawing order; a triangle that misses the box paints none of it
         cv2.fillConvexPoly(label, corners[k], int(k))
     label = label[r0 - top_row : r1 - top_row, c0:c1]
-    drawn = reaches.nonzero()[0]
     affine = np.zeros((len(triangles), 6))  # per triangle, (3, 2) flattened: only the drawn ones are used
     affine[drawn] = _affines_to_source(dst[triangles[drawn]], src[triangles[drawn]]).reshape(-1, 6)
     per_pixel = affine[np.maximum(label, 0)]  # (H, W, 6)

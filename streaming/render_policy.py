@@ -16,7 +16,8 @@ class RenderPolicy:
     frame costs no compute.
 
     Frame n is last showable at tick n + delay_frames + max_late_frames. With the measured render time (a moving
-    average on the engine's clock), a frame predicted to miss that tick is skipped. While every frame is predicted
+    average on the engine's clock; on a model worker, the worker's cost of one frame: ``for_worker``), a frame
+    predicted to miss that tick is skipped. While every frame is predicted
     late, one in ``probe_every_frames`` is rendered anyway so the estimate can recover when compute gets faster.
     """
 
