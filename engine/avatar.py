@@ -36,7 +36,7 @@ class Avatar:
     latents: np.ndarray  # float32 (T, C, 32, 32)
     masked_latents: np.ndarray  # float32 (T, C, 32, 32), lower face blanked before encoding
     reference: np.ndarray  # float32 (68, 2): the pose-free landmarks A2L displaces
-    identity_index: int = 0  # the identity reference and the warp's source: the most closed mouth
+    identity_index: int = 0  # the identity reference (the most closed mouth); the warp picks its sources per frame
     source: str = ""
 
     @property

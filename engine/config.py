@@ -72,6 +72,11 @@ class FaceConfig:
     # The warped source frame is colour-matched to frame a over the skin around the mouth, in mean and contrast
     # (True) or in mean only (False).
     warp_colour_contrast: bool = True
+    # Per frame, the warp's source is the closed mouth whose pose and light are nearest (``warp.pick_sources``),
+    # from this many most-closed frames; 1 = always the avatar's most closed mouth (the identity frame).
+    warp_source_candidates: int = 64
+    warp_source_min_gap_frames: int = 13  # about half a second: never a mouth from the same moment
+    warp_source_switch_cost: float = 40.0  # grey levels x frames: what a change of source must gain (no flicker)
 
 
 @dataclass(frozen=True)

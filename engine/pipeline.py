@@ -110,6 +110,18 @@ class LipSyncSession:
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
         self.identity = avatar.latents[avatar.identity_index][None]
+        face = cfg.face
+        if face.warp_source_candidates > 1:
+            self.warp_sources = warp.pick_sources(
+                avatar.crops,
+                avatar.landmarks,
+                cfg.l2v.mask_top_px - face.feather_px,
+                face.warp_source_candidates,
+                face.warp_source_min_gap_frames,
+                face.warp_source_switch_cost,
+            )
+        else:
+            self.warp_sources = np.full(avatar.num_frames, avatar.identity_index, np.int64)
         self.render_policy = render_policy
         self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()
@@ -271,7 +283,7 @@ class LipSyncSession:
         # With the warp, decoded pixels show only inside the mouth: match their mean colour, not their contrast.
         lower = crop.match_colours(lower, base[box], skin, contrast=not warp_prior)
         if warp_prior:
-            src = self.avatar.identity_index
+            src = int(self.warp_sources[a])
             top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
             warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top, box)
             warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)

@@ -119,3 +119,54 @@ def most_closed_frame(landmarks_px: np.ndarray) -> int:
     """Index of the frame (T, 68, 2) whose mouth is most closed: the best source to warp, since opening a
     closed mouth only needs the interior painted, while closing an open one would squash teeth into the lips."""
     return int(np.argmin(lip_gap(landmarks_px)))
+
+
+def pick_sources(
+    crops: np.ndarray,
+    landmarks_px: np.ndarray,
+    upper_rows: int,
+    candidates: int,
+    min_gap_frames: int,
+    switch_cost: float,
+) -> np.ndarray:
+    """Per avatar frame, which frame's lower face to warp (``warp_face``'s source): (T,) int.
+
+    A video avatar turns and its light changes; one source frame warped under every frame leaves a lower face
+    lit and turned unlike the rest (a visible patch on held-out clips with head motion). So each frame takes, from
+    the ``candidates`` most closed mouths, one whose upper face (rows above ``upper_rows``, the pixels the
+    pipeline keeps as they are) looks like its own: similar pose and light, by the mean absolute difference at 1/4
+    resolution (grey levels). A source closer in time than ``min_gap_frames`` is not taken, so a mouth is never
+    shown from the same moment of the video (in ``facecast eval``'s reconstruct protocol that moment's real mouth
+    is the answer); live, a closed mouth a moment away looks the same. Each change of source costs
+    ``switch_cost`` (grey levels x frames) and the cheapest sequence is taken (Viterbi): a source that changes
+    every frame would flicker. crops: uint8 (T, S, S, 3); landmarks_px: (T, 68, 2).
+    """
+    t = len(crops)
+    pool = np.argsort(lip_gap(landmarks_px), kind="stable")[: max(1, candidates)]
+    if t == 1:
+        return np.zeros(1, np.int64)
+    small = np.stack([cv2.resize(c[:upper_rows], None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA) for c in crops])
+    small = small.reshape(t, -1).astype(np.float32)
+    cost = np.stack([np.abs(small - small[k]).mean(-1) for k in pool], axis=1)  # (T, K), one candidate at a time
+    too_near = np.abs(np.arange(t)[:, None] - pool[None, :]) < min_gap_frames
+    cost[too_near] = np.inf
+    # A frame with every candidate too near (a short clip) falls back to the most closed mouth.
+    cost[too_near.all(axis=1), 0] = 0.0
+    return pool[_cheapest_path(cost, switch_cost)].astype(np.int64)
+
+
+def _cheapest_path(cost: np.ndarray, switch_cost: float) -> np.ndarray:
+    """Viterbi over (T, K) per-frame costs with ``switch_cost`` per change of column: (T,) column indices."""
+    t, k = cost.shape
+    total = cost[0].copy()
+    came_from = np.zeros((t, k), np.int64)
+    for i in range(1, t):
+        best = int(np.argmin(total))
+        stay = total <= total[best] + switch_cost
+        came_from[i] = np.where(stay, np.arange(k), best)
+        total = np.where(stay, total, total[best] + switch_cost) + cost[i]
+    path = np.empty(t, np.int64)
+    path[-1] = int(np.argmin(total))
+    for i in range(t - 1, 0, -1):
+        path[i - 1] = came_from[i, path[i]]
+    return path

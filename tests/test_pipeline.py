@@ -159,7 +159,7 @@ def whole_crop_composite(session, a, latent, lms, warp_prior):
     lower = crop.match_colours(lower, av.crops[a], skin, contrast=not warp_prior)
     if not warp_prior:
         return crop.blend(av.crops[a], lower, mask)
-    src = av.identity_index
+    src = int(session.warp_sources[a])
     top = max(0, cfg.l2v.mask_top_px - face.feather_px)
     warped = warp.warp_face(av.crops[src], av.landmarks[src], lms, top_row=top)
     warped = crop.match_colours(warped, av.crops[a], skin, contrast=face.warp_colour_contrast)

@@ -77,3 +77,46 @@ def test_a_box_of_the_warp_is_the_same_pixels_as_the_whole_warp():
     whole = warp.warp_face(img, src, dst, top_row=100)
     for box in [(slice(120, 210), slice(60, 200)), (slice(100, 256), slice(0, 256)), (slice(150, 151), slice(7, 9))]:
         np.testing.assert_array_equal(warp.warp_face(img, src, dst, top_row=100, box=box), whole[box])
+
+
+def lit_frames(brightness: list[int], open_mouth: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Crops lit at each level (uint8 (T, 256, 256, 3)) and landmarks with the given mouths open or closed."""
+    crops = np.stack([np.clip(textured_image().astype(int) // 2 + b, 0, 255).astype(np.uint8) for b in brightness])
+    lms = np.stack([face_like_landmarks() for _ in brightness])
+    for t, is_open in enumerate(open_mouth):
+        if is_open:
+            lms[t, 65:68, 1] += 10
+    return crops, lms
+
+
+def test_pick_sources_takes_the_closed_mouth_lit_like_the_frame_and_never_the_same_moment():
+    # Frames 0-19 dim, 20-39 bright; closed mouths only at 2, 8 (dim) and 30, 36 (bright).
+    brightness = [10] * 20 + [120] * 20
+    closed = {2, 8, 30, 36}
+    crops, lms = lit_frames(brightness, [t not in closed for t in range(40)])
+    choice = warp.pick_sources(crops, lms, upper_rows=100, candidates=4, min_gap_frames=3, switch_cost=0.0)
+    assert choice.shape == (40,)
+    assert set(choice[:20]) <= {2, 8} and set(choice[20:]) <= {30, 36}  # lit like the frame
+    assert np.all(np.abs(choice - np.arange(40)) >= 3)  # never from the same moment
+    assert choice[2] == 8 and choice[30] == 36
+
+
+def test_pick_sources_falls_back_to_the_most_closed_mouth_and_a_portrait_warps_itself():
+    crops, lms = lit_frames([10, 10, 10], [True, False, True])
+    options = dict(upper_rows=100, min_gap_frames=5, switch_cost=0.0)
+    assert list(warp.pick_sources(crops, lms, candidates=2, **options)) == [1, 1, 1]
+    assert list(warp.pick_sources(crops[:1], lms[:1], candidates=8, **options)) == [0]
+
+
+def test_pick_sources_does_not_flicker_between_sources_that_look_almost_alike():
+    # Two closed mouths, far apart in time; the frames between alternate slightly in light, which alone would
+    # flip the source every frame.
+    brightness = [60] + [60 + 2 * (t % 2) for t in range(1, 39)] + [61]
+    closed = {0, 39}
+    crops, lms = lit_frames(brightness, [t not in closed for t in range(40)])
+    free = warp.pick_sources(crops, lms, upper_rows=100, candidates=2, min_gap_frames=3, switch_cost=0.0)
+    steady = warp.pick_sources(crops, lms, upper_rows=100, candidates=2, min_gap_frames=3, switch_cost=40.0)
+    switches = lambda c: int(np.sum(c[1:] != c[:-1]))  # noqa: E731
+    assert switches(free) > 10
+    assert switches(steady) <= 2  # at most: away from 0 while it is too near, and away from 39 near the end
+    assert np.all(np.abs(steady - np.arange(40)) >= 3)

@@ -112,8 +112,9 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         f"regenerates rows ≥ {cfg.l2v.mask_top_px} px of the 256² crop",
         "- composite: "
         + (
-            "warp prior (the avatar's most-closed-mouth frame warped piecewise-affinely to the landmarks; the "
-            "decoded L2V face only inside the inner lips)"
+            "warp prior (per frame, the one of the avatar's "
+            f"{cfg.face.warp_source_candidates} most closed mouths whose pose and light are nearest, warped "
+            "piecewise-affinely to the landmarks; the decoded L2V face only inside the inner lips)"
             if cfg.face.warp_prior
             else "the decoded lower face, pasted near the mouth"
         ),
