@@ -82,6 +82,17 @@ def paste_mask(lms_crop: np.ndarray, face: FaceConfig = FaceConfig(), l2v: L2VCo
     return lower_face_mask(lms_crop, face, l2v) * np.clip(near_mouth, 0.0, 1.0)
 
 
+def mask_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """(rows, cols) slices of the smallest box around ``mask``'s (H, W) nonzero pixels; None when it has none.
+
+    Outside the box a composite under ``mask`` leaves the base as it is, so only the box needs computing."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def match_colours(
     image: np.ndarray, reference: np.ndarray, region: np.ndarray, min_pixels: int = 100, contrast: bool = True
 ) -> np.ndarray:

@@ -77,7 +77,7 @@ def render_heatmaps(lms: np.ndarray, size: int, crop_px: int, sigma: float = 0.6
     """
     scale = size / crop_px
     groups = [(JAW, False), (OUTER_LIP, True), (INNER_LIP, True)]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    centres = np.arange(size, dtype=np.float32) + 0.5  # pixel centres along x and along y
     maps = np.zeros((len(groups), size, size), np.float32)
     for c, (idx, closed) in enumerate(groups):
         pts = lms[idx] * scale
@@ -86,6 +86,9 @@ def render_heatmaps(lms: np.ndarray, size: int, crop_px: int, sigma: float = 0.6
         # Sample each segment densely; the max over samples approximates a distance-to-polyline Gaussian.
         t = np.linspace(0, 1, 6, endpoint=False)[:, None]
         samples = (pts[:-1, None] * (1 - t) + pts[1:, None] * t).reshape(-1, 2)
-        d2 = (xx[None] - samples[:, 0, None, None]) ** 2 + (yy[None] - samples[:, 1, None, None]) ** 2
+        # (S, 1, size) + (S, size, 1): the squared offsets along each axis are computed once per sample, not per pixel
+        dx2 = (centres[None, None, :] - samples[:, 0, None, None]) ** 2
+        dy2 = (centres[None, :, None] - samples[:, 1, None, None]) ** 2
+        d2 = dx2 + dy2
         maps[c] = np.exp(-d2.min(0) / (2 * sigma**2))
     return maps

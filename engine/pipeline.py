@@ -267,21 +267,31 @@ class LipSyncSession:
         """
         face = self.cfg.face
         warp_prior = face.warp_prior if warp_prior is None else warp_prior
+        base = self.avatar.crops[a]
         mask = self.paste_mask(a, lms)
-        skin = (mask > 0.5) & (crop.mouth_mask(np.stack([self.avatar.landmarks[a], lms]), face) < 0.01)
+        out = base.copy()
+        box = crop.mask_box(mask)
+        if box is None:
+            return out, mask
+        # Everything below is per pixel (colour statistics come from inside the mask), so it is computed in the
+        # mask's bounding box only and gives the same pixels as over the whole crop.
+        both = np.stack([self.avatar.landmarks[a], lms])
+        skin = (mask[box] > 0.5) & (crop.mouth_mask(both, face)[box] < 0.01)
         if lower_face is None:
             lower_face = decode_lower_faces(self.backend, latent, self.row)[0]
-        lower = lay_lower_face(self.cfg, self.avatar.crops[a], lower_face, self.row)
+        lower = lay_lower_face(self.cfg, base, lower_face, self.row)[box]
         # With the warp, decoded pixels show only inside the mouth: match their mean colour, not their contrast.
-        lower = crop.match_colours(lower, self.avatar.crops[a], skin, contrast=not warp_prior)
+        lower = crop.match_colours(lower, base[box], skin, contrast=not warp_prior)
         if warp_prior:
             src = int(self.warp_sources[a])
             top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
-            warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top_row=top)
-            warped = crop.match_colours(warped, self.avatar.crops[a], skin, contrast=face.warp_colour_contrast)
-            interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)
-            return crop.composite(self.avatar.crops[a], [(warped, mask), (lower, mask * interior)]), mask
-        return crop.blend(self.avatar.crops[a], lower, mask), mask
+            warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top, box)
+            warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
+            interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]
+            out[box] = crop.composite(base[box], [(warped, mask[box]), (lower, mask[box] * interior)])
+        else:
+            out[box] = crop.blend(base[box], lower, mask[box])
+        return out, mask
 
     def render(self, n: int) -> Frame:
         """Frame n of this utterance (``Frame.index`` is ``frame_offset + n``), or, when the render policy says

@@ -40,37 +40,64 @@ def _affines_to_source(dst_tri: np.ndarray, src_tri: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(d) @ src_tri
 
 
-def warp_map(src_px: np.ndarray, dst_px: np.ndarray, size_px: int, top_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def warp_map(
+    src_px: np.ndarray, dst_px: np.ndarray, size_px: int, top_row: int = 0, box: tuple[slice, slice] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Backward map for ``cv2.remap``: for each destination pixel at rows >= ``top_row``, where to sample the
-    source. src_px, dst_px: (N, 2) corresponding points (the 68 landmarks). Returns two float32 (size - top, size).
+    source. src_px, dst_px: (N, 2) corresponding points (the 68 landmarks). Returns two float32 (size - top, size),
+    or, with ``box`` ((rows, cols) slices inside those rows), the same map's values over the box only: callers
+    that use only some pixels (the paste mask's bounding box, a third of the lower face) compute only those.
     """
     anchors = border_anchors(size_px)
     dst = np.concatenate([np.asarray(dst_px, np.float64), anchors])
     src = np.concatenate([np.asarray(src_px, np.float64), anchors])
     triangles = Delaunay(dst).simplices  # (K, 3): triangulated where the pixels are drawn
-    # Which triangle each destination pixel lies in (the last one drawn wins on shared edges).
+    rows, cols = box if box is not None else (slice(top_row, size_px), slice(0, size_px))
+    r0, r1, _ = rows.indices(size_px)
+    c0, c1, _ = cols.indices(size_px)
+    if r0 < top_row:
+        raise ValueError(f"warp box rows {r0}:{r1} start above the warped rows (from {top_row})")
+    # Which triangle each destination pixel lies in (the last one drawn wins on shared edges). Always drawn on the
+    # canvas of rows >= top_row: OpenCV fills a triangle cut by the canvas edge with other pixels along its edges
+    # than the uncut one, so the canvas, not the box, decides the labels.
     label = np.full((size_px - top_row, size_px), -1, np.int32)
-    shift = np.array([0.0, top_row])
-    for k, tri in enumerate(triangles):
-        cv2.fillConvexPoly(label, np.round(dst[tri] - shift).astype(np.int32), int(k))
-    affine = _affines_to_source(dst[triangles], src[triangles])  # (K, 3, 2)
-    ys, xs = np.mgrid[top_row:size_px, 0:size_px].astype(np.float64)
-    per_pixel = affine[np.maximum(label, 0)]  # (H, W, 3, 2)
-    map_x = xs * per_pixel[..., 0, 0] + ys * per_pixel[..., 1, 0] + per_pixel[..., 2, 0]
-    map_y = xs * per_pixel[..., 0, 1] + ys * per_pixel[..., 1, 1] + per_pixel[..., 2, 1]
+    corners = np.round(dst[triangles] - np.array([0.0, top_row])).astype(np.int32)  # (K, 3, 2) canvas pixels
+    low, high = corners.min(1), corners.max(1)
+    reaches = (high[:, 0] >= c0) & (high[:, 1] >= r0 - top_row) & (low[:, 0] < c1) & (low[:, 1] < r1 - top_row)
+    drawn = reaches.nonzero()[0]
+    for k in drawn:  # in drawing order; a triangle that misses the box paints none of it
+        cv2.fillConvexPoly(label, corners[k], int(k))
+    label = label[r0 - top_row : r1 - top_row, c0:c1]
+    affine = np.zeros((len(triangles), 6))  # per triangle, (3, 2) flattened: only the drawn ones are used
+    affine[drawn] = _affines_to_source(dst[triangles[drawn]], src[triangles[drawn]]).reshape(-1, 6)
+    per_pixel = affine[np.maximum(label, 0)]  # (H, W, 6)
+    xs = np.arange(c0, c1, dtype=np.float64)[None]  # (1, W)
+    ys = np.arange(r0, r1, dtype=np.float64)[:, None]  # (H, 1)
+    map_x = xs * per_pixel[..., 0] + ys * per_pixel[..., 2] + per_pixel[..., 4]
+    map_y = xs * per_pixel[..., 1] + ys * per_pixel[..., 3] + per_pixel[..., 5]
     outside = label < 0  # only sliver pixels at the border: sample in place
-    map_x[outside], map_y[outside] = xs[outside], ys[outside]
+    map_x[outside] = np.broadcast_to(xs, label.shape)[outside]
+    map_y[outside] = np.broadcast_to(ys, label.shape)[outside]
     return map_x.astype(np.float32), map_y.astype(np.float32)
 
 
-def warp_face(source: np.ndarray, src_px: np.ndarray, dst_px: np.ndarray, top_row: int = 0) -> np.ndarray:
+def warp_face(
+    source: np.ndarray,
+    src_px: np.ndarray,
+    dst_px: np.ndarray,
+    top_row: int = 0,
+    box: tuple[slice, slice] | None = None,
+) -> np.ndarray:
     """``source`` (S, S, 3) with landmarks ``src_px`` (68, 2), warped so they land on ``dst_px`` (68, 2).
 
-    Rows above ``top_row`` are copied from the source unwarped (callers use only the lower face)."""
-    size = source.shape[0]
-    map_x, map_y = warp_map(src_px, dst_px, size, top_row)
+    Rows above ``top_row`` are copied from the source unwarped (callers use only the lower face). With ``box``
+    ((rows, cols) slices at rows >= top_row) only that part of the warped image is made and returned."""
+    map_x, map_y = warp_map(src_px, dst_px, source.shape[0], top_row, box)
+    warped = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if box is not None:
+        return warped
     out = source.copy()
-    out[top_row:] = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out[top_row:] = warped
     return out
 
 

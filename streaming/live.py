@@ -176,7 +176,8 @@ class LiveEngine:
         # On the worker's frame grid, so that engines sharing it tick (and need frames) together.
         fps = self.cfg.audio.fps
         self.frames = FrameClock(self.worker.align_start(self.clock.now() + 1 / fps, fps), fps)
-        self.policy = RenderPolicy(
+        self.policy = RenderPolicy.for_worker(
+            self.worker,
             self.frames,
             self.clock,
             self.delay_frames,

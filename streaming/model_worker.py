@@ -13,7 +13,10 @@ call; any other job (speaker embedding, avatar swap) simply runs.
 Policy when the worker cannot serve everyone in time (explicit, and the same for one session as for K):
 - every round serves the head job of *every* lane that has one, so no session waits more than one round for
   another; rounds larger than ``max_batch`` are cut into batches, and the lanes served first rotate each round;
-- each session's own ``RenderPolicy`` skips the frames it predicts late and the display repeats its last picture;
+- each session's ``RenderPolicy`` skips the frames it predicts late and the display repeats its last picture; it
+  predicts with this worker's cost of one frame (``frame_cost_s``, ``RenderPolicy.for_worker``), the same for every
+  session, so it drops only what would be late even alone and leaves the sharing to the round's choice below (a
+  session's own render time on a shared worker is a whole round's: every frame looked late, only probes were made);
 - a round renders only the frames that fit: with the measured cost of one frame in a round (``frame_cost_s``),
   frames are taken longest-unserved session first while the round still ends before every taken frame's
   deadline (``FrameJob.deadline``); the others are answered "not rendered" (``engine.batching.NOT_RENDERED``) and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import speech_like
 from test_export import NO_SLIM, assert_backends_agree
 
 from facecast.engine.config import ModelConfig
@@ -332,3 +333,64 @@ def test_an_overloaded_worker_renders_what_fits_and_shares_it_fairly(backend):
     assert max(counts) - min(counts) <= 1 and sum(counts) == rounds - 1
     assert sorted({r[0] for r in rendered[1:4]}) == [0, 1, 2]  # every session is served before anyone twice
     assert worker.counters.frames_not_rendered == 2 * (rounds - 1)
+
+
+class TimedModel:
+    """The real (tiny) networks, with each frame of a UNet call costing ``frame_ms`` on the virtual clock."""
+
+    def __init__(self, backend, clock: ManualClock, frame_ms: float) -> None:
+        self.inner, self.clock, self.frame_ms = backend, clock, frame_ms
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def denoise(self, x, *rest):
+        self.clock.t += len(x) * self.frame_ms / 1000
+        return self.inner.denoise(x, *rest)
+
+
+@pytest.mark.parametrize("sessions", [2, 4])
+def test_overloaded_sessions_on_a_shared_worker_get_even_shares(backend, portrait, sessions):
+    """K live sessions (each with the engine's RenderPolicy) on one worker, frames costing 30 virtual ms against
+    40 ms ticks: the worker can make 1-2 frames a tick, far fewer than K. Every session must get about the same
+    number of pictures, and together about what the worker can make. (With each policy predicting from its own
+    render time, which on a shared worker is a whole round's, 120 ms here, every frame was predicted late and
+    only probes were rendered: 2/2/2/2 frames in 60 ticks at K=4, the worker idle.)"""
+    from facecast.engine.config import InferenceConfig
+    from facecast.engine.pipeline import SKIPPED, LipSyncSession
+    from facecast.streaming.clock import FrameClock
+    from facecast.streaming.config import LiveConfig
+    from facecast.streaming.model_worker import ModelWorker
+    from facecast.streaming.render_policy import RenderPolicy
+
+    live, fps, ticks = LiveConfig(), backend.cfg.audio.fps, 60
+    clock = ManualClock()
+    model = TimedModel(backend, clock, frame_ms=30.0)
+    worker = ModelWorker(model, clock=clock)
+    frames = FrameClock(worker.align_start(clock.now(), fps), fps)
+    audio = speech_like(ticks / fps + 0.1, seed=7)
+    delay = backend.cfg.a2l.lookahead_frames + live.processing_frames
+    lanes, engines, speaker = [], [], np.zeros(256, np.float32)
+    for _ in range(sessions):
+        lane = worker.join()
+        policy = RenderPolicy.for_worker(worker, frames, clock, delay, live.max_late_frames, live.probe_every_frames)
+        engines.append(
+            LipSyncSession(model, backend.cfg, portrait, speaker, InferenceConfig(live.steps), render_policy=policy)
+        )
+        lane.ticked(frames.time_of(-1))  # every lane is on the grid from the start: the worker gathers them
+        lanes.append(lane)
+    rendered = [0] * sessions
+    for k in range(ticks):  # the engines' ticks in lockstep: tick k's work is all in before the worker runs it
+        clock.t = max(clock.t, frames.time_of(k))
+        futures = []
+        for lane, session in zip(lanes, engines, strict=True):
+            futures.append(lane.submit(session.push_audio_steps, audio[640 * k : 640 * (k + 1)]))
+            lane.ticked(frames.time_of(k))
+        for i, f in enumerate(futures):
+            rendered[i] += sum(SKIPPED not in fr.timings_ms for fr in f.result(timeout=60))
+    for lane in lanes:
+        lane.shutdown()
+    made = ticks - backend.cfg.a2l.lookahead_frames
+    assert sum(rendered) >= made  # at least one frame a tick on average: the worker is kept busy
+    assert sum(rendered) < sessions * made * 0.75  # and it really was overloaded
+    assert max(rendered) - min(rendered) <= max(2, 0.1 * max(rendered)), rendered

@@ -5,11 +5,11 @@ from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.cli import main
 from facecast.engine import avatar as avatar_mod
-from facecast.engine import media
+from facecast.engine import crop, media, warp
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import InputError
 from facecast.engine.generate import generate_video, run_session
-from facecast.engine.pipeline import LipSyncSession
+from facecast.engine.pipeline import LipSyncSession, compose_lower_face
 
 
 def collect(session, audio, chunk):
@@ -147,3 +147,37 @@ def test_cli_missing_weights_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     assert run_cli("--model", str(tmp_path), "--out", str(tmp_path / "x.mp4")) == 3
     assert "missing weights file" in capsys.readouterr().err
+
+
+def whole_crop_composite(session, a, latent, lms, warp_prior):
+    """``compose_crop`` as it was before it worked in the paste mask's bounding box: every step over the whole
+    256² crop (the reference that the boxed composite must equal)."""
+    cfg, av, face = session.cfg, session.avatar, session.cfg.face
+    mask = session.paste_mask(a, lms)
+    skin = (mask > 0.5) & (crop.mouth_mask(np.stack([av.landmarks[a], lms]), face) < 0.01)
+    lower = compose_lower_face(session.backend, cfg, av.crops[a], latent, session.row)
+    lower = crop.match_colours(lower, av.crops[a], skin, contrast=not warp_prior)
+    if not warp_prior:
+        return crop.blend(av.crops[a], lower, mask)
+    src = int(session.warp_sources[a])
+    top = max(0, cfg.l2v.mask_top_px - face.feather_px)
+    warped = warp.warp_face(av.crops[src], av.landmarks[src], lms, top_row=top)
+    warped = crop.match_colours(warped, av.crops[a], skin, contrast=face.warp_colour_contrast)
+    interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)
+    return crop.composite(av.crops[a], [(warped, mask), (lower, mask * interior)])
+
+
+@pytest.mark.parametrize("warp_prior", [True, False])
+def test_the_composite_in_the_mask_box_equals_the_whole_crop_one(backend, portrait, warp_prior):
+    session = LipSyncSession(backend, backend.cfg, portrait, np.zeros(256, np.float32), landmarks="static")
+    rng = np.random.default_rng(4)
+    for opening_px in (0.0, 4.0, 9.0, 15.0):
+        lms = portrait.landmarks[0].copy()
+        lms[48:68] += rng.normal(0, 1.5, (20, 2)).astype(np.float32)
+        lms[[56, 57, 58, 65, 66, 67], 1] += opening_px  # lower lip down
+        lms[5:12, 1] += opening_px / 2  # and the chin with it
+        latent = rng.standard_normal((1, *portrait.latents.shape[1:])).astype(np.float32)
+        got, mask = session.compose_crop(0, latent, lms, warp_prior=warp_prior)
+        want = whole_crop_composite(session, 0, latent, lms, warp_prior)
+        np.testing.assert_array_equal(got, want)
+        assert np.abs(got.astype(int) - portrait.crops[0]).max() > 10  # the mouth was really redrawn

@@ -172,6 +172,13 @@ def test_audio_out_blocks_join_into_the_whole_signal_at_48k():
     assert np.abs(joined[100:] - whole[100 : len(joined)]).max() <= 1  # no seams between blocks
 
 
+def test_audio_out_filter_is_the_one_resample_poly_designs_itself():
+    x = np.random.default_rng(2).uniform(-0.5, 0.5, 672)
+    np.testing.assert_array_equal(
+        resample_poly(x, AudioOut.UP, 1, window=AudioOut.FILTER), resample_poly(x, AudioOut.UP, 1)
+    )
+
+
 def test_render_policy_skips_frames_that_would_be_late_and_probes_again():
     clock = ManualClock(100.0)
     fc = FrameClock(100.0)

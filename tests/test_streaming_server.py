@@ -357,3 +357,17 @@ def test_serve_command_wires_engine_app_and_loop(monkeypatch, tmp_path, tiny_mod
     missing = parser.parse_args(["serve", "--model", str(tiny_model), "--audio-file", str(tmp_path / "nope.wav")])
     with pytest.raises(InputError, match="not found"):
         missing.func(missing)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (63, 95)])
+def test_a_video_frame_is_yuv420p_at_its_pts_and_keeps_the_picture(size):
+    from facecast.streaming.webrtc import VIDEO_TIME_BASE, video_frame
+
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (w + h)], axis=2).astype(np.uint8)
+    frame = video_frame(image, pts=3600)
+    assert (frame.format.name, frame.width, frame.height) == ("yuv420p", w, h)
+    assert (frame.pts, frame.time_base) == (3600, VIDEO_TIME_BASE)
+    back = frame.to_ndarray(format="rgb24").astype(int)
+    assert np.abs(back - image).mean() < 2.0  # limited-range YUV and 4:2:0 chroma lose a little, nothing more

@@ -69,6 +69,16 @@ def test_most_closed_frame_picks_the_smallest_lip_gap():
     assert warp.lip_gap(opened) > warp.lip_gap(closed) + 5
 
 
+def test_a_box_of_the_warp_is_the_same_pixels_as_the_whole_warp():
+    img, src = textured_image(), face_like_landmarks()
+    dst = src.copy()
+    dst[56:59, 1] += 9  # lower lip down
+    dst[65:68, 1] += 9
+    whole = warp.warp_face(img, src, dst, top_row=100)
+    for box in [(slice(120, 210), slice(60, 200)), (slice(100, 256), slice(0, 256)), (slice(150, 151), slice(7, 9))]:
+        np.testing.assert_array_equal(warp.warp_face(img, src, dst, top_row=100, box=box), whole[box])
+
+
 def lit_frames(brightness: list[int], open_mouth: list[bool]) -> tuple[np.ndarray, np.ndarray]:
     """Crops lit at each level (uint8 (T, 256, 256, 3)) and landmarks with the given mouths open or closed."""
     crops = np.stack([np.clip(textured_image().astype(int) // 2 + b, 0, 255).astype(np.uint8) for b in brightness])

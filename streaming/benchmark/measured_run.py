@@ -39,7 +39,7 @@ from ..clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock
 from ..config import ServerConfig
 from ..live import EngineObserver, LiveEngine, OutputFrame
 from ..mixer import SourceBuffer
-from ..webrtc import VIDEO_TIME_BASE, EngineVideoTrack, Peers
+from ..webrtc import EngineVideoTrack, Peers, video_frame
 
 Timer = Callable[[], float]
 
@@ -211,8 +211,7 @@ class EncodingViewer:
         loop = asyncio.get_running_loop()
         while (out := await self.queue.get()) is not None:
             self.idle.clear()
-            frame = av.VideoFrame.from_ndarray(out.image, format="rgb24").reformat(format="yuv420p")
-            frame.pts, frame.time_base = out.video_pts, VIDEO_TIME_BASE
+            frame = video_frame(out.image, out.video_pts)  # as the server's video track converts it
             ms = await loop.run_in_executor(None, self._encode, frame)
             if not self.log.closed:
                 self.log.encode_ms.append(ms)
@@ -261,9 +260,7 @@ class StampedVideoTrack(EngineVideoTrack):
 
     async def recv(self) -> av.VideoFrame:
         out = await self.next_output()
-        frame = av.VideoFrame.from_ndarray(stamp_index(out.image, out.index), format="rgb24").reformat(format="yuv420p")
-        frame.pts, frame.time_base = out.video_pts, VIDEO_TIME_BASE
-        return frame
+        return video_frame(stamp_index(out.image, out.index), out.video_pts)
 
 
 @contextlib.contextmanager
