@@ -7,7 +7,7 @@ the generated mouth: frames play forward then backward (ping-pong) so the loop h
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from .config import ModelConfig
 from .errors import FaceError, InputError
 from .landmarks import STABLE, fit_similarity, register_to
 from .latents import EncodeFn, encode_images, mask_lower_face
-from .warp import most_closed_frame
+from .warp import most_closed_frame, pick_sources
 
 BUNDLE_VERSION = 1
 ADAPTER_FILE = "l2v_lora.safetensors"  # in an enrolled bundle (``facecast enroll``): its L2V adapter
@@ -38,6 +38,29 @@ class Avatar:
     reference: np.ndarray  # float32 (68, 2): the pose-free landmarks A2L displaces
     identity_index: int = 0  # the identity reference (the most closed mouth); the warp picks its sources per frame
     source: str = ""
+    _warp_sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def warp_sources(self, cfg: ModelConfig) -> np.ndarray:
+        """(T,) int: per frame, the frame whose lower face the warp moves (``warp.pick_sources``; the identity
+        frame when ``FaceConfig.warp_source_candidates`` is 1). Computed once per avatar and setting (about 0.2 s
+        for 250 frames): ``load_avatar`` does it while loading, so a live server does not spend it on its event
+        loop when a session starts."""
+        face = cfg.face
+        upper_rows = cfg.l2v.mask_top_px - face.feather_px  # the rows the pipeline keeps: pose and light
+        key = (face.warp_source_candidates, face.warp_source_min_gap_frames, face.warp_source_switch_cost, upper_rows)
+        if key not in self._warp_sources:
+            if face.warp_source_candidates > 1:
+                self._warp_sources[key] = pick_sources(
+                    self.crops,
+                    self.landmarks,
+                    upper_rows,
+                    face.warp_source_candidates,
+                    face.warp_source_min_gap_frames,
+                    face.warp_source_switch_cost,
+                )
+            else:
+                self._warp_sources[key] = np.full(self.num_frames, self.identity_index, np.int64)
+        return self._warp_sources[key]
 
     @property
     def num_frames(self) -> int:
@@ -194,10 +217,14 @@ def load_avatar(path: Path, backend: Backend, landmarks: face.LandmarkBackend | 
     idle video prepared now (``landmarks``: the face landmark detector, default dlib)."""
     path = Path(path)
     if path.is_dir():
-        loaded = Avatar.load(path, backend.autoencoder_hash)
+        avatar = Avatar.load(path, backend.autoencoder_hash)
         check_backend(backend, path)  # an enrolled bundle's adapter goes into (a copy of) the backend's L2V
-        return loaded
-    check_backend(backend, None)
-    if not path.is_file():
-        raise InputError(f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle.")
-    return prepare_avatar(path, backend.encode, backend.cfg, landmarks)
+    else:
+        check_backend(backend, None)
+        if not path.is_file():
+            raise InputError(
+                f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle."
+            )
+        avatar = prepare_avatar(path, backend.encode, backend.cfg, landmarks)
+    avatar.warp_sources(backend.cfg)
+    return avatar

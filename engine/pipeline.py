@@ -110,18 +110,7 @@ class LipSyncSession:
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
         self.identity = avatar.latents[avatar.identity_index][None]
-        face = cfg.face
-        if face.warp_source_candidates > 1:
-            self.warp_sources = warp.pick_sources(
-                avatar.crops,
-                avatar.landmarks,
-                cfg.l2v.mask_top_px - face.feather_px,
-                face.warp_source_candidates,
-                face.warp_source_min_gap_frames,
-                face.warp_source_switch_cost,
-            )
-        else:
-            self.warp_sources = np.full(avatar.num_frames, avatar.identity_index, np.int64)
+        self.warp_sources = avatar.warp_sources(cfg)  # (T,) the warp's source frame per avatar frame
         self.render_policy = render_policy
         self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()

@@ -120,3 +120,39 @@ def test_pick_sources_does_not_flicker_between_sources_that_look_almost_alike():
     assert switches(free) > 10
     assert switches(steady) <= 2  # at most: away from 0 while it is too near, and away from 39 near the end
     assert np.all(np.abs(steady - np.arange(40)) >= 3)
+
+
+def test_an_avatar_picks_its_warp_sources_once_and_a_copy_picks_its_own():
+    import dataclasses
+
+    from facecast.engine.avatar import Avatar
+    from facecast.engine.config import ModelConfig
+
+    crops, lms = lit_frames([10] * 20 + [120] * 20, [t not in {2, 8, 30, 36} for t in range(40)])
+    t = len(crops)
+    avatar = Avatar(
+        frames=crops,
+        transforms=np.zeros((t, 2, 3)),
+        crops=crops,
+        landmarks=lms,
+        latents=np.zeros((t, 8, 32, 32), np.float32),
+        masked_latents=np.zeros((t, 8, 32, 32), np.float32),
+        reference=lms[0],
+    )
+    cfg = ModelConfig()
+    first = avatar.warp_sources(cfg)
+    assert first.shape == (t,) and avatar.warp_sources(cfg) is first  # cached
+    face = cfg.face
+    expected = warp.pick_sources(
+        crops,
+        lms,
+        cfg.l2v.mask_top_px - face.feather_px,
+        face.warp_source_candidates,
+        face.warp_source_min_gap_frames,
+        face.warp_source_switch_cost,
+    )
+    np.testing.assert_array_equal(first, expected)
+    single = dataclasses.replace(cfg, face=dataclasses.replace(cfg.face, warp_source_candidates=1))
+    assert list(avatar.warp_sources(single)) == [avatar.identity_index] * t
+    portrait = dataclasses.replace(avatar, frames=crops[:1], crops=crops[:1], landmarks=lms[:1])
+    assert list(portrait.warp_sources(cfg)) == [0]  # its own sources, not the video's
