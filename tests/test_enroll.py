@@ -16,7 +16,7 @@ from facecast.engine import enroll as enroll_module
 from facecast.engine import media
 from facecast.engine.avatar import ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
-from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, EnrollConfig, enroll
+from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, EnrollConfig, enroll, enrolled_motion_gain
 from facecast.engine.errors import AudioError, FaceError, InputError
 
 # A few steps at a high rate: enough to move the adapter off zero, fast enough for CI.
@@ -143,8 +143,21 @@ def test_bundle_records_the_persons_motion_gain(calibrated: Path, tiny_model: Pa
     record = json.loads((calibrated / "meta.json").read_text())["enrolment"]
     assert EnrollConfig().calibrate_a2l_motion and record["config"]["calibrate_a2l_motion"]
     assert record["base_a2l_motion_gain"] == load_config(tiny_model).a2l.motion_gain
-    gain = record["a2l_motion_gain"]
-    assert np.isfinite(gain) and gain > 0 and gain != record["base_a2l_motion_gain"]
+    measured = record["person_a2l_motion_gain"]
+    assert np.isfinite(measured) and measured > 0 and measured != record["base_a2l_motion_gain"]
+    rule = record["config"]["a2l_gain_rule"]
+    assert record["a2l_motion_gain"] == enrolled_motion_gain(measured, record["base_a2l_motion_gain"], rule)
+
+
+def test_lower_only_rule_never_raises_the_models_gain() -> None:
+    assert enrolled_motion_gain(1.0, 2.25, "lower_only") == 1.0  # the person's, when it is lower
+    assert enrolled_motion_gain(3.6, 2.25, "lower_only") == 2.25  # the model's, when the person's is higher
+    assert enrolled_motion_gain(3.6, 2.25, "person") == 3.6
+    assert enrolled_motion_gain(1.0, 2.25, "person") == 1.0
+    with pytest.raises(InputError, match="a2l_gain_rule"):
+        enrolled_motion_gain(1.0, 2.25, "higher")
+    with pytest.raises(InputError, match="lower_only"):
+        EnrollConfig(a2l_gain_rule="min")
 
 
 def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Path, tiny_model: Path) -> None:
