@@ -130,9 +130,11 @@ def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
 
 @pytest.fixture(scope="module")
 def calibrated(tiny_model: Path, video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle without A2L training: the base A2L's motion gain re-measured on the person (the default)."""
+    """A bundle without A2L training: the base A2L's motion gain re-measured on the person (the default), run as
+    measured (rule "person", so the bundle's gain differs from the model's whichever way the person's lies)."""
     out = tmp_path_factory.mktemp("calibrated") / "person"
-    enroll(video, out, tiny_model, dataclasses.replace(TINY, a2l_steps=0, max_steps=1), log=_quiet)
+    person = dataclasses.replace(TINY, a2l_steps=0, max_steps=1, a2l_gain_rule="person")
+    enroll(video, out, tiny_model, person, log=_quiet)
     return out
 
 
