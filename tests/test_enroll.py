@@ -318,3 +318,11 @@ def test_cli_enroll_reports_bad_input_with_exit_code_2(tiny_model: Path, tmp_pat
     short = moving_face_video(tmp_path / "short.mp4", frames=12)
     rc = main(["enroll", "--video", str(short), "--out", str(tmp_path / "b"), "--model", str(tiny_model)])
     assert rc == 2 and not (tmp_path / "b").exists()
+
+
+def test_cli_eval_refuses_an_unknown_gain_rule_with_exit_code_2(video: Path, tiny_model: Path, tmp_path: Path) -> None:
+    from facecast.cli import main
+
+    out = tmp_path / "report.json"
+    args = ["eval", "--clips", str(video), "--protocol", "personal", "--model", str(tiny_model), "--out", str(out)]
+    assert main([*args, "--enroll-gain-rule", "higher"]) == 2 and not out.exists()
