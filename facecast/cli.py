@@ -214,6 +214,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     ecfg = EvalConfig(protocol=args.protocol, steps=args.steps, max_frames=args.max_frames)
     if args.enroll_minutes is not None:
         ecfg = dataclasses.replace(ecfg, enroll=dataclasses.replace(ecfg.enroll, minutes=args.enroll_minutes))
+    if args.enroll_gain_rule is not None:
+        ecfg = dataclasses.replace(ecfg, enroll=dataclasses.replace(ecfg.enroll, a2l_gain_rule=args.enroll_gain_rule))
     report = evaluate(
         args.clips,
         backend,
@@ -614,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-frames", type=int, default=250, help="per clip")
     sp.add_argument(
         "--enroll-minutes", type=float, default=None, help="--protocol personal: each enrolment's budget (default 14)"
+    )
+    sp.add_argument(
+        "--enroll-gain-rule",
+        default=None,
+        help="--protocol personal: which A2L motion gain the enrolled bundle runs (EnrollConfig.a2l_gain_rule: "
+        "person = as measured on the person, lower_only = never above the model's)",
     )
     sp.add_argument("--out", type=Path, default=Path("eval/report.json"), help="JSON report; the PNG goes beside it")
     sp.add_argument("--syncnet-weights", type=Path, default=None, help="syncnet_v2.model, for LSE-C/LSE-D")

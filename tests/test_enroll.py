@@ -16,7 +16,7 @@ from facecast.engine import enroll as enroll_module
 from facecast.engine import media
 from facecast.engine.avatar import ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
-from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, EnrollConfig, enroll
+from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, EnrollConfig, enroll, enrolled_motion_gain
 from facecast.engine.errors import AudioError, FaceError, InputError
 
 # A few steps at a high rate: enough to move the adapter off zero, fast enough for CI.
@@ -130,9 +130,11 @@ def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
 
 @pytest.fixture(scope="module")
 def calibrated(tiny_model: Path, video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle without A2L training: the base A2L's motion gain re-measured on the person (the default)."""
+    """A bundle without A2L training: the base A2L's motion gain re-measured on the person (the default), run as
+    measured (rule "person", so the bundle's gain differs from the model's whichever way the person's lies)."""
     out = tmp_path_factory.mktemp("calibrated") / "person"
-    enroll(video, out, tiny_model, dataclasses.replace(TINY, a2l_steps=0, max_steps=1), log=_quiet)
+    person = dataclasses.replace(TINY, a2l_steps=0, max_steps=1, a2l_gain_rule="person")
+    enroll(video, out, tiny_model, person, log=_quiet)
     return out
 
 
@@ -143,8 +145,21 @@ def test_bundle_records_the_persons_motion_gain(calibrated: Path, tiny_model: Pa
     record = json.loads((calibrated / "meta.json").read_text())["enrolment"]
     assert EnrollConfig().calibrate_a2l_motion and record["config"]["calibrate_a2l_motion"]
     assert record["base_a2l_motion_gain"] == load_config(tiny_model).a2l.motion_gain
-    gain = record["a2l_motion_gain"]
-    assert np.isfinite(gain) and gain > 0 and gain != record["base_a2l_motion_gain"]
+    measured = record["person_a2l_motion_gain"]
+    assert np.isfinite(measured) and measured > 0 and measured != record["base_a2l_motion_gain"]
+    rule = record["config"]["a2l_gain_rule"]
+    assert record["a2l_motion_gain"] == enrolled_motion_gain(measured, record["base_a2l_motion_gain"], rule)
+
+
+def test_lower_only_rule_never_raises_the_models_gain() -> None:
+    assert enrolled_motion_gain(1.0, 2.25, "lower_only") == 1.0  # the person's, when it is lower
+    assert enrolled_motion_gain(3.6, 2.25, "lower_only") == 2.25  # the model's, when the person's is higher
+    assert enrolled_motion_gain(3.6, 2.25, "person") == 3.6
+    assert enrolled_motion_gain(1.0, 2.25, "person") == 1.0
+    with pytest.raises(InputError, match="a2l_gain_rule"):
+        enrolled_motion_gain(1.0, 2.25, "higher")
+    with pytest.raises(InputError, match="lower_only"):
+        EnrollConfig(a2l_gain_rule="min")
 
 
 def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Path, tiny_model: Path) -> None:
@@ -303,3 +318,11 @@ def test_cli_enroll_reports_bad_input_with_exit_code_2(tiny_model: Path, tmp_pat
     short = moving_face_video(tmp_path / "short.mp4", frames=12)
     rc = main(["enroll", "--video", str(short), "--out", str(tmp_path / "b"), "--model", str(tiny_model)])
     assert rc == 2 and not (tmp_path / "b").exists()
+
+
+def test_cli_eval_refuses_an_unknown_gain_rule_with_exit_code_2(video: Path, tiny_model: Path, tmp_path: Path) -> None:
+    from facecast.cli import main
+
+    out = tmp_path / "report.json"
+    args = ["eval", "--clips", str(video), "--protocol", "personal", "--model", str(tiny_model), "--out", str(out)]
+    assert main([*args, "--enroll-gain-rule", "higher"]) == 2 and not out.exists()

@@ -511,6 +511,19 @@ def _write_segment(path: Path, frames: list[np.ndarray], audio: np.ndarray) -> P
     return writer.close(audio)
 
 
+def personal_split(video: Path, cfg: ModelConfig, folder: Path) -> tuple[Path, Path]:
+    """The personal protocol's two parts of ``video``, written to ``folder``: (the first
+    ``PERSONAL_ENROL_FRACTION``, to enrol on; the rest, to score)."""
+    audio = media.load_audio(video, cfg.audio.sample_rate)
+    check_speech(audio, cfg.audio, str(video))
+    spf = cfg.audio.samples_per_frame
+    frames = list(media.iter_video_frames(video, cfg.audio.fps, max_frames=len(audio) // spf))
+    n = min(len(frames), len(audio) // spf)
+    cut = round(n * PERSONAL_ENROL_FRACTION)
+    train_video = _write_segment(Path(folder) / "enrol.mp4", frames[:cut], audio[: cut * spf])
+    return train_video, _write_segment(Path(folder) / "test.mp4", frames[cut:n], audio[cut * spf : n * spf])
+
+
 def evaluate_personal_clip(
     video: Path,
     backend: Backend,
@@ -530,17 +543,9 @@ def evaluate_personal_clip(
         raise FacecastError(
             "--protocol personal fine-tunes the model, which needs the model folder: use --backend torch"
         )
-    audio = media.load_audio(video, cfg.audio.sample_rate)
-    check_speech(audio, cfg.audio, str(video))
-    spf = cfg.audio.samples_per_frame
-    frames = list(media.iter_video_frames(video, cfg.audio.fps, max_frames=len(audio) // spf))
-    n = min(len(frames), len(audio) // spf)
-    cut = round(n * PERSONAL_ENROL_FRACTION)
     recon = dataclasses.replace(ecfg, protocol="reconstruct")
     with tempfile.TemporaryDirectory(prefix="facecast_personal_") as tmp:
-        train_video = _write_segment(Path(tmp) / "enrol.mp4", frames[:cut], audio[: cut * spf])
-        test_video = _write_segment(Path(tmp) / "test.mp4", frames[cut:n], audio[cut * spf : n * spf])
-        del frames
+        train_video, test_video = personal_split(video, cfg, Path(tmp))
         bundle = Path(tmp) / "bundle"
         enrolment = enroll(train_video, bundle, model_dir, ecfg.enroll, face_backend=face_backend, log=lambda _: None)
         try:
