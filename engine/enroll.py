@@ -272,7 +272,9 @@ def check_enrol_video(video: EnrolVideo, cfg: ModelConfig, ecfg: EnrollConfig, w
             raise InputError(
                 f"{where} seems to show a different person in its second half (voice similarity "
                 f"{figures['speaker_cosine']:.2f}, need >= {MIN_HALF_SPEAKER_COSINE}; face-shape drift "
-                f"{figures['shape_drift']:.3f}, need <= {MAX_HALF_SHAPE_DRIFT}): enrol from a video of one person."
+                f"{figures['shape_drift']:.3f}, need <= {MAX_HALF_SHAPE_DRIFT}): enrol from a video of one person. "
+                "If it is one person (a head turning or tilting away for long can move the face shape), run again "
+                "with --no-identity-check."
             )
     return figures
 

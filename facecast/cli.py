@@ -149,7 +149,7 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     from facecast.engine.checkpoint import load_config
     from facecast.engine.enroll import EnrollConfig, enroll
 
-    ecfg = EnrollConfig(threads=args.threads)
+    ecfg = EnrollConfig(threads=args.threads, check_identity=not args.no_identity_check)
     if args.minutes is not None:
         ecfg = dataclasses.replace(ecfg, minutes=args.minutes)
     landmarks = face.make_backend(args.face_backend, args.face_weights, load_config(args.model).face)
@@ -585,6 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --out")
     sp.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
+    sp.add_argument(
+        "--no-identity-check",
+        action="store_true",
+        help="skip the check that both halves show the same person (a head turning away can trip it)",
+    )
     face_args(sp)
     sp.set_defaults(func=cmd_enroll)
 

@@ -288,8 +288,25 @@ def test_a_different_person_in_the_second_half_is_refused(tiny_model: Path, tmp_
         return canvas
 
     other = _face_video(tmp_path / "other.mp4", frame, 250)  # 10 s: the identity checks' minimum
-    with pytest.raises(InputError, match="different person"):
+    with pytest.raises(InputError, match="different person") as refused:
         enroll(other, tmp_path / "b", tiny_model, dataclasses.replace(TINY, check_identity=True), log=_quiet)
+    assert "--no-identity-check" in str(refused.value)  # the way out when it is one person after all
+
+
+def test_cli_enroll_no_identity_check_turns_the_check_off(monkeypatch, tiny_model: Path, tmp_path: Path) -> None:
+    import facecast.engine.enroll as enroll_module
+    from facecast.cli import main
+
+    seen = []
+
+    def fake_enroll(video, out, model, ecfg, **kwargs):
+        seen.append(ecfg.check_identity)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(enroll_module, "enroll", fake_enroll)
+    base = ["enroll", "--video", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "b"), "--model", str(tiny_model)]
+    assert main(base) == 2 and main([*base, "--no-identity-check"]) == 2
+    assert seen == [True, False]
 
 
 # ---------------------------------------------------------------------------------------------- eval
