@@ -5,6 +5,7 @@ test moves it, and "slow compute" is simulated by a backend that waits for virtu
 """
 
 import asyncio
+import dataclasses
 import threading
 
 import numpy as np
@@ -12,7 +13,6 @@ import pytest
 from conftest import ASSETS, speech_like, write_wav
 from scipy.signal import resample_poly
 
-from facecast.engine import avatar as avatar_mod
 from facecast.engine import media
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import AudioError, InputError
@@ -410,7 +410,7 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
 
 
 def test_changing_the_avatar_mid_speech(backend, portrait):
-    flipped = avatar_mod.Avatar(**{**portrait.__dict__, "frames": portrait.frames[:, :, ::-1].copy()})
+    flipped = dataclasses.replace(portrait, frames=portrait.frames[:, :, ::-1].copy())
 
     async def main():
         engine, clock, queue, _ = await talking_engine(backend, portrait, speech_like(2.0, seed=3))
