@@ -190,15 +190,12 @@ class LPIPS:
     @classmethod
     def random_init(cls, seed: int = 0, device: str | torch.device = "cpu") -> LPIPS:
         """Random trunk and non-negative random heads (published heads are non-negative too); tests only."""
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
+        with torch.random.fork_rng(devices=[]):  # the caller's CPU random stream is left as it was
+            torch.manual_seed(seed)
             net = LPIPSNet()
             with torch.no_grad():
                 for head in net.heads():
                     head.model[1].weight.abs_()
-        finally:
-            torch.random.set_rng_state(gen_state)
         return cls(net, device=device)
 
     @torch.no_grad()

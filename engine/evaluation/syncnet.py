@@ -267,12 +267,9 @@ class SyncNetScorer:
     @classmethod
     def random_init(cls, seed: int = 0, device: str | torch.device = "cpu") -> SyncNetScorer:
         """Randomly initialised network, for tests of shapes and plumbing only."""
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
+        with torch.random.fork_rng(devices=[]):  # do not disturb the caller's CPU random stream
+            torch.manual_seed(seed)
             net = SyncNetV2()
-        finally:
-            torch.random.set_rng_state(gen_state)  # do not disturb the caller's random stream
         return cls(net, device=device)
 
     def _video_tensor(self, frames: np.ndarray) -> torch.Tensor:
