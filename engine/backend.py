@@ -6,11 +6,14 @@ around it: with an export folder (onnxruntime, TensorRT) the process never impor
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .config import ModelConfig
+
+if TYPE_CHECKING:
+    from .mouth_prior import MouthPrior
 
 
 class Backend(Protocol):
@@ -19,6 +22,8 @@ class Backend(Protocol):
     # checkpoint.file_hash of the autoencoder the networks came from: avatar bundles (whose latents that encoder
     # made) are keyed by it, so a bundle prepared with one backend fits every backend of the same model.
     autoencoder_hash: str
+    # The learned mouth prior beside the weights (``mouth_prior.load_mouth_prior``); None for older models.
+    mouth_prior: MouthPrior | None
 
     def a2l(
         self, mel_frames: np.ndarray, speaker: np.ndarray, reference_px: np.ndarray, state: np.ndarray

@@ -69,6 +69,10 @@ class FaceConfig:
     # Wider feathers and mean-only colour matching of the warp raise mouth PSNR but soften the lip line (detail
     # ratio below the 0.7 target at feather 4): measured trade-off in docs/quality.md ("The interior mask").
     interior_feather_px: float = 1.5
+    # What fills the inside of an opening mouth where the warp's source shows none: "atlas", the learned mouth
+    # interior beside the model's weights (``mouth_prior.py``; L2V where a model has none), or "l2v", L2V's
+    # decoded painting (on closed-mouth portraits a lip-coloured blur: docs/quality.md, "The open mouth").
+    interior_source: str = "atlas"
     # The warped source frame is colour-matched to frame a over the skin around the mouth, in mean and contrast
     # (True) or in mean only (False).
     warp_colour_contrast: bool = True

@@ -82,6 +82,13 @@ def paste_mask(lms_crop: np.ndarray, face: FaceConfig = FaceConfig(), l2v: L2VCo
     return lower_face_mask(lms_crop, face, l2v) * np.clip(near_mouth, 0.0, 1.0)
 
 
+def skin_around_mouth(mask: np.ndarray, lms_crop: np.ndarray, face: FaceConfig = FaceConfig()) -> np.ndarray:
+    """Boolean (crop_px, crop_px): where the paste ``mask`` is mostly on, away from every lip of ``lms_crop``
+    ((68, 2) or (K, 68, 2)): the skin whose colour the pasted pixels are matched to, and which lights the mouth
+    interior."""
+    return (mask > 0.5) & (mouth_mask(lms_crop, face) < 0.01)
+
+
 def mask_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     """(rows, cols) slices of the smallest box around ``mask``'s (H, W) nonzero pixels; None when it has none.
 

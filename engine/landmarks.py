@@ -35,6 +35,11 @@ def interocular(lms: np.ndarray) -> np.ndarray:
     return np.linalg.norm(lms[..., 36, :] - lms[..., 45, :], axis=-1)
 
 
+def mouth_opening(lms: np.ndarray) -> np.ndarray:
+    """Inner-lip opening ÷ interocular distance, scale-free: (…, 68, 2) -> (…,)."""
+    return lip_gap(lms) / np.maximum(interocular(lms), 1e-6)
+
+
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) taking src (N, 2) to dst (N, 2).
 

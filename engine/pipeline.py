@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import crop, warp
+from . import crop, mouth_prior, warp
 from .audio import MelExtractor, RunningMeanNormaliser
 from .avatar import Avatar, pose_to_frame
 from .backend import Backend
@@ -38,7 +38,7 @@ from .batching import (
 from .config import InferenceConfig, ModelConfig
 from .ddim import DDIMSchedule
 from .errors import AudioError
-from .landmarks import DRIVEN, apply_affine, render_heatmaps
+from .landmarks import DRIVEN, apply_affine, lip_gap, render_heatmaps
 
 # Where the driven (mouth and jaw) landmarks come from:
 #   audio  - A2L's prediction from the speech (facecast itself)
@@ -111,6 +111,12 @@ class LipSyncSession:
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
         self.identity = avatar.latents[avatar.identity_index][None]
         self.warp_sources = avatar.warp_sources(cfg)  # (T,) the warp's source frame per avatar frame
+        prior = backend.mouth_prior
+        # What A2L displaces: the avatar's reference, moved from rest to a talking mean when its mouth is still
+        # (``MouthPrior.talking_reference``; A2L learned displacements from talking means).
+        self.a2l_reference = prior.talking_reference(avatar.reference) if prior is not None else avatar.reference
+        # The learned mouth interior, or None: L2V's decoded painting is used inside the lips.
+        self.interior = prior if prior is not None and cfg.face.interior_source == "atlas" else None
         self.render_policy = render_policy
         self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()
@@ -184,7 +190,7 @@ class LipSyncSession:
             self._mels_seen += whole
             t1 = time.perf_counter()
             call = A2LCall(
-                np.ascontiguousarray(grouped[1][None]), self.speaker, self.avatar.reference[None], self._a2l_state
+                np.ascontiguousarray(grouped[1][None]), self.speaker, self.a2l_reference[None], self._a2l_state
             )
             disp, self._a2l_state = yield call
             a2l_ms = (time.perf_counter() - t1) * 1e3
@@ -224,9 +230,12 @@ class LipSyncSession:
         frame_lms = self.avatar.landmarks[a]
         if self.landmark_source == "avatar":
             return frame_lms.copy()
-        ref = self.avatar.reference.copy()
         if self.landmark_source == "audio":
+            ref = self.a2l_reference.copy()
             ref[DRIVEN] += self._disp[n]
+            ref = mouth_prior.uncross_lips(ref)
+        else:
+            ref = self.avatar.reference  # static: the avatar's own mouth, unmoved
         lms = frame_lms.copy()
         lms[DRIVEN] = apply_affine(pose_to_frame(self.avatar.reference, frame_lms), ref)[DRIVEN]
         return lms
@@ -265,7 +274,7 @@ class LipSyncSession:
         # Everything below is per pixel (colour statistics come from inside the mask), so it is computed in the
         # mask's bounding box only and gives the same pixels as over the whole crop.
         both = np.stack([self.avatar.landmarks[a], lms])
-        skin = (mask[box] > 0.5) & (crop.mouth_mask(both, face)[box] < 0.01)
+        skin = crop.skin_around_mouth(mask, both, face)[box]
         if lower_face is None:
             lower_face = decode_lower_faces(self.backend, latent, self.row)[0]
         lower = lay_lower_face(self.cfg, base, lower_face, self.row)[box]
@@ -277,10 +286,23 @@ class LipSyncSession:
             warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top, box)
             warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
             interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]
+            interior *= self.interior_needed(src, lms)
+            if self.interior is not None:
+                lower = self.interior.render_interior(lms, mouth_prior.skin_level(base[box], skin), box, face.crop_px)
             out[box] = crop.composite(base[box], [(warped, mask[box]), (lower, mask[box] * interior)])
         else:
             out[box] = crop.blend(base[box], lower, mask[box])
         return out, mask
+
+    def interior_needed(self, src: int, lms: np.ndarray) -> float:
+        """How much of the driving mouth's inside the warp of source frame ``src`` cannot show, in [0, 1].
+
+        A closed source shows none of it (1: all painted). A source already open as wide (a smiling portrait, a
+        video frame with teeth) shows the avatar's own teeth and cavity, warped (0: painting them over would
+        replace the person's own teeth with a generic guess); in between, the painted share is the missing part
+        of the opening."""
+        source_gap = float(lip_gap(self.avatar.landmarks[src]))
+        return float(np.clip(1.0 - source_gap / max(float(lip_gap(lms)), 1e-3), 0.0, 1.0))
 
     def render(self, n: int) -> Frame:
         """Frame n of this utterance (``Frame.index`` is ``frame_offset + n``), or, when the render policy says

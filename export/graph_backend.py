@@ -17,6 +17,7 @@ import numpy as np
 
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import WeightsError
+from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
 from facecast.engine.speaker import resemblyzer_partials
 
 from .manifest import BATCH_AXES, CONFIG, Manifest, TensorSpec, load_manifest
@@ -35,6 +36,7 @@ class GraphBackend:
         self.manifest: Manifest = load_manifest(self.export_dir)
         self.cfg: ModelConfig = ModelConfig.load(self.export_dir / CONFIG)
         self.autoencoder_hash: str = self.manifest.source_files["autoencoder.safetensors"]
+        self.mouth_prior: MouthPrior | None = load_mouth_prior(self.export_dir)
         self._speaker_session: Any = None  # onnxruntime.InferenceSession, made on first use
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -33,6 +33,7 @@ from facecast import __version__
 from facecast.engine import checkpoint
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import FacecastError
+from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE
 
 from . import tensorrt_ops
 from .manifest import (
@@ -417,6 +418,9 @@ def export_model(
     log(f"{SPEAKER_GRAPH}: max abs error {speaker.checks['parity']['max_abs']:.3g} (Resemblyzer's voice network)")
     if (model_dir / CONFIG).resolve() != (out_dir / CONFIG).resolve():
         shutil.copyfile(model_dir / CONFIG, out_dir / CONFIG)
+        # The mouth prior is no network (numpy at run time): it travels beside the graphs as it is.
+        if (model_dir / MOUTH_PRIOR_FILE).is_file():
+            shutil.copyfile(model_dir / MOUTH_PRIOR_FILE, out_dir / MOUTH_PRIOR_FILE)
     top, rows = decode_rows(cfg)
     manifest = Manifest(
         facecast_version=__version__,

@@ -10,6 +10,7 @@ import torch
 from facecast.engine import checkpoint
 from facecast.engine.avatar import model_hash
 from facecast.engine.config import ModelConfig
+from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
 from facecast.engine.speaker import resemblyzer_partials
 
 
@@ -24,6 +25,7 @@ class TorchBackend:
         self.codec, self.a2l_net, self.l2v = parts["autoencoder"], parts["a2l"], parts["l2v"]
         self.model_dir = Path(model_dir)
         self.autoencoder_hash: str = model_hash(self.model_dir)
+        self.mouth_prior: MouthPrior | None = load_mouth_prior(self.model_dir)
         self._base = (self.a2l_net, self.l2v)
         self._enrolled: dict[Path, tuple[torch.nn.Module, torch.nn.Module]] = {}  # (A2L, L2V) per enrolled bundle
 

@@ -182,8 +182,18 @@ def cmd_pack_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from facecast.engine.train import train
+    from facecast.engine.train import DEFAULT_HOLDOUT, train
 
+    if args.part == "mouth":
+        from facecast.engine.train_mouth import train_mouth
+
+        summary = train_mouth(args.data, args.out, DEFAULT_HOLDOUT)
+        console.print(
+            f"mouth prior: rest opening {summary['rest_opening']} -> talking mean {summary['mean_opening']}; interior "
+            f"atlas of {sum(summary['bin_counts'])} open mouths from {len(summary['train_clips'])} clips in "
+            f"{summary['seconds']} s, bins at openings {summary['bin_openings']}"
+        )
+        return
     summary = train(args.part, args.data, args.out, args.config, args.device)
     console.print(
         f"{args.part}: {summary['steps']} steps in {summary['seconds']} s, "
@@ -211,6 +221,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
         scorers.fid = FrechetDistance.from_torchscript(args.fid_inception)
     out = Path(args.out)
+    if args.protocol == "portrait":
+        _eval_portraits(args, backend, out)
+        return
     ecfg = EvalConfig(protocol=args.protocol, steps=args.steps, max_frames=args.max_frames)
     if args.enroll_minutes is not None:
         ecfg = dataclasses.replace(ecfg, enroll=dataclasses.replace(ecfg.enroll, minutes=args.enroll_minutes))
@@ -231,6 +244,36 @@ def cmd_eval(args: argparse.Namespace) -> None:
     console.print(f"report: {out}, contact sheet: {report.get('contact_sheet')}")
     if "mouth_sheet" in report:
         console.print(f"mouth sheet: {report['mouth_sheet']}")
+
+
+def _eval_portraits(args: argparse.Namespace, backend: object, out: Path) -> None:
+    import json
+
+    from facecast.engine.evaluation.evaluate import json_safe
+    from facecast.engine.evaluation.portrait import evaluate_portraits
+
+    report = evaluate_portraits(
+        args.clips,
+        args.portraits,
+        backend,
+        backend.cfg,
+        args.steps,
+        args.max_frames,
+        mouth_png=args.mouth_sheet,
+        progress=lambda name: console.print(f"eval {name}"),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(json_safe(report), indent=2))
+    keys = ["render_slope", "render_corr", "opening_std", "real_opening_std", "motion_vs_real", "detail_ratio",
+            "sync_corr"]
+    table = Table("avatar", "speech", *keys, title="portrait protocol (closed-mouth stills, unseen speech)")
+    rows = [*report["avatars"].items(), ("mean", {**report["mean"], "speech": ""})]
+    for name, s in rows:
+        table.add_row(name, s["speech"], *(f"{s[k]:.3g}" if k in s and s[k] == s[k] else "-" for k in keys))
+    console.print(table)
+    console.print(f"report: {out}" + (f", mouth sheet: {report['mouth_sheet']}" if "mouth_sheet" in report else ""))
+    if report["skipped"]:
+        console.print(f"skipped: {report['skipped']}")
 
 
 def cmd_eval_landmarks(args: argparse.Namespace) -> None:
@@ -607,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_pack_data)
 
     sp = sub.add_parser("train", help="train one part of a model")
-    sp.add_argument("part", choices=["autoencoder", "a2l", "l2v"])
+    sp.add_argument("part", choices=["autoencoder", "a2l", "l2v", "mouth"])
     sp.add_argument("--data", type=Path, required=True)
     sp.add_argument("--out", type=Path, required=True, help="model folder to train into")
     sp.add_argument("--config", type=Path, default=None, help="JSON run config (see configs/default.json)")
@@ -616,7 +659,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="quality on held-out clips, with static and topline baselines")
     sp.add_argument("--clips", type=Path, required=True, help="a folder of talking-face videos (or one video)")
-    sp.add_argument("--protocol", default="reconstruct", choices=["reconstruct", "one-shot", "personal"])
+    sp.add_argument("--protocol", default="reconstruct", choices=["reconstruct", "one-shot", "personal", "portrait"])
+    sp.add_argument(
+        "--portraits",
+        type=Path,
+        default=None,
+        help="portrait protocol: a folder of still images; the closed-mouth ones are scored too",
+    )
     sp.add_argument("--steps", type=int, default=2)
     sp.add_argument("--max-frames", type=int, default=250, help="per clip")
     sp.add_argument(

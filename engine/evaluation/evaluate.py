@@ -414,16 +414,16 @@ def evaluate(
         report["mouth_sheet"] = str(eval_mouth_sheet(mouth_rows, Path(mouth_png), ecfg.mouth_sheet_frames))
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(_json_safe(report), indent=2))
+        Path(out_json).write_text(json.dumps(json_safe(report), indent=2))
     return report
 
 
-def _json_safe(value: object) -> object:
+def json_safe(value: object) -> object:
     """NaN/inf floats -> None (null), recursively: json.dumps would write NaN, which strict JSON readers reject."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

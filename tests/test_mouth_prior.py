@@ -1,0 +1,183 @@
+"""The mouth prior: a still mouth moved to a talking mean for A2L, lips that never cross, the interior atlas."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import speech_like
+
+from facecast.engine import crop, warp
+from facecast.engine.config import FaceConfig, InferenceConfig, L2VConfig
+from facecast.engine.dataset import Clip
+from facecast.engine.errors import FacecastError, WeightsError
+from facecast.engine.generate import run_session
+from facecast.engine.landmarks import DRIVEN, INNER_LIP, INNER_LIP_PAIRS, interocular, lip_gap, mouth_opening
+from facecast.engine.mouth_prior import (
+    LUMA,
+    MOUTH_PRIOR_FILE,
+    MouthPrior,
+    load_mouth_prior,
+    roll_onto,
+    uncross_lips,
+    unroll,
+)
+from facecast.engine.pipeline import LipSyncSession
+from facecast.engine.train_mouth import MouthTrainConfig, build_prior
+
+LOWER_INNER = [65, 66, 67]
+
+
+def opened(lms: np.ndarray, px: float) -> np.ndarray:
+    """``lms`` (68, 2) with the lower inner lip (and the lower outer lip, jaw) moved down ``px`` pixels."""
+    out = lms.astype(np.float32).copy()
+    out[[*LOWER_INNER, 55, 56, 57, 58, 59, *range(5, 12)], 1] += px
+    return out
+
+
+def dark_prior(rest_offset: np.ndarray, level: float = 0.1) -> MouthPrior:
+    """A prior whose interior is a flat ``level`` x skin in every bin."""
+    return MouthPrior(
+        rest_offset=rest_offset.astype(np.float32),
+        rest_opening=0.0,
+        mean_opening=0.1,
+        textures=np.full((2, 8, 16, 3), level, np.float32),
+        openings=np.array([0.05, 0.15], np.float32),
+        counts=np.array([10, 10]),
+    )
+
+
+def opening_offset(reference: np.ndarray, opening_io: float) -> np.ndarray:
+    """A rest offset (37, 2) in interocular units that opens ``reference``'s mouth by ``opening_io``."""
+    offset = np.zeros((len(DRIVEN), 2), np.float32)
+    moved = opened(reference, opening_io * float(interocular(reference))) - reference
+    return offset + moved[DRIVEN] / float(interocular(reference))
+
+
+def test_unroll_then_roll_onto_gives_back_the_pixels_between_the_lips(portrait):
+    lms = opened(portrait.landmarks[0], 14.0)
+    ys, xs = np.mgrid[0:256, 0:256]
+    image = np.stack([xs, ys, (xs + ys) // 2], -1).astype(np.uint8)  # a smooth ramp: any misplacement shows
+    texture = unroll(image, lms, rows=32, cols=64)
+    box = (slice(0, 256), slice(0, 256))
+    back = roll_onto(texture, lms, box, 256)
+    inside = cv2.erode(warp.interior_mask(lms, 256, 0, 0.0), np.ones((3, 3), np.uint8)) > 0.5
+    assert inside.sum() > 100
+    assert np.abs(back[inside] - image[inside].astype(np.float32)).mean() < 2.0
+
+
+def test_a_still_mouth_gets_the_talking_offset_and_a_talking_mean_none(portrait):
+    still = portrait.landmarks[0].astype(np.float32)
+    prior = dark_prior(opening_offset(still, 0.1))
+    prior = MouthPrior(prior.rest_offset, float(mouth_opening(still)), float(mouth_opening(still)) + 0.1,
+                       prior.textures, prior.openings, prior.counts)
+    moved = prior.talking_reference(still)
+    assert float(mouth_opening(moved)) == pytest.approx(float(mouth_opening(still)) + 0.1, abs=0.01)
+    assert np.array_equal(np.delete(moved, DRIVEN, 0), np.delete(still, DRIVEN, 0))  # eyes, nose: untouched
+    talking = prior.talking_reference(moved)  # already as open as a talking mean: left as it is
+    assert np.allclose(prior.talking_reference(talking), talking, atol=0.05)
+
+
+def test_crossed_lips_close_instead_of_turning_inside_out(portrait):
+    lms = opened(portrait.landmarks[0], 10.0)
+    crossed = lms.copy()
+    crossed[66, 1] = crossed[62, 1] - 4.0  # the lower middle point 4 px above the upper one
+    fixed = uncross_lips(crossed)
+    assert fixed[66] == pytest.approx(fixed[62])
+    assert np.array_equal(fixed[[61, 67, 63, 65]], crossed[[61, 67, 63, 65]])  # the uncrossed pairs stay
+    assert np.array_equal(uncross_lips(lms), lms)
+
+
+def _talking_clip(name: str, portrait, frames: int = 60, seed: int = 0) -> Clip:
+    """A synthetic talking clip: the portrait's crop with the mouth opened 0-20 px and a black inside drawn."""
+    rng = np.random.default_rng(seed)
+    crops, lms = [], []
+    for _ in range(frames):
+        lm = opened(portrait.landmarks[0], float(rng.uniform(0, 20)))
+        img = portrait.crops[0].copy()
+        cv2.fillPoly(img, [np.round(lm[INNER_LIP]).astype(np.int32)], (0, 0, 0))
+        crops.append(img)
+        lms.append(lm)
+    return Clip(name, np.stack(crops), np.stack(lms), np.zeros(frames * 640, np.float32), np.zeros(256, np.float32),
+                np.ones(frames, bool))
+
+
+def test_the_prior_learns_a_dark_inside_and_the_rest_offset_from_talking_clips(portrait):
+    clips = [_talking_clip(f"c{i}", portrait, seed=i) for i in range(3)]
+    tcfg = MouthTrainConfig(rows=8, cols=16, bins=3, frame_stride=1)
+    prior = build_prior(clips, tcfg, FaceConfig(), L2VConfig())
+    assert prior.textures.shape == (3, 8, 16, 3)
+    assert np.all(np.diff(prior.openings) > 0) and prior.counts.sum() > 30
+    assert float(prior.textures[:, 2:-2, 4:-4].mean()) < 0.1  # the black inside, in units of the skin's level
+    assert prior.rest_opening < prior.mean_opening  # the mean of a talking clip is more open than its rest
+    offset_px = prior.rest_offset * float(interocular(portrait.landmarks[0]))
+    assert offset_px[list(DRIVEN).index(66), 1] > 3.0  # the lower lip's middle sits lower in the talking mean
+
+
+def test_too_few_open_mouths_is_an_error_that_says_what_to_add(portrait):
+    clip = _talking_clip("short", portrait, frames=5)
+    with pytest.raises(FacecastError, match="add talking clips"):
+        build_prior([clip], MouthTrainConfig(rows=8, cols=16), FaceConfig(), L2VConfig())
+
+
+def test_the_prior_saves_and_loads_and_a_damaged_file_says_what_to_do(portrait, tmp_path):
+    prior = dark_prior(opening_offset(portrait.landmarks[0], 0.1))
+    prior.save(tmp_path / MOUTH_PRIOR_FILE)
+    back = load_mouth_prior(tmp_path)
+    assert back is not None and np.allclose(back.rest_offset, prior.rest_offset)
+    assert np.allclose(back.textures, prior.textures, atol=1e-3)
+    assert load_mouth_prior(tmp_path / "nowhere") is None
+    (tmp_path / MOUTH_PRIOR_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="facecast train mouth"):
+        load_mouth_prior(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def backend_with_prior(tiny_model, portrait, tmp_path_factory):
+    """The tiny model plus a prior that opens a still mouth by 0.1 interocular and paints a dark inside."""
+    from facecast.export.torch_backend import TorchBackend
+
+    folder = tmp_path_factory.mktemp("with_prior")
+    shutil.copytree(tiny_model, folder, dirs_exist_ok=True)
+    dark_prior(opening_offset(portrait.landmarks[0], 0.1)).save(folder / MOUTH_PRIOR_FILE)
+    return TorchBackend(folder)
+
+
+@pytest.fixture(scope="module")
+def closed_portrait(portrait):
+    """The bundled portrait as if its mouth were shut: its lower inner lip laid on the upper (the pixels stay)."""
+    lms = portrait.landmarks.copy()
+    for upper, lower in INNER_LIP_PAIRS:
+        lms[:, lower] = lms[:, upper]
+    return dataclasses.replace(portrait, landmarks=lms, reference=lms[0].copy())
+
+
+def test_a_closed_portrait_opens_dark_and_its_lips_never_cross(backend, backend_with_prior, closed_portrait):
+    portrait = closed_portrait
+    still = portrait.landmarks[0]
+    audio = speech_like(2.0)
+
+    def run(b):
+        frames = []
+        session = LipSyncSession(b, b.cfg, portrait, np.ones(256, np.float32) / 16, InferenceConfig(steps=1))
+        run_session(session, audio, frames.append)
+        return frames
+
+    with_prior = run(backend_with_prior)
+    for f in with_prior:
+        lms = f.landmarks
+        for upper, lower in INNER_LIP_PAIRS:
+            assert lms[lower, 1] >= lms[upper, 1] - 1e-3, "a lower inner lip above its upper one"
+    widest = max(with_prior, key=lambda f: float(lip_gap(f.landmarks)))
+    assert float(lip_gap(widest.landmarks)) > float(lip_gap(still)) + 4.0  # the talking offset opens it
+    inside = cv2.erode(warp.interior_mask(widest.landmarks, 256, 0, 0.0), np.ones((3, 3), np.uint8)) > 0.5
+    skin = crop.skin_around_mouth(crop.paste_mask(widest.landmarks), widest.landmarks)
+    level = float(portrait.crops[0][skin].astype(np.float32).mean(0) @ LUMA)
+    assert float(widest.crop[inside].astype(np.float32).mean(0) @ LUMA) < 0.3 * level  # the atlas's dark inside
+    # Without a prior (a model trained before it) the session is what it was: the avatar's own reference.
+    without = run(backend)
+    assert len(without) == len(with_prior)
+    assert backend.mouth_prior is None
