@@ -36,16 +36,21 @@ from .landmarks import mouth_opening as opening
 MOUTH_PRIOR_FILE = "mouth.safetensors"
 UPPER_INNER = np.array([60, 61, 62, 63, 64])  # left corner, upper inner lip, right corner
 LOWER_INNER = np.array([60, 67, 66, 65, 64])
-# Rec. 601 luma weights: the skin "level" that lights the atlas (brightness only; hue stays the atlas's own, since
-# teeth are not skin-coloured on any face).
+# Rec. 601 luma weights: the skin's brightness lights the atlas.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+UPPER, LOWER = 0, 1  # the atlas's two halves: hanging from the upper lip, rising from the lower
 
 
-def skin_level(image: np.ndarray, region: np.ndarray) -> float:
-    """Mean luma (grey levels) of ``image`` (H, W, 3) over the boolean ``region`` (H, W); NaN when it is empty."""
+def skin_colour(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Mean RGB (3,) of ``image`` (H, W, 3) over the boolean ``region`` (H, W); NaN when it is empty."""
     if not region.any():
-        return float("nan")
-    return float(image[region].astype(np.float32).mean(0) @ LUMA)
+        return np.full(3, np.nan, np.float32)
+    return image[region].astype(np.float32).mean(0)
+
+
+def chroma(colour: np.ndarray) -> float:
+    """How far a colour (3,) is from grey, relative to its own luma (0 for any grey)."""
+    return float(np.linalg.norm(colour / max(float(colour @ LUMA), 1e-6) - 1.0))
 
 
 def _mouth_axes(lms_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -70,22 +75,36 @@ def _lip_profiles(lms_px: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.nda
     return out[0], out[1]
 
 
-def unroll(image: np.ndarray, lms_px: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """The mouth's inside as a canonical (rows, cols, 3) float32 grid sampled from ``image`` (bilinear)."""
+def unroll(image: np.ndarray, lms_px: np.ndarray, rows: int, cols: int, depth_px: float) -> np.ndarray:
+    """The mouth's inside in the canonical grid: float32 (2, rows, cols, 3), NaN where the mouth is not that deep.
+
+    Half ``UPPER``: row r lies (r + 0.5) * depth_px / rows pixels below the upper inner lip; half ``LOWER``: as far
+    above the lower one; each half only down (up) to the middle of the opening. Anchoring the rows to the lips in
+    pixels, not in fractions of the opening, keeps teeth (which hang from the upper lip at their own size, whatever
+    the opening) in the same rows of every mouth, so a median over many mouths keeps them."""
     origin, along, across, width = _mouth_axes(lms_px)
     u = (np.arange(cols) + 0.5) / cols
-    v = (np.arange(rows) + 0.5) / rows
+    depth = (np.arange(rows) + 0.5) * depth_px / rows
     upper, lower = _lip_profiles(lms_px, u)
-    offset = upper[None] + v[:, None] * (lower - upper)[None]  # (rows, cols) pixels across
-    pts = origin + (u * width)[None, :, None] * along + offset[..., None] * across
-    map_x, map_y = pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    half_gap = (lower - upper) / 2
+    out = np.empty((2, rows, cols, 3), np.float32)
+    for half, offset in ((UPPER, upper[None] + depth[:, None]), (LOWER, lower[None] - depth[:, None])):
+        pts = origin + (u * width)[None, :, None] * along + offset[..., None] * across
+        sampled = cv2.remap(image, pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        sampled[depth[:, None] > half_gap[None]] = np.nan
+        out[half] = sampled
+    return out
 
 
-def roll_onto(texture: np.ndarray, lms_px: np.ndarray, box: tuple[slice, slice], size_px: int) -> np.ndarray:
-    """``texture`` (rows, cols, 3) laid between the inner lips of ``lms_px``: the (box) pixels of a ``size_px``²
-    crop, float32. Pixels outside the lips repeat the nearest edge of the grid (the interior mask hides them)."""
-    rows, cols = texture.shape[:2]
+def roll_onto(
+    texture: np.ndarray, lms_px: np.ndarray, box: tuple[slice, slice], size_px: int, depth_px: float
+) -> np.ndarray:
+    """``texture`` (2, rows, cols, 3) laid between the inner lips of ``lms_px``, ``unroll``'s inverse: the (box)
+    pixels of a ``size_px``² crop, float32. A pixel nearer the upper lip takes the upper half, else the lower;
+    deeper than the grid reaches, its deepest row (the cavity). Outside the lips: the nearest edge of the grid
+    (the interior mask hides it)."""
+    rows, cols = texture.shape[1:3]
     r0, r1, _ = box[0].indices(size_px)
     c0, c1, _ = box[1].indices(size_px)
     ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float64)
@@ -94,11 +113,13 @@ def roll_onto(texture: np.ndarray, lms_px: np.ndarray, box: tuple[slice, slice],
     u = np.clip((rel_x * along[0] + rel_y * along[1]) / width, 0.0, 1.0)
     pv = rel_x * across[0] + rel_y * across[1]
     upper, lower = _lip_profiles(lms_px, u.ravel())
-    upper, lower = upper.reshape(u.shape), lower.reshape(u.shape)
-    v = (pv - upper) / np.maximum(lower - upper, 1e-3)
+    from_upper, from_lower = pv - upper.reshape(u.shape), lower.reshape(u.shape) - pv
     map_x = (u * cols - 0.5).astype(np.float32)
-    map_y = (np.clip(v, 0.0, 1.0) * rows - 0.5).astype(np.float32)
-    return cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    halves = []
+    for half, depth in ((UPPER, from_upper), (LOWER, from_lower)):
+        map_y = (np.clip(depth, 0.0, None) * rows / depth_px - 0.5).astype(np.float32)
+        halves.append(cv2.remap(texture[half], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return np.where((from_upper <= from_lower)[..., None], halves[UPPER], halves[LOWER])
 
 
 @dataclass(frozen=True)
@@ -107,16 +128,20 @@ class MouthPrior:
 
     rest_offset: float32 (37, 2), the driven points' median offset from a mouth at rest to its clip's talking mean,
     in interocular distances (crop axes); rest_opening, mean_opening: the median openings (``opening``) of those
-    rest mouths and talking means. textures: float32 (bins, rows, cols, 3), interior colour ÷ skin luma; openings:
-    float32 (bins,), each bin's median opening, ascending; counts: int (bins,), how many mouths made each bin.
+    rest mouths and talking means. textures: float32 (bins, 2, rows, cols, 3), interior colour ÷ skin luma, the
+    two halves of ``unroll``; depth: interocular distances the rows reach from each lip; openings: float32 (bins,),
+    each bin's median opening, ascending; counts: int (bins,), how many mouths made each bin; skin: float32 (3,),
+    the median skin colour ÷ its luma of those mouths' faces (their chroma is what the atlas's colours go with).
     """
 
     rest_offset: np.ndarray
     rest_opening: float
     mean_opening: float
     textures: np.ndarray
+    depth: float
     openings: np.ndarray
     counts: np.ndarray
+    skin: np.ndarray
 
     def talking_reference(self, reference_px: np.ndarray) -> np.ndarray:
         """The reference A2L should displace for an avatar whose reference shape is ``reference_px`` (68, 2).
@@ -141,11 +166,19 @@ class MouthPrior:
         return (1 - w) * self.textures[i - 1] + w * self.textures[i]
 
     def render_interior(
-        self, lms_px: np.ndarray, level: float, box: tuple[slice, slice], size_px: int
+        self, lms_px: np.ndarray, skin_rgb: np.ndarray, box: tuple[slice, slice], size_px: int
     ) -> np.ndarray:
-        """uint8 (box) pixels of the interior for driving landmarks ``lms_px`` (68, 2), lit to skin luma ``level``."""
-        texture = self.texture_for(float(opening(lms_px))) * level
-        return np.clip(roll_onto(texture.astype(np.float32), lms_px, box, size_px) + 0.5, 0, 255).astype(np.uint8)
+        """uint8 (box) pixels of the interior for driving landmarks ``lms_px`` (68, 2), lit and coloured for a face
+        whose skin around the mouth has mean colour ``skin_rgb`` (3,): its luma sets the brightness, its chroma
+        against the training faces' scales the atlas's colours (a black-and-white photo gets a grey mouth)."""
+        level = float(skin_rgb @ LUMA)
+        saturation = float(np.clip(chroma(skin_rgb) / max(chroma(self.skin), 1e-6), 0.0, 1.0))
+        texture = self.texture_for(float(opening(lms_px)))
+        grey = (texture @ LUMA)[..., None]
+        texture = (grey + saturation * (texture - grey)) * level
+        depth_px = self.depth * float(interocular(lms_px))
+        out = roll_onto(texture.astype(np.float32), lms_px, box, size_px, depth_px)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file
@@ -156,8 +189,10 @@ class MouthPrior:
                 "rest_opening": np.float32([self.rest_opening]),
                 "mean_opening": np.float32([self.mean_opening]),
                 "textures": self.textures.astype(np.float16),
+                "depth": np.float32([self.depth]),
                 "openings": self.openings.astype(np.float32),
                 "counts": self.counts.astype(np.int64),
+                "skin": self.skin.astype(np.float32),
             },
             str(path),
         )
@@ -173,8 +208,10 @@ class MouthPrior:
                 float(t["rest_opening"][0]),
                 float(t["mean_opening"][0]),
                 t["textures"].astype(np.float32),
+                float(t["depth"][0]),
                 t["openings"].astype(np.float32),
                 t["counts"],
+                t["skin"].astype(np.float32),
             )
         except Exception as e:  # safetensors raises its own error types for a damaged file; a KeyError for a key
             raise WeightsError(

@@ -288,7 +288,7 @@ class LipSyncSession:
             interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]
             interior *= self.interior_needed(src, lms)
             if self.interior is not None:
-                lower = self.interior.render_interior(lms, mouth_prior.skin_level(base[box], skin), box, face.crop_px)
+                lower = self.interior.render_interior(lms, mouth_prior.skin_colour(base[box], skin), box, face.crop_px)
             out[box] = crop.composite(base[box], [(warped, mask[box]), (lower, mask[box] * interior)])
         else:
             out[box] = crop.blend(base[box], lower, mask[box])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,14 +27,15 @@ from .dataset import Clip, load_clips
 from .errors import FacecastError
 from .landmarks import DRIVEN, interocular, register_to
 from .landmarks import mouth_opening as opening
-from .mouth_prior import MOUTH_PRIOR_FILE, MouthPrior, skin_level, unroll
+from .mouth_prior import LUMA, MOUTH_PRIOR_FILE, MouthPrior, skin_colour, unroll
 
 
 @dataclass(frozen=True)
 class MouthTrainConfig:
-    rows: int = 24  # canonical grid, upper lip to lower lip
+    rows: int = 16  # canonical grid: rows from each lip inwards
     cols: int = 48  # left corner to right corner
-    bins: int = 5  # bins of opening, equal counts
+    depth: float = 0.12  # interocular distances the rows reach from each lip (half the widest common opening)
+    bins: int = 4  # bins of opening, equal counts
     min_opening: float = 0.04  # opening ÷ interocular below which a mouth shows too little inside to learn from
     frame_stride: int = 3  # every 3rd frame (40 ms frames barely differ from their neighbours)
     max_per_clip: int = 60  # no one clip (one person's teeth) dominates a bin
@@ -42,23 +44,39 @@ class MouthTrainConfig:
     min_clip_frames: int = 50  # shorter clips give no stable talking mean
 
 
-def mouths_of(clip: Clip, tcfg: MouthTrainConfig, face: FaceConfig, l2v: L2VConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One clip's sampled open mouths: openings (N,) and unrolled textures (N, rows, cols, 3) ÷ skin level."""
+def mouths_of(
+    clip: Clip, tcfg: MouthTrainConfig, face: FaceConfig, l2v: L2VConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One clip's sampled open mouths: openings (N,), unrolled halves (N, 2, rows, cols, 3) ÷ skin luma (NaN past
+    the middle of each mouth) and skin colours ÷ luma (N, 3)."""
     open_ratio = opening(clip.landmarks)
     frames = np.flatnonzero(clip.found.astype(bool) & (open_ratio >= tcfg.min_opening))[:: tcfg.frame_stride]
     if len(frames) > tcfg.max_per_clip:
         frames = frames[np.linspace(0, len(frames) - 1, tcfg.max_per_clip).round().astype(int)]
-    openings, textures = [], []
+    openings, textures, skins = [], [], []
     for t in frames:
         lms, image = clip.landmarks[t], np.asarray(clip.crops[t])
-        level = skin_level(image, crop.skin_around_mouth(crop.paste_mask(lms, face, l2v), lms, face))
+        skin = skin_colour(image, crop.skin_around_mouth(crop.paste_mask(lms, face, l2v), lms, face))
+        level = float(skin @ LUMA)
         if not level >= tcfg.min_skin_level:  # also NaN: no skin found
             continue
         openings.append(open_ratio[t])
-        textures.append(unroll(image, lms, tcfg.rows, tcfg.cols) / level)
+        textures.append(unroll(image, lms, tcfg.rows, tcfg.cols, tcfg.depth * float(interocular(lms))) / level)
+        skins.append(skin / level)
     if not textures:
-        return np.zeros(0, np.float32), np.zeros((0, tcfg.rows, tcfg.cols, 3), np.float32)
-    return np.asarray(openings, np.float32), np.stack(textures).astype(np.float32)
+        return (np.zeros(0, np.float32), np.zeros((0, 2, tcfg.rows, tcfg.cols, 3), np.float32),
+                np.zeros((0, 3), np.float32))
+    return np.asarray(openings, np.float32), np.stack(textures).astype(np.float32), np.stack(skins)
+
+
+def _fill_deep_rows(texture: np.ndarray) -> np.ndarray:
+    """(2, rows, cols, 3) with NaN where no mouth was that deep: each such pixel takes the row above it (towards the
+    lip it hangs from), so the deepest seen colour (the cavity) continues inwards."""
+    out = texture.copy()
+    for r in range(1, out.shape[1]):
+        missing = np.isnan(out[:, r])
+        out[:, r][missing] = out[:, r - 1][missing]
+    return np.nan_to_num(out, nan=0.0)
 
 
 def rest_offset_of(clip: Clip, tcfg: MouthTrainConfig) -> tuple[np.ndarray, float, float] | None:
@@ -78,11 +96,12 @@ def build_prior(
     clips: list[Clip], tcfg: MouthTrainConfig = MouthTrainConfig(), face: FaceConfig = FaceConfig(),
     l2v: L2VConfig = L2VConfig(),
 ) -> MouthPrior:
-    openings, textures, rests = [], [], []
+    openings, textures, skins, rests = [], [], [], []
     for clip in tqdm(clips, desc="mouths", unit="clip"):
-        o, t = mouths_of(clip, tcfg, face, l2v)
+        o, t, k = mouths_of(clip, tcfg, face, l2v)
         openings.append(o)
         textures.append(t)
+        skins.append(k)
         rest = rest_offset_of(clip, tcfg)
         if rest is not None:
             rests.append(rest)
@@ -95,13 +114,18 @@ def build_prior(
         )
     order = np.argsort(op, kind="stable")
     groups = np.array_split(order, tcfg.bins)
+    with warnings.catch_warnings():  # a pixel no mouth of a bin reached is NaN here and filled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        medians = [np.nanmedian(tex[g], axis=0) for g in groups]
     return MouthPrior(
         rest_offset=np.median(np.stack([r[0] for r in rests]), axis=0).astype(np.float32),
         rest_opening=float(np.median([r[1] for r in rests])),
         mean_opening=float(np.median([r[2] for r in rests])),
-        textures=np.stack([np.median(tex[g], axis=0) for g in groups]).astype(np.float32),
+        textures=np.stack([_fill_deep_rows(m) for m in medians]).astype(np.float32),
+        depth=tcfg.depth,
         openings=np.array([np.median(op[g]) for g in groups], np.float32),
         counts=np.array([len(g) for g in groups], np.int64),
+        skin=np.median(np.concatenate(skins), axis=0).astype(np.float32),
     )
 
 

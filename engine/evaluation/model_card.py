@@ -1,6 +1,7 @@
 """Writes a model folder's MODEL_CARD.md from what training and evaluation recorded (no number typed by hand).
 
-python -m facecast.engine.evaluation.model_card MODEL_DIR --eval REPORT.json [--hardware "2-core CPU"]
+python -m facecast.engine.evaluation.model_card MODEL_DIR --eval REPORT.json [--a2l-eval A2L.json]
+    [--portrait-eval PORTRAIT.json] [--hardware "2-core CPU"]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ mkdir -p runs/clips && for f in ../shared/data/clips/*; do
 facecast prepare-data runs/clips --out runs/data
 facecast train autoencoder --data runs/data --out runs/model --config configs/default.json
 facecast train a2l --data runs/data --out runs/model --config configs/default.json
+facecast train mouth --data runs/data --out runs/model
 # L2V on a GPU host (configs/gpu.json), from a compact copy of the training clips; or on the CPU with
 # configs/default.json's l2v section (much slower)
 facecast pack-data runs/data --out runs/pack --max-frames 400
@@ -36,7 +38,10 @@ mkdir -p runs/heldout && for c in {clips}; do
   ln -sf "$(ls $PWD/../shared/data/clips/$c.*)" runs/heldout/; done
 facecast eval --model runs/model --clips runs/heldout --out runs/eval/report.json --steps 2 --max-frames 100
 facecast eval-landmarks --model runs/model --data runs/data --json runs/eval/a2l.json
-python -m facecast.engine.evaluation.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json
+facecast eval --model runs/model --protocol portrait --clips runs/heldout --portraits ../shared/data/portraits \\
+    --steps 1 --max-frames 100 --out runs/eval/portrait.json --mouth-sheet runs/eval/portrait_mouths.png
+python -m facecast.engine.evaluation.model_card runs/model --eval runs/eval/report.json --a2l-eval runs/eval/a2l.json \\
+    --portrait-eval runs/eval/portrait.json
 ```
 """
 
@@ -60,7 +65,45 @@ def render_a2l(report: dict) -> list[str]:
     return lines
 
 
-def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report: dict | None = None) -> str:
+def render_mouth_prior(model_dir: Path) -> list[str]:
+    """The mouth prior's lines (``facecast train mouth``), from its mouth.train.json; none for a model without one."""
+    path = model_dir / "mouth.train.json"
+    if not path.is_file():
+        return []
+    s = json.loads(path.read_text())
+    return [
+        f"- mouth prior (`mouth.safetensors`, {_size_mb(model_dir / 'mouth.safetensors') * 1024:.0f} kB, "
+        f"`facecast train mouth`, {s['seconds']} s on the CPU, no gradient descent): from {len(s['train_clips'])} "
+        f"training clips, (1) the offset from a mouth at rest (opening {s['rest_opening']}) to a talking mean "
+        f"({s['mean_opening']}), which a still avatar's reference gets before A2L displaces it; (2) an interior "
+        f"atlas: per-pixel medians of {sum(s['bin_counts'])} real open mouths unrolled between the inner lips, in "
+        f"{len(s['bin_counts'])} bins of opening {s['bin_openings']} (interocular units), painted inside the lips "
+        "where the warp's source shows no opening",
+    ]
+
+
+def render_portrait(report: dict) -> list[str]:
+    keys = ["render_slope", "render_corr", "opening_std", "motion_vs_real", "detail_ratio"]
+    lines = [
+        "",
+        f"## Closed-mouth stills with unseen speech (`facecast eval --protocol portrait`, {report['steps']} steps)",
+        "",
+        "| avatar | speech | " + " | ".join(keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    for name, r in {**report["avatars"], "mean": {**report["mean"], "speech": ""}}.items():
+        cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) and r[k] == r[k] else "-" for k in keys]
+        lines.append(f"| {name} | {r['speech']} | " + " | ".join(cells) + " |")
+    return lines + [f"- {n}" for n in report.get("notes", [])]
+
+
+def render(
+    model_dir: Path,
+    eval_report: dict | None,
+    hardware: str,
+    a2l_report: dict | None = None,
+    portrait_report: dict | None = None,
+) -> str:
     cfg = load_config(model_dir)
     lines = [
         "# facecast default model",
@@ -119,6 +162,7 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
             else "the decoded lower face, pasted near the mouth"
         ),
     ]
+    lines += render_mouth_prior(model_dir)
     if eval_report:
         lines += [
             "",
@@ -136,6 +180,8 @@ def render(model_dir: Path, eval_report: dict | None, hardware: str, a2l_report:
         lines += [f"- {n}" for n in eval_report.get("notes", [])]
     if a2l_report:
         lines += render_a2l(a2l_report)
+    if portrait_report:
+        lines += render_portrait(portrait_report)
     lines += ["", reproduce(tuple(a.get("holdout", [])))]
     return "\n".join(lines) + "\n"
 
@@ -145,11 +191,13 @@ def main() -> None:
     p.add_argument("model_dir", type=Path)
     p.add_argument("--eval", type=Path, default=None)
     p.add_argument("--a2l-eval", type=Path, default=None, help="JSON from facecast eval-landmarks")
+    p.add_argument("--portrait-eval", type=Path, default=None, help="JSON from facecast eval --protocol portrait")
     p.add_argument("--hardware", default="2-core CPU, no GPU")
     args = p.parse_args()
     report = json.loads(args.eval.read_text()) if args.eval else None
     a2l = json.loads(args.a2l_eval.read_text()) if args.a2l_eval else None
-    (args.model_dir / "MODEL_CARD.md").write_text(render(args.model_dir, report, args.hardware, a2l))
+    portrait = json.loads(args.portrait_eval.read_text()) if args.portrait_eval else None
+    (args.model_dir / "MODEL_CARD.md").write_text(render(args.model_dir, report, args.hardware, a2l, portrait))
 
 
 if __name__ == "__main__":
