@@ -73,6 +73,9 @@ class FaceConfig:
     # interior beside the model's weights (``mouth_prior.py``; L2V where a model has none), or "l2v", L2V's
     # decoded painting (on closed-mouth portraits a lip-coloured blur: docs/quality.md, "The open mouth").
     interior_source: str = "atlas"
+    # A warp source whose mouth is open at least this fraction of the driving opening shows its own interior
+    # (teeth), stretched; more closed sources get the painted one blended in (``LipSyncSession.interior_needed``).
+    own_interior_ratio: float = 0.5
     # The warped source frame is colour-matched to frame a over the skin around the mouth, in mean and contrast
     # (True) or in mean only (False).
     warp_colour_contrast: bool = True

@@ -284,7 +284,8 @@ class LipSyncSession:
             src = int(self.warp_sources[a])
             top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
             warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top, box)
-            warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
+            if src != a:  # a frame warped from itself (a portrait) has its own colours: a fit would only add error
+                warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
             interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]
             interior *= self.interior_needed(src, lms)
             if self.interior is not None:
@@ -295,14 +296,15 @@ class LipSyncSession:
         return out, mask
 
     def interior_needed(self, src: int, lms: np.ndarray) -> float:
-        """How much of the driving mouth's inside the warp of source frame ``src`` cannot show, in [0, 1].
+        """How much of the driving mouth's inside must be painted because the warp of source frame ``src`` cannot
+        show it, in [0, 1].
 
-        A closed source shows none of it (1: all painted). A source already open as wide (a smiling portrait, a
-        video frame with teeth) shows the avatar's own teeth and cavity, warped (0: painting them over would
-        replace the person's own teeth with a generic guess); in between, the painted share is the missing part
-        of the opening."""
-        source_gap = float(lip_gap(self.avatar.landmarks[src]))
-        return float(np.clip(1.0 - source_gap / max(float(lip_gap(lms)), 1e-3), 0.0, 1.0))
+        A closed source shows none of it (1: all painted). A source open at least ``FaceConfig.own_interior_ratio``
+        as wide as the driving mouth (a smiling portrait, a video frame with teeth) shows the avatar's own teeth and
+        cavity, stretched by the warp (0: a generic painting over them would replace the person's own teeth); in
+        between, linearly."""
+        ratio = float(lip_gap(self.avatar.landmarks[src])) / max(float(lip_gap(lms)), 1e-3)
+        return float(np.clip(1.0 - ratio / self.cfg.face.own_interior_ratio, 0.0, 1.0))
 
     def render(self, n: int) -> Frame:
         """Frame n of this utterance (``Frame.index`` is ``frame_offset + n``), or, when the render policy says

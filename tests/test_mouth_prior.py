@@ -14,6 +14,7 @@ from facecast.engine import crop, warp
 from facecast.engine.config import FaceConfig, InferenceConfig, L2VConfig
 from facecast.engine.dataset import Clip
 from facecast.engine.errors import FacecastError, WeightsError
+from facecast.engine.evaluation.portrait import render_fidelity
 from facecast.engine.generate import run_session
 from facecast.engine.landmarks import DRIVEN, INNER_LIP, INNER_LIP_PAIRS, interocular, lip_gap, mouth_opening
 from facecast.engine.mouth_prior import (
@@ -203,3 +204,38 @@ def test_a_closed_portrait_opens_dark_and_its_lips_never_cross(backend, backend_
     without = run(backend)
     assert len(without) == len(with_prior)
     assert backend.mouth_prior is None
+
+
+def test_render_fidelity_is_the_slope_and_correlation_of_rendered_on_driving():
+    rng = np.random.default_rng(0)
+    driving = rng.uniform(0.0, 0.15, 200)
+    slope, corr = render_fidelity(driving, 0.5 * driving + 0.01)
+    assert slope == pytest.approx(0.5) and corr == pytest.approx(1.0)
+    rendered = np.full(200, 0.01)  # a mouth that never opens, whatever A2L asks
+    rendered[::7] = np.nan  # frames where the detector found no face are left out
+    assert render_fidelity(driving, rendered + 1e-4 * rng.standard_normal(200))[0] == pytest.approx(0.0, abs=0.01)
+
+
+def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(backend_with_prior, tmp_path):
+    from conftest import moving_face_video
+
+    from facecast.engine.evaluation.portrait import PortraitConfig, evaluate_portraits
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "b"):
+        moving_face_video(clips / f"{name}.mp4", frames=16)
+    b = backend_with_prior
+    # The bundled face smiles (open mouth): accept it here so the protocol's path runs end to end.
+    report = evaluate_portraits(
+        clips, None, b, b.cfg, steps=1, max_frames=16, pcfg=PortraitConfig(closed_opening=1.0),
+        mouth_png=tmp_path / "mouths.png",
+    )
+    assert set(report["avatars"]) == {"a_first_frame", "b_first_frame"}
+    assert report["avatars"]["a_first_frame"]["speech"] == "b.mp4"  # never its own speech
+    for key in ("render_slope", "render_corr", "opening_std", "real_opening_std", "detail_ratio"):
+        assert key in report["mean"]
+    assert (tmp_path / "mouths.png").is_file()
+    strict = PortraitConfig()  # at the default threshold the smiling stills are refused, and say why
+    with pytest.raises(FacecastError, match="mouth open in the still"):
+        evaluate_portraits(clips, None, b, b.cfg, steps=1, max_frames=16, pcfg=strict)
