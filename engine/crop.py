@@ -100,8 +100,13 @@ def mask_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
+# Fewer skin pixels than this give no reliable colour statistics (a face turned away, a mask cut by the crop edge).
+MIN_SKIN_PIXELS = 100
+
+
 def match_colours(
-    image: np.ndarray, reference: np.ndarray, region: np.ndarray, min_pixels: int = 100, contrast: bool = True
+    image: np.ndarray, reference: np.ndarray, region: np.ndarray, min_pixels: int = MIN_SKIN_PIXELS,
+    contrast: bool = True,
 ) -> np.ndarray:
     """Per-channel gain and offset taking ``image``'s colour statistics over ``region`` to ``reference``'s.
 

@@ -289,7 +289,9 @@ class LipSyncSession:
             interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]
             interior *= self.interior_needed(src, lms)
             if self.interior is not None:
-                lower = self.interior.render_interior(lms, mouth_prior.skin_colour(base[box], skin), box, face.crop_px)
+                lit_by = skin if skin.sum() >= crop.MIN_SKIN_PIXELS else mask[box] > 0  # too little skin: the face
+                skin_rgb = mouth_prior.skin_colour(base[box], lit_by)
+                lower = self.interior.render_interior(lms, skin_rgb, box, face.crop_px)
             out[box] = crop.composite(base[box], [(warped, mask[box]), (lower, mask[box] * interior)])
         else:
             out[box] = crop.blend(base[box], lower, mask[box])
