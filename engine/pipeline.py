@@ -255,13 +255,15 @@ class LipSyncSession:
         """Avatar crop a with a new lower face for landmarks ``lms``, from ``latent`` (1, C, 32, 32).
 
         Returns the crop and its paste mask (256, 256). With ``warp_prior`` the lips, skin and jaw are the
-        avatar's own pixels warped to ``lms`` (``warp.py``: full resolution, so as sharp as the avatar), and the
-        decoded latent is used only inside the inner lips, for the teeth and cavity that a warp cannot show.
-        Without it (``FaceConfig.warp_prior``, or ``topline``'s autoencoder-only composite) the decoded lower face
-        is pasted as it is. ``lower_face``: the latent's rows already decoded (``batching.decode_lower_faces``,
-        as a batched worker does); None decodes them here.
-        Both are colour-matched to the avatar frame over the skin the mask covers *outside* the mouth: the small
-        autoencoder shifts colours, and the warp's source frame may be lit unlike frame a.
+        avatar's own pixels warped to ``lms`` (``warp.py``: full resolution, so as sharp as the avatar); inside the
+        inner lips, where the warp's source shows too little opening (``interior_needed``), the interior is painted:
+        by the model's mouth prior (``mouth_prior.py``) or, for a model without one (or
+        ``FaceConfig.interior_source = "l2v"``), by the decoded latent. Without ``warp_prior``
+        (``FaceConfig.warp_prior``, or ``topline``'s autoencoder-only composite) the decoded lower face is pasted as
+        it is. ``lower_face``: the latent's rows already decoded (``batching.decode_lower_faces``, as a batched
+        worker does); None decodes them here when they are used.
+        Warped and decoded pixels are colour-matched to the avatar frame over the skin the mask covers *outside* the
+        mouth: the small autoencoder shifts colours, and the warp's source frame may be lit unlike frame a.
         """
         face = self.cfg.face
         warp_prior = face.warp_prior if warp_prior is None else warp_prior
@@ -275,26 +277,33 @@ class LipSyncSession:
         # mask's bounding box only and gives the same pixels as over the whole crop.
         both = np.stack([self.avatar.landmarks[a], lms])
         skin = crop.skin_around_mouth(mask, both, face)[box]
-        if lower_face is None:
-            lower_face = decode_lower_faces(self.backend, latent, self.row)[0]
-        lower = lay_lower_face(self.cfg, base, lower_face, self.row)[box]
-        # With the warp, decoded pixels show only inside the mouth: match their mean colour, not their contrast.
-        lower = crop.match_colours(lower, base[box], skin, contrast=not warp_prior)
-        if warp_prior:
-            src = int(self.warp_sources[a])
-            top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
-            warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top, box)
-            if src != a:  # a frame warped from itself (a portrait) has its own colours: a fit would only add error
-                warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
-            interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]
-            interior *= self.interior_needed(src, lms)
+
+        def decoded() -> np.ndarray:
+            rows = lower_face if lower_face is not None else decode_lower_faces(self.backend, latent, self.row)[0]
+            lower = lay_lower_face(self.cfg, base, rows, self.row)[box]
+            # With the warp, decoded pixels show only inside the mouth: match their mean colour, not their contrast.
+            return crop.match_colours(lower, base[box], skin, contrast=not warp_prior)
+
+        if not warp_prior:
+            out[box] = crop.blend(base[box], decoded(), mask[box])
+            return out, mask
+        src = int(self.warp_sources[a])
+        top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
+        warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top, box)
+        if src != a:  # a frame warped from itself (a portrait) has its own colours: a fit would only add error
+            warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
+        layers = [(warped, mask[box])]
+        needed = self.interior_needed(src, lms)
+        if needed > 0.0:
             if self.interior is not None:
                 lit_by = skin if skin.sum() >= crop.MIN_SKIN_PIXELS else mask[box] > 0  # too little skin: the face
-                skin_rgb = mouth_prior.skin_colour(base[box], lit_by)
-                lower = self.interior.render_interior(lms, skin_rgb, box, face.crop_px)
-            out[box] = crop.composite(base[box], [(warped, mask[box]), (lower, mask[box] * interior)])
-        else:
-            out[box] = crop.blend(base[box], lower, mask[box])
+                painted = self.interior.render_interior(lms, mouth_prior.skin_colour(base[box], lit_by), box,
+                                                        face.crop_px)
+            else:
+                painted = decoded()
+            interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]
+            layers.append((painted, mask[box] * interior * needed))
+        out[box] = crop.composite(base[box], layers)
         return out, mask
 
     def interior_needed(self, src: int, lms: np.ndarray) -> float:
