@@ -239,3 +239,15 @@ def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(back
     strict = PortraitConfig()  # at the default threshold the smiling stills are refused, and say why
     with pytest.raises(FacecastError, match="mouth open in the still"):
         evaluate_portraits(clips, None, b, b.cfg, steps=1, max_frames=16, pcfg=strict)
+
+
+def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backend_with_prior, tmp_path):
+    from facecast.export.onnx_export import ExportOptions, export_model
+    from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
+
+    export_model(backend_with_prior.model_dir, tmp_path, options=ExportOptions(threads=1, slim=False),
+                 log=lambda s: None, dynamic_batch=False)
+    assert (tmp_path / MOUTH_PRIOR_FILE).is_file()
+    ort = OnnxRuntimeBackend(tmp_path)
+    assert ort.mouth_prior is not None
+    assert np.array_equal(ort.mouth_prior.textures, backend_with_prior.mouth_prior.textures)
