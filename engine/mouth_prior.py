@@ -128,7 +128,8 @@ class MouthPrior:
 
     rest_offset: float32 (37, 2), the driven points' median offset from a mouth at rest to its clip's talking mean,
     in interocular distances (crop axes); rest_opening, mean_opening: the median openings (``opening``) of those
-    rest mouths and talking means. textures: float32 (bins, 2, rows, cols, 3), interior colour ÷ skin luma, the
+    rest mouths and talking means; rest_quantile: which of a clip's mouths count as at rest (its most closed
+    fraction). textures: float32 (bins, 2, rows, cols, 3), interior colour ÷ skin luma, the
     two halves of ``unroll``; depth: interocular distances the rows reach from each lip; openings: float32 (bins,),
     each bin's median opening, ascending; counts: int (bins,), how many mouths made each bin; skin: float32 (3,),
     the median skin colour ÷ its luma of those mouths' faces (their chroma is what the atlas's colours go with).
@@ -137,19 +138,24 @@ class MouthPrior:
     rest_offset: np.ndarray
     rest_opening: float
     mean_opening: float
+    rest_quantile: float
     textures: np.ndarray
     depth: float
     openings: np.ndarray
     counts: np.ndarray
     skin: np.ndarray
 
-    def talking_reference(self, reference_px: np.ndarray) -> np.ndarray:
-        """The reference A2L should displace for an avatar whose reference shape is ``reference_px`` (68, 2).
+    def talking_reference(self, reference_px: np.ndarray, frames_px: np.ndarray) -> np.ndarray:
+        """The reference A2L should displace, for an avatar whose reference shape is ``reference_px`` (68, 2) and
+        whose frames have landmarks ``frames_px`` (T, 68, 2).
 
-        A mouth at rest (opening at or below the learned rest opening) gets the whole offset; a reference already
-        as open as a talking mean (a video of talking frames, as in training) gets none; in between, a share."""
-        o = float(opening(reference_px))
-        share = np.clip((self.mean_opening - o) / max(self.mean_opening - self.rest_opening, 1e-6), 0.0, 1.0)
+        A2L learned displacements from a talking mean, which sits a rest offset above the clip's own rest (its
+        ``rest_quantile`` most closed mouths). A video of talking frames has that much already (its mean is the
+        reference); a portrait, or an idle video with the mouth shut, has none: it gets the offset, in the share
+        that its reference lacks."""
+        rest = float(np.quantile(opening(frames_px), self.rest_quantile))
+        present = float(opening(reference_px)) - rest
+        share = np.clip(1.0 - present / max(self.mean_opening - self.rest_opening, 1e-6), 0.0, 1.0)
         out = reference_px.astype(np.float32).copy()
         out[DRIVEN] += share * self.rest_offset * float(interocular(reference_px))
         return out
@@ -188,6 +194,7 @@ class MouthPrior:
                 "rest_offset": self.rest_offset.astype(np.float32),
                 "rest_opening": np.float32([self.rest_opening]),
                 "mean_opening": np.float32([self.mean_opening]),
+                "rest_quantile": np.float32([self.rest_quantile]),
                 "textures": self.textures.astype(np.float16),
                 "depth": np.float32([self.depth]),
                 "openings": self.openings.astype(np.float32),
@@ -207,6 +214,7 @@ class MouthPrior:
                 t["rest_offset"].astype(np.float32),
                 float(t["rest_opening"][0]),
                 float(t["mean_opening"][0]),
+                float(t["rest_quantile"][0]),
                 t["textures"].astype(np.float32),
                 float(t["depth"][0]),
                 t["openings"].astype(np.float32),

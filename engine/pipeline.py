@@ -113,8 +113,11 @@ class LipSyncSession:
         self.warp_sources = avatar.warp_sources(cfg)  # (T,) the warp's source frame per avatar frame
         prior = backend.mouth_prior
         # What A2L displaces: the avatar's reference, moved from rest to a talking mean when its mouth is still
-        # (``MouthPrior.talking_reference``; A2L learned displacements from talking means).
-        self.a2l_reference = prior.talking_reference(avatar.reference) if prior is not None else avatar.reference
+        # (``MouthPrior.talking_reference``; A2L learned displacements from talking means, as a talking video's
+        # mean reference already is).
+        self.a2l_reference = (
+            prior.talking_reference(avatar.reference, avatar.landmarks) if prior is not None else avatar.reference
+        )
         # The learned mouth interior, or None: L2V's decoded painting is used inside the lips.
         self.interior = prior if prior is not None and cfg.face.interior_source == "atlas" else None
         self.render_policy = render_policy
@@ -290,8 +293,10 @@ class LipSyncSession:
         src = int(self.warp_sources[a])
         top = max(0, self.cfg.l2v.mask_top_px - face.feather_px)
         warped = warp.warp_face(self.avatar.crops[src], self.avatar.landmarks[src], lms, top, box)
-        if src != a:  # a frame warped from itself (a portrait) has its own colours: a fit would only add error
-            warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
+        # Also for a frame warped from itself (a portrait): the warp stretches the skin, and matching its contrast
+        # back keeps the lip line as dark as the photo's (without it, closed-mouth portraits' rendered opening fell
+        # from 0.78 to 0.26 of the driving one on biden.jpg: docs/quality.md, "The open mouth").
+        warped = crop.match_colours(warped, base[box], skin, contrast=face.warp_colour_contrast)
         layers = [(warped, mask[box])]
         needed = self.interior_needed(src, lms)
         if needed > 0.0:

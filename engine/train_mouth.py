@@ -121,6 +121,7 @@ def build_prior(
         rest_offset=np.median(np.stack([r[0] for r in rests]), axis=0).astype(np.float32),
         rest_opening=float(np.median([r[1] for r in rests])),
         mean_opening=float(np.median([r[2] for r in rests])),
+        rest_quantile=tcfg.rest_quantile,
         textures=np.stack([_fill_deep_rows(m) for m in medians]).astype(np.float32),
         depth=tcfg.depth,
         openings=np.array([np.median(op[g]) for g in groups], np.float32),

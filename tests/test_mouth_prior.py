@@ -45,6 +45,7 @@ def dark_prior(rest_offset: np.ndarray, level: float = 0.1) -> MouthPrior:
         rest_offset=rest_offset.astype(np.float32),
         rest_opening=0.0,
         mean_opening=0.1,
+        rest_quantile=0.1,
         textures=np.full((2, 2, 8, 16, 3), level, np.float32),
         depth=0.1,
         openings=np.array([0.05, 0.15], np.float32),
@@ -77,17 +78,17 @@ def test_unroll_then_roll_onto_gives_back_the_pixels_between_the_lips(portrait):
     assert np.percentile(error, 90) < 2.0
 
 
-def test_a_still_mouth_gets_the_talking_offset_and_a_talking_mean_none(portrait):
+def test_a_still_mouth_gets_the_talking_offset_and_a_talking_video_none(portrait):
     still = portrait.landmarks[0].astype(np.float32)
-    prior = dark_prior(opening_offset(still, 0.1))
-    prior = dataclasses.replace(
-        prior, rest_opening=float(mouth_opening(still)), mean_opening=float(mouth_opening(still)) + 0.1
-    )
-    moved = prior.talking_reference(still)
+    prior = dataclasses.replace(dark_prior(opening_offset(still, 0.1)), rest_opening=0.01, mean_opening=0.11)
+    moved = prior.talking_reference(still, still[None])  # a portrait: its reference is its rest
     assert float(mouth_opening(moved)) == pytest.approx(float(mouth_opening(still)) + 0.1, abs=0.01)
     assert np.array_equal(np.delete(moved, DRIVEN, 0), np.delete(still, DRIVEN, 0))  # eyes, nose: untouched
-    talking = prior.talking_reference(moved)  # already as open as a talking mean: left as it is
-    assert np.allclose(prior.talking_reference(talking), talking, atol=0.05)
+    # A talking video: its mean reference already sits the offset above its most closed frames: left as it is.
+    frames = np.stack([still, moved, opened(moved, 5.0), still])
+    assert np.allclose(prior.talking_reference(moved, frames), moved, atol=0.05)
+    idle = np.stack([still, still, opened(still, 0.5)])  # an idle video, mouth shut: gets the offset
+    assert float(mouth_opening(prior.talking_reference(still, idle))) > float(mouth_opening(still)) + 0.09
 
 
 def test_crossed_lips_close_instead_of_turning_inside_out(portrait):

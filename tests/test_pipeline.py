@@ -162,8 +162,7 @@ def whole_crop_composite(session, a, latent, lms, warp_prior):
     src = int(session.warp_sources[a])
     top = max(0, cfg.l2v.mask_top_px - face.feather_px)
     warped = warp.warp_face(av.crops[src], av.landmarks[src], lms, top_row=top)
-    if src != a:
-        warped = crop.match_colours(warped, av.crops[a], skin, contrast=face.warp_colour_contrast)
+    warped = crop.match_colours(warped, av.crops[a], skin, contrast=face.warp_colour_contrast)
     interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)
     needed = session.interior_needed(src, lms)
     return crop.composite(av.crops[a], [(warped, mask), (lower, mask * interior * needed)])
