@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import ASSETS, speech_like, write_wav
+from conftest import ASSETS, speech_like, until, write_wav
 from scipy.signal import resample_poly
 
 from facecast.engine import media
@@ -259,6 +259,9 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
         queue = engine.subscribe()
         await engine.start()
         source = asyncio.create_task(FileSource(engine, wav, loop=False).run())
+        # It loads the file in a thread first, which takes longer the busier the machine: its first block is
+        # written at virtual time 0 only if the ticks wait for it.
+        await until(lambda: engine.mixer.sources, "the file source to open")
         out = []
         await tick_lockstep(engine, clock, 100, out, queue)
         assert source.done() and not engine.mixer.sources  # played out and closed
