@@ -38,6 +38,10 @@ class Avatar:
     reference: np.ndarray  # float32 (68, 2): the pose-free landmarks A2L displaces
     identity_index: int = 0  # the identity reference (the most closed mouth); the warp picks its sources per frame
     source: str = ""
+    # The enrolled bundle whose A2L and L2V adapter this person runs (``backend.Weights``; None: the model's own).
+    # Set by ``load_avatar``; every model call of a session on this avatar names it, so sessions on one backend
+    # each run their own person's weights whatever else is loaded.
+    enrolment: Path | None = None
     _warp_sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def warp_sources(self, cfg: ModelConfig) -> np.ndarray:
@@ -199,17 +203,22 @@ def has_adapter(bundle: Path) -> bool:
     return (Path(bundle) / ADAPTER_FILE).is_file()
 
 
-def check_backend(backend: object, bundle: Path | None) -> None:
-    """Make ``backend`` run the bundle's adapter (or its own L2V for a bundle without one); refuse backends that
-    cannot. Backends opt in with ``use_enrolment(bundle | None)``."""
-    use = getattr(backend, "use_enrolment", None)
-    if use is not None:
-        use(bundle if bundle is not None and has_adapter(bundle) else None)
-    elif bundle is not None and has_adapter(bundle):
+def check_backend(backend: object, bundle: Path | None) -> Path | None:
+    """The weights (``backend.Weights``) an avatar from ``bundle`` runs on ``backend``: an enrolled bundle, its
+    adapter loaded into the backend now (a copy of its L2V; the backend's own weights and every other session are
+    left as they were), or None for a portrait, a video or a bundle without an adapter. Refuses backends that cannot
+    run adapters; they opt in with ``load_enrolment(bundle)``."""
+    if bundle is None or not has_adapter(bundle):
+        return None
+    load = getattr(backend, "load_enrolment", None)
+    if load is None:
         raise InputError(
             f"{bundle} is an enrolled bundle (a fine-tuned L2V adapter): the {getattr(backend, 'name', '?')} backend "
             "cannot apply it yet. Use --backend torch."
         )
+    weights = Path(bundle).resolve()
+    load(weights)
+    return weights
 
 
 def load_avatar(path: Path, backend: Backend, landmarks: face.LandmarkBackend | None = None) -> Avatar:
@@ -218,9 +227,8 @@ def load_avatar(path: Path, backend: Backend, landmarks: face.LandmarkBackend | 
     path = Path(path)
     if path.is_dir():
         avatar = Avatar.load(path, backend.autoencoder_hash)
-        check_backend(backend, path)  # an enrolled bundle's adapter goes into (a copy of) the backend's L2V
+        avatar.enrolment = check_backend(backend, path)  # this avatar's own weights, loaded next to the others
     else:
-        check_backend(backend, None)
         if not path.is_file():
             raise InputError(
                 f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle."

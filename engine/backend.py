@@ -6,6 +6,7 @@ around it: with an export folder (onnxruntime, TensorRT) the process never impor
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -14,6 +15,13 @@ from .config import ModelConfig
 
 if TYPE_CHECKING:
     from .mouth_prior import MouthPrior
+
+# Which fitted weights a model call runs: an enrolled bundle (``facecast enroll``: its A2L and L2V adapter), or None
+# for the loaded model's own. It belongs to the avatar (``Avatar.enrolment``) and travels with each call, so one
+# backend serves enrolled and plain sessions side by side. A call on the model's own weights passes no ``weights``
+# at all: a backend that cannot run enrolments (it has no ``load_enrolment``, and ``avatar.check_backend`` refuses
+# enrolled avatars on it) implements the plain signatures below.
+Weights = Path | None
 
 
 class Backend(Protocol):
@@ -26,10 +34,15 @@ class Backend(Protocol):
     mouth_prior: MouthPrior | None
 
     def a2l(
-        self, mel_frames: np.ndarray, speaker: np.ndarray, reference_px: np.ndarray, state: np.ndarray
+        self,
+        mel_frames: np.ndarray,
+        speaker: np.ndarray,
+        reference_px: np.ndarray,
+        state: np.ndarray,
+        weights: Weights = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """mel_frames (1, T, 320), speaker (1, 256), reference_px (1, 68, 2), state (layers, 1, hidden)
-        -> displacements (1, T, 37, 2) in crop pixels, new state."""
+        -> displacements (1, T, 37, 2) in crop pixels, new state. ``weights``: see ``Weights``."""
         ...
 
     def denoise(
@@ -42,9 +55,11 @@ class Backend(Protocol):
         heatmaps: np.ndarray,
         driven_px: np.ndarray,
         mel_window: np.ndarray,
+        weights: Weights = None,
     ) -> np.ndarray:
         """One L2V call: latents (B, C, 32, 32), timestep (B,) int64, heatmaps (B, 3, 32, 32),
-        driven_px (B, 37, 2), mel_window (B, 5, 320) -> predicted clean latent (B, C, 32, 32)."""
+        driven_px (B, 37, 2), mel_window (B, 5, 320) -> predicted clean latent (B, C, 32, 32). Every frame of one
+        call runs the same ``weights`` (see ``Weights``)."""
         ...
 
     def decode(self, latents: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend
+from .backend import Backend, Weights
 from .config import ModelConfig
 from .ddim import DDIMSchedule, ddim_step
 from .latents import to_uint8_images
@@ -34,10 +34,11 @@ class A2LCall:
     speaker: np.ndarray  # (1, 256)
     reference_px: np.ndarray  # (1, 68, 2)
     state: np.ndarray  # (layers, 1, hidden) GRU state
+    weights: Weights = None  # the session's avatar's enrolment (None: the model's own A2L)
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return ("a2l", self.mel_frames.shape[1])  # calls over the same number of frames stack
+        return ("a2l", self.mel_frames.shape[1], self.weights)  # calls over the same frames and weights stack
 
 
 @dataclass
@@ -58,10 +59,11 @@ class FrameJob:
     row: int  # first latent row that is regenerated
     timings_ms: dict[str, float] = field(default_factory=dict)
     deadline: float | None = None  # clock time by which the frame must be ready to be shown (None: no deadline)
+    weights: Weights = None  # the session's avatar's enrolment (None: the model's own L2V)
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return ("frame", self.schedule, self.row)  # jobs on the same timesteps and mask stack
+        return ("frame", self.schedule, self.row, self.weights)  # jobs on the same timesteps, mask and weights stack
 
 
 @dataclass
@@ -92,27 +94,33 @@ def _stack(arrays: list[np.ndarray], axis: int = 0) -> np.ndarray:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
 
 
+def _weights(weights: Weights) -> dict[str, Weights]:
+    """The keyword a backend call names its weights with: none for the model's own (``backend.Weights``)."""
+    return {} if weights is None else {"weights": weights}
+
+
 def answer_a2l(backend: Backend, calls: list[A2LCall]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One A2L call for all ``calls`` (same T); per call: displacements (1, T, 37, 2) and its new state."""
+    """One A2L call for all ``calls`` (same T and weights); per call: displacements (1, T, 37, 2), its new state."""
     disp, state = backend.a2l(
         _stack([c.mel_frames for c in calls]),
         _stack([c.speaker for c in calls]),
         _stack([c.reference_px for c in calls]),
         _stack([c.state for c in calls], axis=1),
+        **_weights(calls[0].weights),
     )
     return [(disp[i : i + 1], np.ascontiguousarray(state[:, i : i + 1])) for i in range(len(calls))]
 
 
 def answer_frames(backend: Backend, jobs: list[FrameJob]) -> list[FrameResult]:
-    """Every DDIM step of all ``jobs`` (same schedule and row) as one denoise call, then one decode call."""
-    s, row = jobs[0].schedule, jobs[0].row
+    """Every DDIM step of all ``jobs`` (same schedule, row and weights) as one denoise call, then one decode call."""
+    s, row, weights = jobs[0].schedule, jobs[0].row, _weights(jobs[0].weights)
     t = time.perf_counter()
     x = _stack([j.noise for j in jobs])
     masked = _stack([j.masked for j in jobs])
     conditions = [_stack([getattr(j, k) for j in jobs]) for k in ("identity", "previous", "heatmaps", "driven_px")]
     mel_window = _stack([j.mel_window for j in jobs])
     for i, ts in enumerate(s.timesteps):
-        x0 = backend.denoise(x, np.full(len(jobs), ts, np.int64), masked, *conditions, mel_window)
+        x0 = backend.denoise(x, np.full(len(jobs), ts, np.int64), masked, *conditions, mel_window, **weights)
         x0[:, :, :row] = masked[:, :, :row]  # the upper face stays clean (paper 002)
         x = ddim_step(x0, x, s.alphas_cumprod[i], s.alphas_cumprod_prev[i]) if i + 1 < len(s.timesteps) else x0
     unet_ms = (time.perf_counter() - t) * 1e3

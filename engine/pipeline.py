@@ -193,7 +193,11 @@ class LipSyncSession:
             self._mels_seen += whole
             t1 = time.perf_counter()
             call = A2LCall(
-                np.ascontiguousarray(grouped[1][None]), self.speaker, self.a2l_reference[None], self._a2l_state
+                np.ascontiguousarray(grouped[1][None]),
+                self.speaker,
+                self.a2l_reference[None],
+                self._a2l_state,
+                weights=self.avatar.enrolment,
             )
             disp, self._a2l_state = yield call
             a2l_ms = (time.perf_counter() - t1) * 1e3
@@ -377,6 +381,7 @@ class LipSyncSession:
             self.schedule,
             row,
             timings,
+            weights=self.avatar.enrolment,
         )
 
     def finish_frame(self, job: FrameJob, result: FrameResult) -> Frame:

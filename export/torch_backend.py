@@ -9,6 +9,7 @@ import torch
 
 from facecast.engine import checkpoint
 from facecast.engine.avatar import model_hash
+from facecast.engine.backend import Weights
 from facecast.engine.config import ModelConfig
 from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
 from facecast.engine.speaker import resemblyzer_partials
@@ -26,24 +27,30 @@ class TorchBackend:
         self.model_dir = Path(model_dir)
         self.autoencoder_hash: str = model_hash(self.model_dir)
         self.mouth_prior: MouthPrior | None = load_mouth_prior(self.model_dir)
-        self._base = (self.a2l_net, self.l2v)
-        self._enrolled: dict[Path, tuple[torch.nn.Module, torch.nn.Module]] = {}  # (A2L, L2V) per enrolled bundle
+        # (A2L, L2V) per enrolled bundle, next to the model's own (``a2l_net``, ``l2v``, which never change)
+        self._enrolled: dict[Path, tuple[torch.nn.Module, torch.nn.Module]] = {}
 
-    def use_enrolment(self, bundle: Path | None) -> None:
-        """Run an enrolled bundle's L2V (the model's L2V with the bundle's adapter merged, a copy) and A2L (its
-        own, or a copy of the model's at the person's motion gain), or with ``None`` the model's own. The loaded
-        model and its files are never changed."""
-        if bundle is None:
-            self.a2l_net, self.l2v = self._base
-            return
+    def load_enrolment(self, bundle: Path) -> None:
+        """Make calls with ``weights=bundle`` run its L2V (the model's L2V with the bundle's adapter merged, a copy)
+        and A2L (its own, or a copy of the model's at the person's motion gain). The model's own weights, the calls
+        that name other weights, and the files are never changed. Loads once per bundle."""
         from facecast.engine.enroll import enrolled_a2l, l2v_hash, merged_l2v
 
         key = Path(bundle).resolve()
         if key not in self._enrolled:
-            l2v = merged_l2v(self._base[1], key, l2v_hash(self.model_dir)).to(self.device, self.dtype)
-            a2l = enrolled_a2l(key, self.cfg, self._base[0])
-            self._enrolled[key] = (self._base[0] if a2l is None else a2l.to(self.device, self.dtype), l2v)
-        self.a2l_net, self.l2v = self._enrolled[key]
+            l2v = merged_l2v(self.l2v, key, l2v_hash(self.model_dir)).to(self.device, self.dtype)
+            a2l = enrolled_a2l(key, self.cfg, self.a2l_net)
+            self._enrolled[key] = (self.a2l_net if a2l is None else a2l.to(self.device, self.dtype), l2v)
+
+    def networks(self, weights: Weights = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """(A2L, L2V) that calls naming ``weights`` run (loaded on first use, should ``load_enrolment`` not have
+        run: a session must never fall back to another person's weights)."""
+        if weights is None:
+            return self.a2l_net, self.l2v
+        key = Path(weights).resolve()
+        if key not in self._enrolled:
+            self.load_enrolment(key)
+        return self._enrolled[key]
 
     def _t(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
@@ -54,13 +61,14 @@ class TorchBackend:
         return x.float().cpu().numpy()
 
     @torch.inference_mode()
-    def a2l(self, mel_frames, speaker, reference_px, state):  # noqa: ANN001, ANN201 - see engine.backend.Backend
-        disp, state = self.a2l_net(self._t(mel_frames), self._t(speaker), self._t(reference_px), self._t(state))
+    def a2l(self, mel_frames, speaker, reference_px, state, weights=None):  # noqa: ANN001, ANN201 - engine.backend
+        a2l = self.networks(weights)[0]
+        disp, state = a2l(self._t(mel_frames), self._t(speaker), self._t(reference_px), self._t(state))
         return self._np(disp), self._np(state)
 
     @torch.inference_mode()
-    def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window):  # noqa: ANN001, ANN201
-        out = self.l2v(
+    def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window, weights=None):  # noqa: ANN001, ANN201
+        out = self.networks(weights)[1](
             self._t(noisy),
             self._t(timestep),
             self._t(masked),

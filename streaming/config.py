@@ -31,6 +31,11 @@ class LiveConfig:
     max_burst_frames: int = 25  # a ticker further behind than this (e.g. after a suspend) jumps instead of bursting
     output_queue_frames: int = 10  # per output track; the oldest frames are dropped when nobody reads them
     log_every_s: float = 5.0  # how often falling behind is logged
+    # True: the output clock waits for the model instead of skipping. Each tick first lets the model finish the
+    # work of the ticks before it, and every frame is rendered and shown; when the model is slower than 25 fps the
+    # stream falls behind real time (pts stay exact) rather than losing pictures. For tests and recordings on a
+    # machine of unknown speed; a live viewer wants the default, which keeps the latency and skips instead.
+    wait_for_model: bool = False
 
     def __post_init__(self) -> None:
         if self.processing_frames < 1:

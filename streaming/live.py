@@ -46,7 +46,7 @@ from .config import LiveConfig
 from .display import Display
 from .mixer import Mixer, SourceBuffer, Take
 from .model_worker import Lane, ModelWorker
-from .render_policy import RenderPolicy
+from .render_policy import RenderEveryFrame, RenderPolicy
 from .speech_gate import SpeechGate
 
 log = logging.getLogger("facecast.live")
@@ -142,6 +142,8 @@ class LiveEngine:
         self.audio_out = AudioOut(self.spf, keep_frames=self.delay_frames + 3)
         self._epoch = 0  # bumped when the avatar changes or on interrupt(): older jobs and frames are then ignored
         self._backlog = 0  # model jobs submitted and not finished
+        self._caught_up = asyncio.Event()  # set while the backlog is 0 (what a ticker with wait_for_model waits for)
+        self._caught_up.set()
         self._last_picture: Frame | None = None
         self._takes: dict[int, Take] = {}  # input block k -> what the mixer said about it, until frame k goes out
         self._speech: list[np.ndarray] = []  # speech collected for the speaker embedding
@@ -176,7 +178,8 @@ class LiveEngine:
         # On the worker's frame grid, so that engines sharing it tick (and need frames) together.
         fps = self.cfg.audio.fps
         self.frames = FrameClock(self.worker.align_start(self.clock.now() + 1 / fps, fps), fps)
-        self.policy = RenderPolicy.for_worker(
+        policy = RenderEveryFrame if self.config.wait_for_model else RenderPolicy
+        self.policy = policy.for_worker(
             self.worker,
             self.frames,
             self.clock,
@@ -325,6 +328,14 @@ class LiveEngine:
         k = 0
         while True:
             await self.clock.sleep_until(self.frames.time_of(k))
+            if self.config.wait_for_model:
+                # The frame this tick sends was fed by the ticks before it: let the model finish them, however long
+                # that takes. Ticks that fell due meanwhile follow back to back and none is jumped (that would drop
+                # their sound), so the stream catches up with real time whenever the model does.
+                await self._caught_up.wait()
+                self._tick(k)
+                k += 1
+                continue
             behind = self.frames.frame_at(self.clock.now()) - k
             if behind > self.config.max_burst_frames:
                 # The loop was stalled (suspend, debugger): jumping keeps the latency, bursting would not.
@@ -353,9 +364,11 @@ class LiveEngine:
             self._collect_speech(block)
         elif self._speaker_taken and k - (self.gate.last_end or 0) > self.config.speaker_reset_s * self.cfg.audio.fps:
             self.reset_speaker()  # a long silence: whoever speaks next may be someone else
-        if self._executor is not None:
+        if self._executor is not None and not self.config.wait_for_model:
             assert self.frames is not None
-            self._executor.ticked(self.frames.time_of(k))  # this tick's work is in: the worker may gather it
+            # this tick's work is in: the worker may gather it. Not when this ticker waits for the worker: the
+            # worker would be waiting for a tick that waits for it.
+            self._executor.ticked(self.frames.time_of(k))
         n = k - self.delay_frames
         if n >= 0:
             out = self._compose(n)
@@ -413,11 +426,14 @@ class LiveEngine:
             return
         fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         self._backlog += 1
+        self._caught_up.clear()
         self.counters.max_backlog = max(self.counters.max_backlog, self._backlog)
         fut.add_done_callback(self._done)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
         self._backlog -= 1
+        if self._backlog <= 0:  # (below 0 only for a job of before the last restart)
+            self._caught_up.set()
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -489,7 +505,8 @@ class LiveEngine:
                 skipped - skipped0,
                 dropped - dropped0,
                 self.config.log_every_s,
-                1000 * (policy.render_s if policy else 0.0),
+                # what the skips were decided with (the worker's cost of a frame), not the session's own round time
+                1000 * (policy.predicted_s() if policy else 0.0),
                 1000 * self.config.processing_frames / self.cfg.audio.fps,
             )
         self._logged = (k, skipped, dropped)

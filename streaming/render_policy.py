@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -84,3 +85,15 @@ class RenderPolicy:
 
     def rendered(self, seconds: float) -> None:
         self.render_s += self.smoothing * (seconds - self.render_s) if self.render_s else seconds
+
+
+class RenderEveryFrame(RenderPolicy):
+    """The policy of an engine whose clock waits for its model (``LiveConfig.wait_for_model``): no frame is ever
+    too late, so every one is rendered, and its deadline is infinite so that a shared worker never leaves it out
+    of an overloaded round either (``ModelWorker._choose``). Render times are still measured for the stats."""
+
+    def deadline(self, n: int) -> float:
+        return math.inf
+
+    def should_render(self, n: int) -> bool:
+        return True

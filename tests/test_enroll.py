@@ -89,9 +89,11 @@ def test_bundle_holds_the_avatar_and_a_small_adapter(bundle: tuple[Path, dict], 
     assert report["adapter_mb"] < 1.0  # only what changed: the tiny model's adapter is a few hundred kB
 
 
-def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
+def test_enrolled_weights_change_the_output_and_the_models_own_do_not_change(
     bundle: tuple[Path, dict], tiny_model: Path
 ) -> None:
+    """Calls that name the bundle's weights run them; calls that name none run the model's own, whatever avatars
+    were loaded (the avatar carries its enrolment: ``Avatar.enrolment``)."""
     from facecast.engine.avatar import load_avatar
     from facecast.export.torch_backend import TorchBackend
 
@@ -112,14 +114,18 @@ def test_enrolled_bundle_changes_the_output_and_the_default_does_not_change(
     a2l_args = (mel, rng.standard_normal((1, 256), dtype=np.float32), backend_reference(backend))
     generic_motion = backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
 
-    load_avatar(out, backend)  # an enrolled bundle: its adapter goes into a copy of L2V
-    enrolled = backend.denoise(*args, *extra)
+    person = load_avatar(out, backend)  # an enrolled bundle: its adapter goes into a copy of L2V
+    assert person.enrolment == out.resolve()
+    weights = person.enrolment
+    enrolled = backend.denoise(*args, *extra, weights=weights)
     assert np.abs(enrolled - generic).max() > 1e-5
-    enrolled_motion = backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
+    enrolled_motion = backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32), weights=weights)[0]
     assert np.abs(enrolled_motion - generic_motion).max() > 1e-5
+    np.testing.assert_array_equal(backend.denoise(*args, *extra), generic)  # the model's own, with it loaded
 
-    load_avatar(ASSETS / "astronaut.jpg", backend)  # a plain avatar: the model's own L2V
+    assert load_avatar(ASSETS / "astronaut.jpg", backend).enrolment is None  # a plain avatar: the model's own
     np.testing.assert_array_equal(backend.denoise(*args, *extra), generic)
+    np.testing.assert_array_equal(backend.denoise(*args, *extra, weights=weights), enrolled)  # and it, its own
     np.testing.assert_array_equal(
         backend.a2l(*a2l_args, np.zeros(backend.a2l_state_shape(), np.float32))[0], generic_motion
     )
@@ -176,14 +182,16 @@ def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Pat
         backend_reference(backend),
     )
 
-    def motion() -> np.ndarray:
-        return backend.a2l(*args, np.zeros(backend.a2l_state_shape(), np.float32))[0]
+    def motion(weights: Path | None = None) -> np.ndarray:
+        state = np.zeros(backend.a2l_state_shape(), np.float32)
+        return backend.a2l(*args, state, **({} if weights is None else {"weights": weights}))[0]
 
     generic = motion()
-    load_avatar(calibrated, backend)
-    np.testing.assert_allclose(motion(), generic * (record["a2l_motion_gain"] / base_gain), rtol=1e-5, atol=1e-6)
-    load_avatar(ASSETS / "astronaut.jpg", backend)  # the default: the loaded model's own A2L, unchanged
-    np.testing.assert_array_equal(motion(), generic)
+    person = load_avatar(calibrated, backend).enrolment
+    expected = generic * (record["a2l_motion_gain"] / base_gain)
+    np.testing.assert_allclose(motion(person), expected, rtol=1e-5, atol=1e-6)
+    load_avatar(ASSETS / "astronaut.jpg", backend)
+    np.testing.assert_array_equal(motion(), generic)  # the model's own A2L, unchanged
     assert backend.a2l_net.cfg.motion_gain == base_gain
 
 
@@ -196,8 +204,8 @@ def test_calibration_off_keeps_the_base_a2l(video: Path, tiny_model: Path, tmp_p
     assert json.loads((tmp_path / "person" / "meta.json").read_text())["enrolment"]["a2l_motion_gain"] is None
     backend = TorchBackend(tiny_model)
     assert enrolled_a2l(tmp_path / "person", backend.cfg, backend.a2l_net) is None
-    backend.use_enrolment(tmp_path / "person")
-    assert backend.a2l_net is backend._base[0]  # the model's own A2L, at its own gain
+    backend.load_enrolment(tmp_path / "person")
+    assert backend.networks(tmp_path / "person")[0] is backend.a2l_net  # the model's own A2L, at its own gain
 
 
 def test_bundle_round_trips_through_generate(bundle: tuple[Path, dict], tiny_model: Path, tmp_path: Path) -> None:
@@ -217,6 +225,92 @@ def test_backends_without_adapters_refuse_an_enrolled_bundle(bundle: tuple[Path,
     with pytest.raises(InputError, match="--backend torch"):
         check_backend(OnnxLike(), bundle[0])
     check_backend(OnnxLike(), None)  # a plain avatar is fine
+
+
+class CallLog:
+    """A backend that records the weights and the batch size of every L2V call."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self.inner, self.name, self.cfg = inner, inner.name, inner.cfg
+        self.calls: list[tuple[Path | None, int]] = []
+
+    def denoise(self, *args, **kw):  # noqa: ANN002, ANN003, ANN201
+        self.calls.append((kw.get("weights"), len(args[0])))
+        return self.inner.denoise(*args, **kw)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
+def test_sessions_in_one_process_each_render_their_own_person(
+    bundle: tuple[Path, dict], tiny_model: Path, tmp_path: Path
+) -> None:
+    """Two sessions on one backend and one shared model worker, one on an enrolled bundle and one on a plain
+    portrait: each renders exactly what it renders alone, before and after a third avatar is uploaded. The worker
+    batches the frames of sessions on the same weights and gives the others a call of their own."""
+    import threading
+
+    import cv2
+
+    from facecast.engine.avatar import load_avatar
+    from facecast.engine.config import InferenceConfig
+    from facecast.engine.pipeline import LipSyncSession
+    from facecast.export.torch_backend import TorchBackend
+    from facecast.streaming.model_worker import ModelWorker
+
+    out, _ = bundle
+    portrait = ASSETS / "astronaut.jpg"
+    audio, speaker, inference = speech_like(0.6, seed=9), np.zeros(256, np.float32), InferenceConfig(steps=1)
+
+    def steps(session: LipSyncSession):  # noqa: ANN202 - the session's model requests, for the worker to batch
+        frames = yield from session.push_audio_steps(audio)
+        frames += yield from session.finish_steps()
+        return [f.crop for f in frames]
+
+    def alone(avatar: Path) -> list[np.ndarray]:
+        backend = TorchBackend(tiny_model)  # a process of its own
+        session = LipSyncSession(backend, backend.cfg, load_avatar(avatar, backend), speaker, inference)
+        return [f.crop for f in session.push_audio(audio) + session.finish()]
+
+    backend = CallLog(TorchBackend(tiny_model))
+    worker = ModelWorker(backend)
+
+    def together(avatars: list) -> list[list[np.ndarray]]:
+        """One session per avatar, their frames due in the same rounds of the shared worker."""
+        blocker, release = worker.join(), threading.Event()
+        blocker.submit(release.wait)  # the worker waits until every session's work is queued
+        lanes = [worker.join() for _ in avatars]
+        sessions = [LipSyncSession(backend, backend.cfg, a, speaker, inference) for a in avatars]
+        futures = [lane.submit(steps, s) for lane, s in zip(lanes, sessions, strict=True)]
+        release.set()
+        crops = [f.result(timeout=120) for f in futures]
+        for lane in (blocker, *lanes):
+            lane.shutdown()
+        return crops
+
+    expected = [alone(out), alone(portrait)]
+    person, plain = load_avatar(out, backend), load_avatar(portrait, backend)
+    before = together([person, plain])
+    mirrored = tmp_path / "mirrored.png"
+    cv2.imwrite(str(mirrored), cv2.flip(cv2.imread(str(portrait)), 1))
+    third = load_avatar(mirrored, backend)  # a third person uploaded: a plain portrait, the model's own weights
+    after = together([person, plain])
+    backend.calls.clear()
+    three = together([person, plain, third])
+    calls = set(backend.calls)
+
+    for got in (before, after, [three[0], three[1]]):
+        assert [len(c) for c in got] == [len(c) for c in expected] and len(expected[0]) >= 10
+        for crops, alone_crops in zip(got[:1], expected[:1], strict=True):  # the enrolled person: exact
+            assert all(np.array_equal(a, b) for a, b in zip(crops, alone_crops, strict=True))
+    for got in (before, after):  # the plain portrait, in a call of its own: exact too
+        assert all(np.array_equal(a, b) for a, b in zip(got[1], expected[1], strict=True))
+    # with a second plain session, their frames share one call (float sums in another order: nearly equal)
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(three[1], expected[1], strict=True))
+    # and the person's own weights matter: on the model's own, the same avatar renders otherwise
+    (generic,) = together([dataclasses.replace(person, enrolment=None)])
+    assert any(not np.array_equal(a, b) for a, b in zip(generic, expected[0], strict=True))
+    assert calls == {(None, 2), (person.enrolment, 1)}  # one call per weights, each round
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -326,7 +420,6 @@ def test_personal_protocol_scores_enrolled_and_generic_side_by_side(video: Path,
     ratios = report["enrolled_vs_generic"][video.stem]
     assert set(ratios) >= {"lmd_mouth_ratio", "psnr_mouth_gain_db"}
     assert report["enrolment"][video.stem]["steps"] == TINY.max_steps
-    assert (backend.a2l_net, backend.l2v) == backend._base  # the generic model is back after the clip
 
 
 def test_cli_enroll_reports_bad_input_with_exit_code_2(tiny_model: Path, tmp_path: Path) -> None:

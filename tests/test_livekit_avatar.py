@@ -2,7 +2,8 @@
 DataStreamAudioReceiver drive the generator; the room is a stand-in (no LiveKit server, no network).
 
 Pacing is checked by what was pushed to the A/V synchronizer (each picture with exactly 40 ms of sound), never
-by the wall clock; every wait has a generous bound so a broken adapter fails instead of hanging.
+by the wall clock; the engines wait for their model (``wall_clock_engine``), and every wait has a generous bound
+so a broken adapter fails instead of hanging.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import types
 
 import numpy as np
 import pytest
-from conftest import speech_like, until
+from conftest import speech_like, until, wall_clock_engine
 
 pytest.importorskip("livekit.agents", reason="the livekit extra is not installed: pip install 'facecast[livekit]'")
 
 from livekit import rtc  # noqa: E402
 from livekit.agents.voice.avatar import AudioSegmentEnd  # noqa: E402
 
-from facecast.streaming.config import LiveConfig  # noqa: E402
-from facecast.streaming.live import LiveEngine  # noqa: E402
 from facecast.streaming.livekit_avatar import FacecastAvatarSession, FacecastVideoGenerator, run_worker  # noqa: E402
 
 FRAME_S = 0.04
@@ -105,13 +104,9 @@ def idle(frame: rtc.VideoFrame, portrait) -> bool:
     return any(np.array_equal(rgb, f) for f in portrait.frames)
 
 
-def engine_for(backend, portrait) -> LiveEngine:
-    return LiveEngine(backend, backend.cfg, portrait, LiveConfig(speaker_seconds=0))
-
-
 def test_generator_yields_picture_then_40ms_of_sound_and_a_segment_end(backend, portrait):
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         gen = FacecastVideoGenerator(engine)
         for f in pcm_frames(speech_like(0.5, seed=1)):
             await gen.push_audio(f)
@@ -140,7 +135,7 @@ def test_avatar_runner_paces_25fps_reports_playback_and_interrupts_within_two_fr
     """In-process session (QueueAudioOutput + AvatarRunner, the bithuman local-mode wiring) on a stand-in room."""
 
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         room = StandInRoom()
         agent_session = types.SimpleNamespace(output=types.SimpleNamespace(audio=None))
         avatar = FacecastAvatarSession(engine)
@@ -222,7 +217,7 @@ def test_datastream_worker_plays_segments_and_answers_the_rpcs(backend, portrait
     lk.audio_stream in, lk.playback_started / lk.playback_finished out, lk.clear_buffer -> interrupted."""
 
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         room = StandInRoom()
         worker = asyncio.create_task(run_worker(engine, room, AGENT))
         await until(lambda: "lk.audio_stream" in room.stream_handlers, "the worker to listen for audio")

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import ASSETS, speech_like, write_wav
+from conftest import ASSETS, speech_like, until, write_wav
 from scipy.signal import resample_poly
 
 from facecast.engine import media
@@ -259,6 +259,9 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
         queue = engine.subscribe()
         await engine.start()
         source = asyncio.create_task(FileSource(engine, wav, loop=False).run())
+        # It loads the file in a thread first, which takes longer the busier the machine: its first block is
+        # written at virtual time 0 only if the ticks wait for it.
+        await until(lambda: engine.mixer.sources, "the file source to open")
         out = []
         await tick_lockstep(engine, clock, 100, out, queue)
         assert source.done() and not engine.mixer.sources  # played out and closed
@@ -407,6 +410,52 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
         assert o.index - LiveConfig().max_late_frames <= o.generated.index <= o.index
     # Jobs queue only while one render runs (100 ms = 2.5 ticks), so never more than 1 + 3 wait: no build-up.
     assert stats["max_backlog"] <= 4
+
+
+@pytest.mark.parametrize("wait_for_model", [False, True])
+def test_an_engine_that_waits_for_its_model_renders_and_shows_every_frame(backend, portrait, wait_for_model):
+    """``LiveConfig.wait_for_model`` (what the tests over real sockets run with): on a model far too slow for 25 fps
+    (100 ms a frame against a 2-tick budget) nothing is skipped or dropped, and every frame of the utterance is shown
+    at its own tick, the stream falling behind real time instead. The default engine, on the same model, skips."""
+
+    async def main():
+        clock = ManualClock()
+        engine = LiveEngine(
+            SlowBackend(backend, clock, seconds=0.100), backend.cfg, portrait,
+            live_config(wait_for_model=wait_for_model), clock=clock,
+        )  # fmt: skip
+        seen = Recorder()  # every frame out (a subscriber's queue would lose some to the burst after the speech)
+        engine.observe(seen)
+        await engine.start()
+        engine.open_source("talker", live=False).write(speech_like(0.6, seed=4))
+        try:
+            for step in range(500):  # 5 s of virtual time in 10 ms steps
+                clock.advance_to(engine.frames.start_s + step / 100)
+                for _ in range(20_000):  # bounded: a hang fails the test instead of blocking the run
+                    await asyncio.sleep(0.0005)
+                    due = engine.frames.frame_at(clock.now()) + 1
+                    # settled: the model computes (blocked on virtual time), or it is idle and every due tick ran
+                    if clock.blocked == 1 or (engine._backlog == 0 and engine.counters.ticks >= due):
+                        break
+                else:
+                    raise AssertionError("the engine did not settle")
+            behind = engine.frames.frame_at(clock.now()) + 1 - engine.counters.ticks
+        finally:
+            clock.release()
+            await engine.stop()
+        return engine.stats(), engine.gate.segments, seen.out, behind
+
+    stats, segments, out, behind = asyncio.run(main())
+    assert [o.index for o in out] == list(range(len(out)))  # one output frame per tick, none added or lost
+    ((start, end),) = segments
+    spoken = [o for o in out if start <= o.index < end]
+    assert len(spoken) == end - start > 15  # the whole utterance went out
+    if not wait_for_model:  # real time: the drop policy engaged, the face stood still for most of it
+        assert stats["skipped"] > 10 and behind <= 1
+        return
+    assert stats["skipped"] == stats["dropped"] == stats["late"] == 0 and stats["rendered"] == end - start
+    assert all(o.fresh and o.generated.index == o.index for o in spoken)  # each tick shows its own new picture
+    assert behind == 0 and stats["jumped"] == 0  # it caught up once the utterance was over, jumping nothing
 
 
 def test_changing_the_avatar_mid_speech(backend, portrait):

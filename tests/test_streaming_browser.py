@@ -6,14 +6,12 @@ import shutil
 from pathlib import Path
 
 import aioice
-import aioice.ice
 import pytest
-from conftest import ASSETS, served, speech_like, write_wav
+from conftest import ASSETS, served, speech_like, wall_clock_engine, write_wav
 
 from facecast.engine import avatar as avatar_mod
 from facecast.export.torch_backend import TorchBackend
-from facecast.streaming.config import LiveConfig, ServerConfig
-from facecast.streaming.live import LiveEngine
+from facecast.streaming.config import ServerConfig
 from facecast.streaming.server import PEERS, create_app
 from facecast.streaming.sources import FileSource
 
@@ -39,19 +37,17 @@ def playwright_api():
     return api
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_only():
-    """The server offers only 127.0.0.1 and ignores the browser's other addresses, so ICE stays on loopback."""
+@pytest.fixture(autouse=True)
+def loopback_only(loopback_ice, monkeypatch):
+    """The server offers only 127.0.0.1 (``loopback_ice``) and ignores the browser's other addresses, so ICE stays
+    on loopback."""
     add = aioice.Connection.add_remote_candidate
 
     async def add_loopback(self, candidate):
         if candidate is None or candidate.host == "127.0.0.1":
             await add(self, candidate)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-        mp.setattr(aioice.Connection, "add_remote_candidate", add_loopback)
-        yield
+    monkeypatch.setattr(aioice.Connection, "add_remote_candidate", add_loopback)
 
 
 def test_the_page_plays_the_avatar_and_sends_the_microphone(tmp_path, tiny_model, playwright_api):
@@ -60,7 +56,7 @@ def test_the_page_plays_the_avatar_and_sends_the_microphone(tmp_path, tiny_model
     wav = write_wav(tmp_path / "talk.wav", speech_like(2.0), 16000)
 
     async def main():
-        engine = LiveEngine(backend, backend.cfg, portrait, LiveConfig(speaker_seconds=0))
+        engine = wall_clock_engine(backend, portrait)
         app = create_app(engine, ServerConfig(port=0), sources=(FileSource(engine, wav).run,))
         async with served(app) as base, playwright_api.async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)

@@ -1,6 +1,7 @@
 """``facecast serve`` hosts independent sessions: created with an id and a token, reachable only with that token
 (and, beyond loopback, nothing without one), ended when their last peer leaves or when idle, and then gone from
-memory. Real sockets on 127.0.0.1; every wait is bounded and no assertion is about how long anything took.
+memory. Real sockets on 127.0.0.1; the engines wait for their model (``wall_clock_engine``), every wait is bounded
+and no assertion is about how long anything took.
 """
 
 import asyncio
@@ -11,15 +12,10 @@ import weakref
 import cv2
 import numpy as np
 from aiohttp import ClientSession, WSServerHandshakeError
-from conftest import ASSETS, served, speech_like, until
+from conftest import ASSETS, served, speech_like, until, wall_clock_engine
 
-from facecast.streaming.config import LiveConfig, ServerConfig, SessionConfig
-from facecast.streaming.live import LiveEngine
+from facecast.streaming.config import ServerConfig, SessionConfig
 from facecast.streaming.server import SESSIONS, create_app
-
-
-def engine_for(backend, portrait) -> LiveEngine:
-    return LiveEngine(backend, backend.cfg, portrait, LiveConfig(speaker_seconds=0))
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +47,7 @@ def test_session_requests_need_that_sessions_token(backend, portrait, tiny_model
     from facecast.engine.avatar import load_avatar
 
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         async with serving(engine, avatar_loader=partial(load_avatar, backend=backend)) as (app, http):
             (s1, a), (s2, b) = await create(http), await create(http)
             got = {"created": (s1, s2)}
@@ -85,7 +81,7 @@ def test_session_requests_need_that_sessions_token(backend, portrait, tiny_model
 
 def test_beyond_loopback_nothing_works_without_a_token(backend, portrait):
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         async with serving(engine, ServerConfig(host="0.0.0.0", port=0)) as (app, http):
             sessions = app[SESSIONS]
             got = {
@@ -113,7 +109,7 @@ def test_beyond_loopback_nothing_works_without_a_token(backend, portrait):
 
 def test_a_session_ends_when_its_last_peer_leaves_and_its_memory_is_returned(backend, portrait):
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         async with serving(engine) as (app, http):
             sessions = app[SESSIONS]
             _, made = await create(http)
@@ -143,7 +139,7 @@ def test_an_idle_session_ends_by_itself(backend, portrait):
     config = ServerConfig(port=0, sessions=SessionConfig(idle_timeout_s=0.3, reap_every_s=0.05))
 
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         async with serving(engine, config) as (app, http):
             sessions = app[SESSIONS]
             _, made = await create(http)  # and nobody ever connects to it
@@ -165,7 +161,7 @@ def test_sessions_get_their_own_avatar_and_a_cap(backend, portrait, tiny_model):
     config = ServerConfig(port=0, sessions=SessionConfig(max_sessions=1))
 
     async def main():
-        engine = engine_for(backend, portrait)
+        engine = wall_clock_engine(backend, portrait)
         async with serving(engine, config, avatar_loader=partial(load_avatar, backend=backend)) as (app, http):
             mirrored = cv2.flip(cv2.imread(str(ASSETS / "astronaut.jpg")), 1)  # another face than the server's
             body = cv2.imencode(".png", mirrored)[1].tobytes()

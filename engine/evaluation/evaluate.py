@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import face, media
 from ..audio import check_speech
-from ..avatar import Avatar, prepare_avatar
+from ..avatar import Avatar, check_backend, prepare_avatar
 from ..backend import Backend
 from ..config import InferenceConfig, ModelConfig
 from ..dataset import find_videos
@@ -197,8 +197,12 @@ def evaluate_clip(
     ecfg: EvalConfig,
     face_backend: face.LandmarkBackend,
     scorers: Scorers,
+    enrolment: Path | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], np.ndarray]:
-    """Scores per system (and "real"), the 256² crops per system (and "real"), and the (T, 2) mouth-box corners."""
+    """Scores per system (and "real"), the 256² crops per system (and "real"), and the (T, 2) mouth-box corners.
+    ``enrolment``: an enrolled bundle whose weights the clip's avatar runs (``avatar.check_backend``; None: the
+    model's own)."""
+    weights = check_backend(backend, enrolment)  # before the clip is prepared: a backend that cannot, fails fast
     audio = media.load_audio(video, cfg.audio.sample_rate)
     check_speech(audio, cfg.audio, str(video))
     clip = prepare_avatar(video, backend.encode, cfg, face_backend, max_frames=ecfg.max_frames)
@@ -207,6 +211,7 @@ def evaluate_clip(
         raise FacecastError(f"{video} is shorter than 10 frames with both face and audio; nothing to measure.")
     audio = audio[: n * cfg.audio.samples_per_frame]
     avatar = clip if ecfg.protocol == "reconstruct" else one_shot(clip)
+    avatar.enrolment = weights
     spk = speaker_embedding(audio, backend.speaker_partials)
     inference = InferenceConfig(steps=ecfg.steps)
     real = clip.crops[:n]
@@ -537,9 +542,8 @@ def evaluate_personal_clip(
     Returns what ``evaluate_clip`` returns plus the enrolment's summary (time, steps, bundle size)."""
     import tempfile
 
-    use_enrolment = getattr(backend, "use_enrolment", None)
     model_dir = getattr(backend, "model_dir", None)
-    if use_enrolment is None or model_dir is None:
+    if getattr(backend, "load_enrolment", None) is None or model_dir is None:
         raise FacecastError(
             "--protocol personal fine-tunes the model, which needs the model folder: use --backend torch"
         )
@@ -548,12 +552,7 @@ def evaluate_personal_clip(
         train_video, test_video = personal_split(video, cfg, Path(tmp))
         bundle = Path(tmp) / "bundle"
         enrolment = enroll(train_video, bundle, model_dir, ecfg.enroll, face_backend=face_backend, log=lambda _: None)
-        try:
-            use_enrolment(None)
-            generic, _, _ = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers)
-            use_enrolment(bundle)
-            scores, systems, corners = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers)
-        finally:
-            use_enrolment(None)
+        generic, _, _ = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers)
+        scores, systems, corners = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers, bundle)
     scores["generic"], scores["generic_oracle"] = generic["model"], generic["oracle"]
     return scores, systems, corners, {k: v for k, v in enrolment.items() if k != "config"}
