@@ -95,6 +95,43 @@ class AutoencoderConfig:
 
 
 @dataclass(frozen=True)
+class SpeechEncoderConfig:
+    """The first blocks of OpenAI Whisper tiny.en's audio encoder (MIT), A2L's input when
+    ``A2LConfig.audio_features == "whisper"`` (``engine/whisper.py``; source and licence in MODEL_CARD.md)."""
+
+    # Whisper's own log-mel: 16 kHz, 25 ms Hann window, 10 ms hop, 80 Slaney mel bands, log10, floor at max - 8.
+    n_fft: int = 400
+    hop_samples: int = 160
+    n_mels: int = 80
+    width: int = 384  # tiny.en's model width; two encoder tokens (20 ms each) per video frame
+    heads: int = 6
+    max_positions: int = 1500  # Whisper's 30 s of positional encodings
+    # Encoder blocks kept and run: the output after this many (of tiny.en's 4). A linear probe of the lip opening
+    # peaked after block 2 (issue 19); the blocks after it are not shipped.
+    blocks: int = 2
+    # The live window: the encoder hears the last ``window_frames`` video frames of audio (zeros before the start),
+    # recomputed every ``every_frames`` frames; each call gives the features of the frames since the last call.
+    window_frames: int = 25  # 1 s
+    every_frames: int = 1
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * SAMPLES_PER_FRAME
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return SAMPLES_PER_FRAME // (2 * self.hop_samples)
+
+    @property
+    def frame_dim(self) -> int:
+        """A2L's input width per video frame: the frame's encoder tokens side by side."""
+        return self.tokens_per_frame * self.width
+
+
+AUDIO_FEATURES = ("logmel", "whisper")
+
+
+@dataclass(frozen=True)
 class A2LConfig:
     # Small on purpose: with a few dozen training speakers a larger GRU memorises them and does worse on new ones
     # (held-out mouth LMD, `facecast eval-landmarks`: 1x64 GRU at 600 steps 0.0319; at 2000 steps 0.0331;
@@ -105,6 +142,9 @@ class A2LConfig:
     # inner-lip opening correlation from 0.34 (mean of single models over 4 seeds) to 0.37; the cost is 4 tiny GRUs.
     members: int = 4
     lookahead_frames: int = 2  # frame n is predicted once the audio of frame n + lookahead has arrived
+    # What A2L hears per video frame: "logmel" (4 running-mean-normalised log-mel frames, 320 values) or "whisper"
+    # (the frame's two tokens from Whisper tiny.en's encoder on a sliding window: ``SpeechEncoderConfig``).
+    audio_features: str = "logmel"
     speaker_dim: int = 256  # Resemblyzer's embedding size
     speaker_hidden: int = 16
     dropout: float = 0.0
@@ -115,6 +155,10 @@ class A2LConfig:
     # third as much as real speech). After training, the displacements are scaled by this gain, measured on the
     # training clips as std(real inner-lip opening) / std(predicted); 1.0 = unscaled.
     motion_gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.audio_features not in AUDIO_FEATURES:
+            raise ValueError(f"A2LConfig.audio_features must be one of {AUDIO_FEATURES}, not {self.audio_features!r}")
 
     @property
     def state_width(self) -> int:
@@ -145,6 +189,7 @@ class ModelConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     a2l: A2LConfig = field(default_factory=A2LConfig)
+    speech: SpeechEncoderConfig = field(default_factory=SpeechEncoderConfig)
     l2v: L2VConfig = field(default_factory=L2VConfig)
 
     def to_dict(self) -> dict[str, Any]:

