@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SAMPLE_RATE, SAMPLES_PER_FRAME, SpeechEncoderConfig
+from .config import SAMPLE_RATE, SAMPLES_PER_FRAME, ModelConfig, SpeechEncoderConfig
 from .errors import WeightsError
 
 CT2_VERSION = 6
@@ -330,3 +330,26 @@ def torch_encode(module) -> Encode:  # noqa: ANN001 - a SpeechEncoder; torch is 
             return module(torch.from_numpy(np.ascontiguousarray(mel))).numpy()
 
     return encode
+
+
+def a2l_features(audio_16k: np.ndarray, cfg: ModelConfig, encode: Encode | None = None) -> np.ndarray:
+    """What A2L hears for a whole clip, per video frame, as a live session computes it: (T, dim).
+
+    ``logmel``: 4 running-mean-normalised log-mel frames (T, 320); ``whisper``: the frame's encoder tokens from
+    ``SpeechFeatureStream`` (T, 768), for which ``encode`` (the model's speech encoder) is needed."""
+    if cfg.a2l.audio_features == "logmel":
+        from .audio import mel_per_video_frame, normalised_log_mel
+
+        return mel_per_video_frame(normalised_log_mel(audio_16k, cfg.audio), cfg.audio)
+    if encode is None:
+        raise WeightsError(
+            f"this model's A2L hears Whisper features: it needs its speech encoder ({SPEECH_PART}.safetensors)"
+        )
+    return clip_features(audio_16k, cfg.speech, encode)
+
+
+def model_encode(model_dir: Path, cfg: ModelConfig) -> Encode | None:
+    """The model folder's speech encoder as an ``Encode`` (torch), or None where A2L hears log-mel."""
+    if cfg.a2l.audio_features != "whisper":
+        return None
+    return torch_encode(load_speech_encoder(model_dir, cfg.speech))

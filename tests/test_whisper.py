@@ -167,3 +167,92 @@ def _tiny_encoder(cfg: SpeechEncoderConfig) -> torch.nn.Module:
 
     torch.manual_seed(0)
     return SpeechEncoder(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def whisper_model(tmp_path_factory):
+    """The tiny test model with an A2L that hears a tiny Whisper-shaped encoder, converted from a CTranslate2 file."""
+    import dataclasses
+
+    from conftest import tiny_config, write_model
+
+    folder = tmp_path_factory.mktemp("whisper_model")
+    cfg = tiny_config()
+    a2l = dataclasses.replace(cfg.a2l, audio_features="whisper")
+    cfg = dataclasses.replace(cfg, a2l=a2l, speech=dataclasses.replace(TINY, every_frames=2))
+    write_model(folder, cfg)
+    model_bin = tmp_path_factory.mktemp("ct2") / "model.bin"
+    whisper.write_ctranslate2(model_bin, tiny_ct2())
+    whisper.convert_ctranslate2(model_bin, folder, cfg.speech)
+    return folder
+
+
+class Recording:
+    """A backend that records A2L's inputs."""
+
+    def __init__(self, backend) -> None:
+        self.inner, self.a2l_inputs = backend, []
+
+    def a2l(self, mel_frames, *rest):
+        self.a2l_inputs.append(mel_frames[0])
+        return self.inner.a2l(mel_frames, *rest)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_live_session_hears_what_training_computes(whisper_model):
+    """A session fed uneven chunks gives A2L the features ``a2l_features`` computes offline for training and eval."""
+    from conftest import ASSETS, speech_like
+
+    from facecast.engine.avatar import prepare_avatar
+    from facecast.engine.pipeline import LipSyncSession
+    from facecast.export.torch_backend import TorchBackend
+
+    backend = Recording(TorchBackend(whisper_model))
+    avatar = prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+    audio = speech_like(0.94, seed=4)  # 23 frames and a half: the last group of 2 is left unfinished
+    session = LipSyncSession(backend, backend.cfg, avatar, np.zeros(256, np.float32))
+    rng, frames, i = np.random.default_rng(0), [], 0
+    while i < len(audio):
+        n = int(rng.integers(1, 3000))
+        frames += session.push_audio(audio[i : i + n])
+        i += n
+    frames += session.finish()
+    assert [f.index for f in frames] == list(range(len(audio) // 640))
+    heard = np.concatenate(backend.a2l_inputs)
+    offline = whisper.a2l_features(audio, backend.cfg, backend.speech_encoder)
+    assert offline.shape == (23, backend.cfg.speech.frame_dim)
+    look = backend.cfg.a2l.lookahead_frames
+    assert heard.shape == (23 + look, offline.shape[1]) and not heard[23:].any()  # zeros past the end, as in eval
+    np.testing.assert_allclose(heard[:23], offline, atol=1e-5)
+
+
+def test_onnx_export_carries_the_speech_encoder_and_the_session_agrees(whisper_model, tmp_path):
+    """``facecast export`` writes speech_encoder.onnx for such a model; the onnxruntime backend's live session hears
+    the same features and moves the mouth as the torch backend's."""
+    from conftest import ASSETS, speech_like
+
+    from facecast.engine.avatar import prepare_avatar
+    from facecast.engine.pipeline import LipSyncSession
+    from facecast.export.manifest import load_manifest
+    from facecast.export.onnx_export import ExportOptions, export_model
+    from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
+    from facecast.export.torch_backend import TorchBackend
+
+    export_model(whisper_model, tmp_path, options=ExportOptions(threads=1, slim=False), log=lambda s: None)
+    manifest = load_manifest(tmp_path)
+    assert manifest.speech is not None and manifest.speech.checks["parity"]["max_rel"] < 1e-4
+    assert "speech_encoder.safetensors" in manifest.source_files
+    torch_backend = TorchBackend(whisper_model)
+    ort = OnnxRuntimeBackend(tmp_path, providers=["CPUExecutionProvider"], threads=1)
+    window = whisper.whisper_log_mel(speech_like(0.4, seed=1), torch_backend.cfg.speech)
+    np.testing.assert_allclose(ort.speech_encoder(window), torch_backend.speech_encoder(window), atol=1e-4)
+    avatar = prepare_avatar(ASSETS / "astronaut.jpg", torch_backend.encode, torch_backend.cfg)
+    audio = speech_like(0.6, seed=5)
+    landmarks = []
+    for backend in (torch_backend, ort):
+        session = LipSyncSession(backend, backend.cfg, avatar, np.zeros(256, np.float32))
+        frames = session.push_audio(audio) + session.finish()
+        landmarks.append(np.stack([f.landmarks for f in frames]))
+    np.testing.assert_allclose(landmarks[0], landmarks[1], atol=1e-3)
