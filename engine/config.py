@@ -113,6 +113,15 @@ class SpeechEncoderConfig:
     # recomputed every ``every_frames`` frames; each call gives the features of the frames since the last call.
     window_frames: int = 25  # 1 s
     every_frames: int = 1
+    # Silence appended after the window's end, in frames: Whisper was trained on speech followed by padding, never on
+    # speech cut off mid-word at the window's edge. Costs encoder time, not latency (the silence is not waited for).
+    pad_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every_frames < 1 or self.every_frames > self.window_frames:
+            raise ValueError(f"SpeechEncoderConfig.every_frames must be 1..window_frames, not {self.every_frames}")
+        if (self.window_frames + self.pad_frames) * self.tokens_per_frame > self.max_positions:
+            raise ValueError(f"Whisper has positions for {self.max_positions // 50} s: shorten the window or its pad")
 
     @property
     def window_samples(self) -> int:

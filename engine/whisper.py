@@ -279,9 +279,12 @@ class SpeechFeatureStream:
             ends = ends_frames[i : i + MAX_WINDOWS_PER_CALL]
             rows = [e * SAMPLES_PER_FRAME - self._start for e in ends]
             audio = np.stack([self._audio[r - cfg.window_samples : r] for r in rows])
+            pad = cfg.pad_frames * SAMPLES_PER_FRAME
+            audio = np.pad(audio, ((0, 0), (0, pad)))
             tokens = np.asarray(self.encode(whisper_log_mel(audio, cfg)), np.float32)
+            end = tokens.shape[1] - cfg.pad_frames * cfg.tokens_per_frame  # the window's own tokens end here
             for row, take in zip(tokens, take_frames[i : i + MAX_WINDOWS_PER_CALL], strict=True):
-                out.append(row[len(row) - take * cfg.tokens_per_frame :].reshape(take, cfg.frame_dim))
+                out.append(row[end - take * cfg.tokens_per_frame : end].reshape(take, cfg.frame_dim))
         return np.concatenate(out) if out else np.zeros((0, cfg.frame_dim), np.float32)
 
     def _trim(self) -> None:

@@ -31,7 +31,7 @@ import torch
 
 from facecast import __version__
 from facecast.engine import checkpoint
-from facecast.engine.config import ModelConfig
+from facecast.engine.config import SAMPLES_PER_FRAME, ModelConfig
 from facecast.engine.errors import FacecastError
 from facecast.engine.whisper import SPEECH_PART
 
@@ -492,7 +492,7 @@ def export_speech(model_dir: Path, cfg: ModelConfig, out_dir: Path, options: Exp
     module = load_speech_encoder(model_dir, cfg.speech)
     path = out_dir / f"{SPEECH_GRAPH}.onnx"
     rng = np.random.default_rng(options.seed)
-    frames = cfg.speech.window_samples // cfg.speech.hop_samples
+    frames = (cfg.speech.window_frames + cfg.speech.pad_frames) * SAMPLES_PER_FRAME // cfg.speech.hop_samples
     mel = rng.uniform(-1, 1.5, (2, cfg.speech.n_mels, frames)).astype(np.float32)  # Whisper log-mel's range
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -131,12 +131,12 @@ def test_log_mel_matches_whispers_torch_code():
     assert np.abs(got[0] - want).max() < 1e-4
 
 
-@pytest.mark.parametrize("every", [1, 3])
-def test_stream_chunked_equals_offline(every):
+@pytest.mark.parametrize("every, pad", [(1, 0), (3, 0), (2, 3)])
+def test_stream_chunked_equals_offline(every, pad):
     """What a live session computes (audio in uneven chunks, a flush at the end) equals the whole clip at once."""
     import dataclasses
 
-    cfg = dataclasses.replace(TINY, every_frames=every)
+    cfg = dataclasses.replace(TINY, every_frames=every, pad_frames=pad)
     encoder = _tiny_encoder(cfg)
     encode = whisper.torch_encode(encoder)
     rng = np.random.default_rng(2)
@@ -155,9 +155,9 @@ def test_stream_chunked_equals_offline(every):
     # frame 4's features come from the window ending with its group's last frame, zeros before the start
     end = (4 // every + 1) * every
     padded = np.concatenate([np.zeros(cfg.window_samples, np.float32), audio])
-    window = padded[640 * end : 640 * end + cfg.window_samples]
+    window = np.pad(padded[640 * end : 640 * end + cfg.window_samples], (0, 640 * pad))
     tokens = encode(whisper.whisper_log_mel(window, cfg))[0]
-    back = (end - 1 - 4) * cfg.tokens_per_frame
+    back = (end - 1 - 4 + pad) * cfg.tokens_per_frame
     want = tokens[len(tokens) - back - 2 : len(tokens) - back].reshape(-1)
     assert np.allclose(offline[4], want, atol=1e-5)
 
