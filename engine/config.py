@@ -157,6 +157,9 @@ class A2LConfig:
     speaker_dim: int = 256  # Resemblyzer's embedding size
     speaker_hidden: int = 16
     dropout: float = 0.0
+    # Dropout on the scaled audio features in training (0 = off): the 768 Whisper values per frame let the input
+    # layer memorise the training speakers (held-out loss rises after ~100 steps).
+    input_dropout: float = 0.0
     # In training, each sample's speaker and reference inputs can be zeroed with this probability (a guard
     # against memorising speakers); the held-out sweep found 0 better, so it is off by default.
     condition_dropout: float = 0.0

@@ -30,6 +30,7 @@ class A2LMember(nn.Module):
 
     def __init__(self, cfg: A2LConfig, mel_dim: int) -> None:
         super().__init__()
+        self.input_dropout = nn.Dropout(cfg.input_dropout)  # no weights: saved models load as before
         self.mel_in = nn.Sequential(nn.Linear(mel_dim, cfg.hidden), nn.GELU())
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=cfg.dropout)
         self.speaker = nn.Sequential(nn.Linear(cfg.speaker_dim, cfg.speaker_hidden), nn.GELU())
@@ -44,7 +45,7 @@ class A2LMember(nn.Module):
         self, mel: torch.Tensor, speaker: torch.Tensor, ref: torch.Tensor, state: torch.Tensor, dropout: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """mel (B, T, mel_dim) scaled; ref (B, 136) normalised; state (layers, B, hidden) -> (B, T, 37, 2), state."""
-        h, state = self.gru(self.mel_in(mel), state)
+        h, state = self.gru(self.mel_in(self.input_dropout(mel)), state)
         ctx = torch.cat([self.speaker(speaker), self.reference(ref)], dim=-1)
         if self.training and dropout > 0:
             keep = torch.rand(ctx.shape[0], 1, device=ctx.device) >= dropout
