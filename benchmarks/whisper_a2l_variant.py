@@ -31,11 +31,13 @@ def main() -> None:
     p.add_argument("--every", type=int, default=None, help="SpeechEncoderConfig.every_frames")
     p.add_argument("--blocks", type=int, default=None)
     p.add_argument("--pad", type=int, default=None, help="SpeechEncoderConfig.pad_frames")
+    p.add_argument("--delay", type=int, default=None, help="SpeechEncoderConfig.delay_frames")
     p.add_argument("--lookahead", type=int, default=None, help="A2LConfig.lookahead_frames")
     p.add_argument("--features", default="whisper", choices=["whisper", "logmel"])
     a = p.parse_args()
     cfg = load_config(a.base)
     given = {"window_frames": a.window_frames, "every_frames": a.every, "blocks": a.blocks, "pad_frames": a.pad}
+    given["delay_frames"] = a.delay
     speech = dataclasses.replace(cfg.speech, **{k: v for k, v in given.items() if v is not None})
     a2l = dataclasses.replace(cfg.a2l, audio_features=a.features, motion_gain=1.0)
     if a.lookahead is not None:

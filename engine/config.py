@@ -116,10 +116,16 @@ class SpeechEncoderConfig:
     # Silence appended after the window's end, in frames: Whisper was trained on speech followed by padding, never on
     # speech cut off mid-word at the window's edge. Costs encoder time, not latency (the silence is not waited for).
     pad_frames: int = 0
+    # Frame n's tokens come from the window ending ``delay_frames`` after it, so the encoder's attention hears that
+    # much of what follows (a token at the window's very edge hears nothing after it). This is lookahead: the
+    # session waits ``A2LConfig.lookahead_frames + delay_frames`` frames (``ModelConfig.latency_frames``).
+    delay_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.every_frames < 1 or self.every_frames > self.window_frames:
             raise ValueError(f"SpeechEncoderConfig.every_frames must be 1..window_frames, not {self.every_frames}")
+        if not 0 <= self.delay_frames < self.window_frames:
+            raise ValueError(f"SpeechEncoderConfig.delay_frames must be 0..window_frames - 1, not {self.delay_frames}")
         if (self.window_frames + self.pad_frames) * self.tokens_per_frame > self.max_positions:
             raise ValueError(f"Whisper has positions for {self.max_positions // 50} s: shorten the window or its pad")
 
@@ -206,6 +212,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def latency_frames(self) -> int:
+        """Frames of audio past frame n that must arrive before frame n can be made: A2L's lookahead, plus the
+        speech encoder's delay where A2L hears it."""
+        whisper = self.a2l.audio_features == "whisper"
+        return self.a2l.lookahead_frames + (self.speech.delay_frames if whisper else 0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

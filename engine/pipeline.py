@@ -100,8 +100,8 @@ class LipSyncSession:
         landmarks: str = "audio",
         render_policy: RenderPolicy | None = None,
     ) -> None:
-        if cfg.l2v.audio_context_frames > cfg.a2l.lookahead_frames:
-            raise ValueError("L2V's audio context may not look further ahead than A2L's lookahead")
+        if cfg.l2v.audio_context_frames > cfg.latency_frames:
+            raise ValueError("L2V's audio context may not look further ahead than the session's latency")
         self.backend, self.cfg, self.avatar, self.inference = backend, cfg, avatar, inference
         if landmarks not in LANDMARK_SOURCES:
             raise ValueError(f"landmarks must be one of {LANDMARK_SOURCES}, not {landmarks!r}")
@@ -146,7 +146,7 @@ class LipSyncSession:
     @property
     def latency_frames(self) -> int:
         """How many frames of audio past frame n must arrive before frame n can be made."""
-        return self.cfg.a2l.lookahead_frames
+        return self.cfg.latency_frames
 
     # ------------------------------------------------------------------------------------------ audio in
 
@@ -184,7 +184,7 @@ class LipSyncSession:
             # End of speech: the frames of a group left unfinished, from the speech alone, then zero features for
             # the lookahead past the end, as training and ``eval-landmarks`` pad a clip (so they all agree).
             a2l_in = self.speech.flush()
-            missing = self._samples_in // self.cfg.audio.samples_per_frame + self.latency_frames
+            missing = self._samples_in // self.cfg.audio.samples_per_frame + self.cfg.a2l.lookahead_frames
             missing -= self._a2l_steps + len(a2l_in)
             a2l_in = np.concatenate([a2l_in, np.zeros((max(0, missing), a2l_in.shape[1]), np.float32)])
         raw = self.mel.push(chunk)
@@ -210,7 +210,7 @@ class LipSyncSession:
             disp, self._a2l_state = yield call
             a2l_ms = (time.perf_counter() - t1) * 1e3
             for i in range(steps):
-                frame = self._a2l_steps + i - self.latency_frames
+                frame = self._a2l_steps + i - self.cfg.a2l.lookahead_frames
                 if frame >= 0:
                     self._disp[frame] = disp[0, i]
             self._a2l_steps += steps

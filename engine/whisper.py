@@ -255,10 +255,11 @@ MAX_WINDOWS_PER_CALL = 32  # windows encoded in one batched call (bounds memory 
 class SpeechFeatureStream:
     """Whisper features per video frame as the live session computes them; chunking does not change them.
 
-    When the audio of frame m (samples [640m, 640(m+1))) completes a group of ``every_frames`` frames, the encoder
-    hears the ``window_frames`` frames ending with m (zeros before the start of speech) and the group's frames get
-    their tokens from that call: (frames, tokens_per_frame * width), oldest first. ``flush`` gives the frames of an
-    unfinished group at the end of speech from a window ending at its last whole frame.
+    When the audio of frame m (samples [640m, 640(m+1))) arrives and frames up to m - ``delay_frames`` complete a
+    group of ``every_frames`` frames, the encoder hears the ``window_frames`` frames ending with m (zeros before the
+    start of speech, ``pad_frames`` of silence after it) and the group's frames get their tokens from that call:
+    (frames, tokens_per_frame * width), oldest first. ``flush`` gives the frames not given yet at the end of speech
+    from a window ending at the last whole frame.
     """
 
     def __init__(self, cfg: SpeechEncoderConfig, encode: Encode) -> None:
@@ -272,7 +273,9 @@ class SpeechFeatureStream:
         self._frames_done = 0
         self._samples = 0
 
-    def _windows(self, ends_frames: list[int], take_frames: list[int]) -> np.ndarray:
+    def _windows(self, ends_frames: list[int], take_frames: list[int], back_frames: list[int]) -> np.ndarray:
+        """Per window ending at frame ``ends_frames[i]`` (exclusive): the tokens of ``take_frames[i]`` frames that
+        end ``back_frames[i]`` frames before the window's end."""
         cfg = self.cfg
         out = []
         for i in range(0, len(ends_frames), MAX_WINDOWS_PER_CALL):
@@ -282,9 +285,11 @@ class SpeechFeatureStream:
             pad = cfg.pad_frames * SAMPLES_PER_FRAME
             audio = np.pad(audio, ((0, 0), (0, pad)))
             tokens = np.asarray(self.encode(whisper_log_mel(audio, cfg)), np.float32)
-            end = tokens.shape[1] - cfg.pad_frames * cfg.tokens_per_frame  # the window's own tokens end here
-            for row, take in zip(tokens, take_frames[i : i + MAX_WINDOWS_PER_CALL], strict=True):
-                out.append(row[end - take * cfg.tokens_per_frame : end].reshape(take, cfg.frame_dim))
+            n = cfg.tokens_per_frame
+            batch = slice(i, i + MAX_WINDOWS_PER_CALL)
+            for row, take, back in zip(tokens, take_frames[batch], back_frames[batch], strict=True):
+                end = row.shape[0] - (cfg.pad_frames + back) * n
+                out.append(row[end - take * n : end].reshape(take, cfg.frame_dim))
         return np.concatenate(out) if out else np.zeros((0, cfg.frame_dim), np.float32)
 
     def _trim(self) -> None:
@@ -298,10 +303,10 @@ class SpeechFeatureStream:
         chunk = np.asarray(chunk, np.float32).reshape(-1)
         self._audio = np.concatenate([self._audio, chunk])
         self._samples += len(chunk)
-        k = self.cfg.every_frames
+        k, d = self.cfg.every_frames, self.cfg.delay_frames
         whole = self._samples // SAMPLES_PER_FRAME
-        ends = list(range(self._frames_done + k, whole + 1, k))  # group ends (exclusive frame index)
-        feats = self._windows(ends, [k] * len(ends))
+        ends = list(range(self._frames_done + k, whole - d + 1, k))  # group ends (exclusive frame index)
+        feats = self._windows([e + d for e in ends], [k] * len(ends), [d] * len(ends))
         if ends:
             self._frames_done = ends[-1]
             self._trim()
@@ -312,7 +317,7 @@ class SpeechFeatureStream:
         whole = self._samples // SAMPLES_PER_FRAME
         if whole <= self._frames_done:
             return np.zeros((0, self.cfg.frame_dim), np.float32)
-        feats = self._windows([whole], [whole - self._frames_done])
+        feats = self._windows([whole], [whole - self._frames_done], [0])
         self._frames_done = whole
         self._trim()
         return feats

@@ -131,12 +131,12 @@ def test_log_mel_matches_whispers_torch_code():
     assert np.abs(got[0] - want).max() < 1e-4
 
 
-@pytest.mark.parametrize("every, pad", [(1, 0), (3, 0), (2, 3)])
-def test_stream_chunked_equals_offline(every, pad):
+@pytest.mark.parametrize("every, pad, delay", [(1, 0, 0), (3, 0, 0), (2, 3, 0), (1, 0, 2), (2, 0, 2)])
+def test_stream_chunked_equals_offline(every, pad, delay):
     """What a live session computes (audio in uneven chunks, a flush at the end) equals the whole clip at once."""
     import dataclasses
 
-    cfg = dataclasses.replace(TINY, every_frames=every, pad_frames=pad)
+    cfg = dataclasses.replace(TINY, every_frames=every, pad_frames=pad, delay_frames=delay)
     encoder = _tiny_encoder(cfg)
     encode = whisper.torch_encode(encoder)
     rng = np.random.default_rng(2)
@@ -152,12 +152,12 @@ def test_stream_chunked_equals_offline(every, pad):
     parts.append(stream.flush())
     chunked = np.concatenate(parts)
     assert np.allclose(chunked, offline, atol=1e-5)
-    # frame 4's features come from the window ending with its group's last frame, zeros before the start
-    end = (4 // every + 1) * every
+    # frame 4's features come from the window ending `delay` frames after its group's last, zeros before the start
+    end = (4 // every + 1) * every + delay
     padded = np.concatenate([np.zeros(cfg.window_samples, np.float32), audio])
     window = np.pad(padded[640 * end : 640 * end + cfg.window_samples], (0, 640 * pad))
     tokens = encode(whisper.whisper_log_mel(window, cfg))[0]
-    back = (end - 1 - 4 + pad) * cfg.tokens_per_frame
+    back = (end - 1 - 4 + pad) * cfg.tokens_per_frame  # frames from frame 4 to the end of the padded window
     want = tokens[len(tokens) - back - 2 : len(tokens) - back].reshape(-1)
     assert np.allclose(offline[4], want, atol=1e-5)
 
@@ -179,7 +179,7 @@ def whisper_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("whisper_model")
     cfg = tiny_config()
     a2l = dataclasses.replace(cfg.a2l, audio_features="whisper")
-    cfg = dataclasses.replace(cfg, a2l=a2l, speech=dataclasses.replace(TINY, every_frames=2))
+    cfg = dataclasses.replace(cfg, a2l=a2l, speech=dataclasses.replace(TINY, every_frames=2, delay_frames=1))
     write_model(folder, cfg)
     model_bin = tmp_path_factory.mktemp("ct2") / "model.bin"
     whisper.write_ctranslate2(model_bin, tiny_ct2())
