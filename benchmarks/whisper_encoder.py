@@ -51,13 +51,27 @@ def check(model_bin: Path, wavs: list[Path]) -> dict:
 
 
 def bench(model_dir: Path, windows: list[int], repeats: int) -> dict:
-    cfg = SpeechEncoderConfig()
+    """Median ms of one live call (one window): Whisper log-mel, the encoder in torch and in onnxruntime (the
+    export's speech_encoder.onnx, made here in a temporary folder), all on one thread."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    cfg = whisper.load_config_speech(model_dir)
     encoder = whisper.load_speech_encoder(model_dir, cfg)
     rng = np.random.default_rng(0)
     out = {}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
     for frames in windows:
         audio = rng.standard_normal((1, frames * 640)).astype(np.float32) * 0.1
-        times = {"mel": [], "encoder": []}
+        mel = whisper.whisper_log_mel(audio, cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/speech_encoder.onnx"
+            torch.onnx.export(encoder, (torch.from_numpy(mel),), path, dynamo=False, opset_version=17)
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        times = {"mel": [], "encoder_torch": [], "encoder_onnxruntime": []}
         for _ in range(repeats + 2):
             t0 = time.perf_counter()
             mel = whisper.whisper_log_mel(audio, cfg)
@@ -65,8 +79,11 @@ def bench(model_dir: Path, windows: list[int], repeats: int) -> dict:
             with torch.no_grad():
                 encoder(torch.from_numpy(mel))
             t2 = time.perf_counter()
+            session.run(None, {name: mel})
+            t3 = time.perf_counter()
             times["mel"].append((t1 - t0) * 1e3)
-            times["encoder"].append((t2 - t1) * 1e3)
+            times["encoder_torch"].append((t2 - t1) * 1e3)
+            times["encoder_onnxruntime"].append((t3 - t2) * 1e3)
         out[f"{frames * 40} ms"] = {k: round(float(np.median(v[2:])), 2) for k, v in times.items()}
     return {"threads": torch.get_num_threads(), "blocks": cfg.blocks, "median_ms": out}
 

@@ -176,6 +176,13 @@ def convert_ctranslate2(model_bin: Path, model_dir: Path, cfg: SpeechEncoderConf
     return out
 
 
+def load_config_speech(model_dir: Path) -> SpeechEncoderConfig:
+    """The speech config of a model folder's config.json, or the default where there is none (a converted encoder
+    alone)."""
+    path = Path(model_dir) / "config.json"
+    return ModelConfig.load(path).speech if path.is_file() else SpeechEncoderConfig()
+
+
 def load_speech_encoder(model_dir: Path, cfg: SpeechEncoderConfig):  # noqa: ANN201 - torch module, torch imported late
     """The torch ``SpeechEncoder`` of a model folder, in float32."""
     import torch
