@@ -41,8 +41,14 @@ class Backend(Protocol):
         state: np.ndarray,
         weights: Weights = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """mel_frames (1, T, 320), speaker (1, 256), reference_px (1, 68, 2), state (layers, 1, hidden)
+        """mel_frames (1, T, 320) log-mel or (1, T, 768) Whisper tokens (``A2LConfig.audio_features``),
+        speaker (1, 256), reference_px (1, 68, 2), state (layers, 1, hidden)
         -> displacements (1, T, 37, 2) in crop pixels, new state. ``weights``: see ``Weights``."""
+        ...
+
+    def speech_encoder(self, mel: np.ndarray) -> np.ndarray:
+        """Whisper's first encoder blocks (``engine/whisper.py``), for models whose A2L hears them: Whisper log-mel
+        (B, 80, F) -> tokens (B, F // 2, 384)."""
         ...
 
     def denoise(

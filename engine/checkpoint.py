@@ -29,7 +29,7 @@ def build(part: str, cfg: ModelConfig) -> torch.nn.Module:
     if part == "autoencoder":
         return LatentCodec(cfg.autoencoder)
     if part == "a2l":
-        return A2L(cfg.a2l, cfg.audio, cfg.face)
+        return A2L(cfg.a2l, cfg.audio, cfg.face, cfg.speech)
     if part == "l2v":
         return L2V(cfg.l2v, cfg.audio, cfg.face, cfg.autoencoder)
     raise ValueError(f"unknown model part {part!r}; parts are {PARTS}")

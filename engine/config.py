@@ -102,6 +102,58 @@ class AutoencoderConfig:
 
 
 @dataclass(frozen=True)
+class SpeechEncoderConfig:
+    """The first blocks of OpenAI Whisper tiny.en's audio encoder (MIT), A2L's input when
+    ``A2LConfig.audio_features == "whisper"`` (``engine/whisper.py``; source and licence in MODEL_CARD.md)."""
+
+    # Whisper's own log-mel: 16 kHz, 25 ms Hann window, 10 ms hop, 80 Slaney mel bands, log10, floor at max - 8.
+    n_fft: int = 400
+    hop_samples: int = 160
+    n_mels: int = 80
+    width: int = 384  # tiny.en's model width; two encoder tokens (20 ms each) per video frame
+    heads: int = 6
+    max_positions: int = 1500  # Whisper's 30 s of positional encodings
+    # Encoder blocks kept and run: the output after this many (of tiny.en's 4). A linear probe of the lip opening
+    # peaked after block 2 (issue 19); the blocks after it are not shipped.
+    blocks: int = 2
+    # The live window: the encoder hears the last ``window_frames`` video frames of audio (zeros before the start),
+    # recomputed every ``every_frames`` frames; each call gives the features of the frames since the last call.
+    window_frames: int = 25  # 1 s
+    every_frames: int = 1
+    # Silence appended after the window's end, in frames: Whisper was trained on speech followed by padding, never on
+    # speech cut off mid-word at the window's edge. Costs encoder time, not latency (the silence is not waited for).
+    pad_frames: int = 0
+    # Frame n's tokens come from the window ending ``delay_frames`` after it, so the encoder's attention hears that
+    # much of what follows (a token at the window's very edge hears nothing after it). This is lookahead: the
+    # session waits ``A2LConfig.lookahead_frames + delay_frames`` frames (``ModelConfig.latency_frames``).
+    delay_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every_frames < 1 or self.every_frames > self.window_frames:
+            raise ValueError(f"SpeechEncoderConfig.every_frames must be 1..window_frames, not {self.every_frames}")
+        if not 0 <= self.delay_frames < self.window_frames:
+            raise ValueError(f"SpeechEncoderConfig.delay_frames must be 0..window_frames - 1, not {self.delay_frames}")
+        if (self.window_frames + self.pad_frames) * self.tokens_per_frame > self.max_positions:
+            raise ValueError(f"Whisper has positions for {self.max_positions // 50} s: shorten the window or its pad")
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * SAMPLES_PER_FRAME
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return SAMPLES_PER_FRAME // (2 * self.hop_samples)
+
+    @property
+    def frame_dim(self) -> int:
+        """A2L's input width per video frame: the frame's encoder tokens side by side."""
+        return self.tokens_per_frame * self.width
+
+
+AUDIO_FEATURES = ("logmel", "whisper")
+
+
+@dataclass(frozen=True)
 class A2LConfig:
     # Small on purpose: with a few dozen training speakers a larger GRU memorises them and does worse on new ones
     # (held-out mouth LMD, `facecast eval-landmarks`: 1x64 GRU at 600 steps 0.0319; at 2000 steps 0.0331;
@@ -112,9 +164,15 @@ class A2LConfig:
     # inner-lip opening correlation from 0.34 (mean of single models over 4 seeds) to 0.37; the cost is 4 tiny GRUs.
     members: int = 4
     lookahead_frames: int = 2  # frame n is predicted once the audio of frame n + lookahead has arrived
+    # What A2L hears per video frame: "logmel" (4 running-mean-normalised log-mel frames, 320 values) or "whisper"
+    # (the frame's two tokens from Whisper tiny.en's encoder on a sliding window: ``SpeechEncoderConfig``).
+    audio_features: str = "logmel"
     speaker_dim: int = 256  # Resemblyzer's embedding size
     speaker_hidden: int = 16
     dropout: float = 0.0
+    # Dropout on the scaled audio features in training (0 = off): the 768 Whisper values per frame let the input
+    # layer memorise the training speakers (held-out loss rises after ~100 steps).
+    input_dropout: float = 0.0
     # In training, each sample's speaker and reference inputs can be zeroed with this probability (a guard
     # against memorising speakers); the held-out sweep found 0 better, so it is off by default.
     condition_dropout: float = 0.0
@@ -122,6 +180,10 @@ class A2LConfig:
     # third as much as real speech). After training, the displacements are scaled by this gain, measured on the
     # training clips as std(real inner-lip opening) / std(predicted); 1.0 = unscaled.
     motion_gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.audio_features not in AUDIO_FEATURES:
+            raise ValueError(f"A2LConfig.audio_features must be one of {AUDIO_FEATURES}, not {self.audio_features!r}")
 
     @property
     def state_width(self) -> int:
@@ -152,10 +214,18 @@ class ModelConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     a2l: A2LConfig = field(default_factory=A2LConfig)
+    speech: SpeechEncoderConfig = field(default_factory=SpeechEncoderConfig)
     l2v: L2VConfig = field(default_factory=L2VConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def latency_frames(self) -> int:
+        """Frames of audio past frame n that must arrive before frame n can be made: A2L's lookahead, plus the
+        speech encoder's delay where A2L hears it."""
+        whisper = self.a2l.audio_features == "whisper"
+        return self.a2l.lookahead_frames + (self.speech.delay_frames if whisper else 0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

@@ -39,6 +39,7 @@ from .config import InferenceConfig, ModelConfig
 from .ddim import DDIMSchedule
 from .errors import AudioError
 from .landmarks import DRIVEN, apply_affine, lip_gap, render_heatmaps
+from .whisper import SpeechFeatureStream
 
 # Where the driven (mouth and jaw) landmarks come from:
 #   audio  - A2L's prediction from the speech (facecast itself)
@@ -99,8 +100,8 @@ class LipSyncSession:
         landmarks: str = "audio",
         render_policy: RenderPolicy | None = None,
     ) -> None:
-        if cfg.l2v.audio_context_frames > cfg.a2l.lookahead_frames:
-            raise ValueError("L2V's audio context may not look further ahead than A2L's lookahead")
+        if cfg.l2v.audio_context_frames > cfg.latency_frames:
+            raise ValueError("L2V's audio context may not look further ahead than the session's latency")
         self.backend, self.cfg, self.avatar, self.inference = backend, cfg, avatar, inference
         if landmarks not in LANDMARK_SOURCES:
             raise ValueError(f"landmarks must be one of {LANDMARK_SOURCES}, not {landmarks!r}")
@@ -132,6 +133,13 @@ class LipSyncSession:
     def reset(self) -> None:
         self.mel = MelExtractor(self.cfg.audio)
         self.normaliser = RunningMeanNormaliser(self.cfg.audio)
+        # A2L's input when it hears Whisper features (``A2LConfig.audio_features``): the encoder on a sliding
+        # window, the same stream training ran over each clip; L2V's audio tokens stay log-mel.
+        self.speech = (
+            SpeechFeatureStream(self.cfg.speech, self.backend.speech_encoder)
+            if self.cfg.a2l.audio_features == "whisper"
+            else None
+        )
         # Mel frames not yet grouped into a whole video frame: raw (for L2V's audio tokens) and normalised (A2L).
         self._mel_pending = np.zeros((0, 2, self.cfg.audio.n_mels), np.float32)
         self._frame_mels: deque[np.ndarray] = deque()  # per video frame (320,), from index self._mel_base
@@ -147,7 +155,7 @@ class LipSyncSession:
     @property
     def latency_frames(self) -> int:
         """How many frames of audio past frame n must arrive before frame n can be made."""
-        return self.cfg.a2l.lookahead_frames
+        return self.cfg.latency_frames
 
     # ------------------------------------------------------------------------------------------ audio in
 
@@ -175,10 +183,19 @@ class LipSyncSession:
         """``finish`` as model requests; returns the remaining frames."""
         total = self._samples_in // self.cfg.audio.samples_per_frame
         pad = np.zeros((self.latency_frames + 1) * self.cfg.audio.samples_per_frame, np.float32)
-        return (yield from self._advance_steps(pad, limit=total))
+        return (yield from self._advance_steps(pad, limit=total, final=True))
 
-    def _advance_steps(self, chunk: np.ndarray, limit: int | None) -> Steps:
+    def _advance_steps(self, chunk: np.ndarray, limit: int | None, final: bool = False) -> Steps:
         t0 = time.perf_counter()
+        if self.speech is not None and not final:
+            a2l_in = self.speech.push(chunk)
+        elif self.speech is not None:
+            # End of speech: the frames of a group left unfinished, from the speech alone, then zero features for
+            # the lookahead past the end, as training and ``eval-landmarks`` pad a clip (so they all agree).
+            a2l_in = self.speech.flush()
+            missing = self._samples_in // self.cfg.audio.samples_per_frame + self.cfg.a2l.lookahead_frames
+            missing -= self._a2l_steps + len(a2l_in)
+            a2l_in = np.concatenate([a2l_in, np.zeros((max(0, missing), a2l_in.shape[1]), np.float32)])
         raw = self.mel.push(chunk)
         mel = np.concatenate([self._mel_pending, np.stack([raw, self.normaliser(raw)], axis=1)])
         k = self.cfg.audio.mels_per_frame
@@ -191,9 +208,13 @@ class LipSyncSession:
         if whole:
             self._frame_mels.extend(grouped[0])
             self._mels_seen += whole
+        if self.speech is None:
+            a2l_in = grouped[1]
+        steps = len(a2l_in)
+        if steps:
             t1 = time.perf_counter()
             call = A2LCall(
-                np.ascontiguousarray(grouped[1][None]),
+                np.ascontiguousarray(a2l_in[None]),
                 self.speaker,
                 self.a2l_reference[None],
                 self._a2l_state,
@@ -201,17 +222,17 @@ class LipSyncSession:
             )
             disp, self._a2l_state = yield call
             a2l_ms = (time.perf_counter() - t1) * 1e3
-            for i in range(whole):
-                frame = self._a2l_steps + i - self.latency_frames
+            for i in range(steps):
+                frame = self._a2l_steps + i - self.cfg.a2l.lookahead_frames
                 if frame >= 0:
                     self._disp[frame] = disp[0, i]
-            self._a2l_steps += whole
+            self._a2l_steps += steps
         else:
             a2l_ms = 0.0
         frames = []
         while self._next_frame in self._disp and (limit is None or self._next_frame < limit):
             f = yield from self.render_steps(self._next_frame)
-            f.timings_ms.update(features=features_ms / max(1, whole), a2l=a2l_ms / max(1, whole))
+            f.timings_ms.update(features=features_ms / max(1, whole), a2l=a2l_ms / max(1, steps))
             frames.append(f)
             del self._disp[self._next_frame]
             self._next_frame += 1

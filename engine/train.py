@@ -7,6 +7,7 @@ Whole clips listed in ``holdout`` (speakers kept for evaluation) are never drawn
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -22,13 +23,14 @@ from diffusers import DDIMScheduler
 from tqdm import tqdm
 
 from . import checkpoint
-from .audio import log_mel, mel_per_video_frame, normalised_log_mel
+from .audio import log_mel, mel_per_video_frame
 from .config import L2VConfig, ModelConfig, build_dataclass
 from .dataset import Clip, load_clips
 from .ddim import BETA_END, BETA_START
 from .errors import FacecastError
 from .landmarks import DRIVEN, lip_gap, register_to, render_heatmaps
 from .training_latents import clip_latents, image_to_tensor
+from .whisper import Encode, a2l_features, model_encode
 
 
 def make_scheduler(cfg: L2VConfig) -> DDIMScheduler:
@@ -136,18 +138,45 @@ def autoencoder_batch(clips: list[Clip], cfg: ModelConfig, tcfg: TrainConfig, rn
     return {"images": image_to_tensor(np.stack(patches))}
 
 
-def a2l_clip(clip: Clip, cfg: ModelConfig, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-frame mel (T, 320), pose-free landmarks (T, 68, 2) and their mean (68, 2), cached per clip.
+def a2l_clip(
+    clip: Clip, cfg: ModelConfig, cache: dict, encode: Encode | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame audio features (T, 320 log-mel or 768 Whisper: ``whisper.a2l_features``), pose-free landmarks
+    (T, 68, 2) and their mean (68, 2), cached per clip. ``encode``: the speech encoder, for Whisper features.
 
     The mean is the reference A2L displaces, exactly as ``facecast prepare`` makes it for a video avatar: with a
     single random frame as reference, its unknowable mouth state dominated the targets and held-out speakers did
     worse than no motion at all.
     """
     if clip.name not in cache:
-        mel = mel_per_video_frame(normalised_log_mel(clip.audio, cfg.audio), cfg.audio)
+        mel = a2l_features(clip.audio, cfg, encode)
         registered = register_to(clip.landmarks, clip.landmarks[0])
         cache[clip.name] = (mel, registered, registered.mean(0))
     return cache[clip.name]
+
+
+def cached_a2l_features(clips: list[Clip], cfg: ModelConfig, encode: Encode, model_dir: Path) -> dict:
+    """``a2l_clip``'s cache entries for ``clips`` with Whisper features, kept in ``MODEL/runs/a2l_features/KEY/``
+    (KEY: the speech config and encoder file), so variants and resumed runs do not rerun the encoder."""
+    from .whisper import SPEECH_PART
+
+    key = json.dumps(asdict(cfg.speech), sort_keys=True) + checkpoint.file_hash(
+        Path(model_dir) / f"{SPEECH_PART}.safetensors"
+    )
+    folder = Path(model_dir) / "runs" / "a2l_features" / hashlib.sha256(key.encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key.json").write_text(json.dumps(asdict(cfg.speech)))
+    out = {}
+    for clip in tqdm(clips, desc="whisper features", unit="clip"):
+        path = folder / f"{clip.name}.npy"
+        if path.is_file():
+            features = np.load(path)
+        else:
+            features = a2l_features(clip.audio, cfg, encode)
+            np.save(path, features.astype(np.float32))
+        registered = register_to(clip.landmarks, clip.landmarks[0])
+        out[clip.name] = (features, registered, registered.mean(0))
+    return out
 
 
 def warp_mel_axis(mel: np.ndarray, factor: float, n_mels: int) -> np.ndarray:
@@ -164,7 +193,13 @@ def warp_mel_axis(mel: np.ndarray, factor: float, n_mels: int) -> np.ndarray:
 
 
 def a2l_batch(
-    clips: list[Clip], cfg: ModelConfig, tcfg: TrainConfig, rng: np.random.Generator, cache: dict, augment: bool = True
+    clips: list[Clip],
+    cfg: ModelConfig,
+    tcfg: TrainConfig,
+    rng: np.random.Generator,
+    cache: dict,
+    augment: bool = True,
+    encode: Encode | None = None,
 ) -> dict:
     """``tcfg.batch`` windows of ``sequence_frames`` for each ensemble member; targets are pose-free displacements
     from the clip's mean landmarks."""
@@ -172,7 +207,7 @@ def a2l_batch(
     mels, spk, ref, target = [], [], [], []
     for _ in range(tcfg.batch * cfg.a2l.members):
         clip = clips[rng.integers(len(clips))]
-        mel, registered, r = a2l_clip(clip, cfg, cache)
+        mel, registered, r = a2l_clip(clip, cfg, cache, encode)
         n = min(len(mel), clip.frames)
         length = min(tcfg.sequence_frames, n)
         start = int(rng.integers(0, n - length + 1))
@@ -180,7 +215,9 @@ def a2l_batch(
         # The GRU sees `look` extra frames of audio; output step s belongs to frame s - look.
         m = mel[start : start + length + look]
         m = np.concatenate([m, np.zeros((length + look - len(m), m.shape[1]), m.dtype)])
-        if augment:  # another vocal tract, a random level (log-mel offset) and a little noise: microphones differ
+        # Log-mel only: another vocal tract, a random level (log-mel offset) and a little noise (microphones differ).
+        # Whisper features are computed once per clip (the encoder is too slow to rerun per batch) and not augmented.
+        if augment and cfg.a2l.audio_features == "logmel":
             m = warp_mel_axis(m, rng.uniform(1 - tcfg.mel_warp_aug, 1 + tcfg.mel_warp_aug), cfg.audio.n_mels)
             m = m + rng.uniform(-tcfg.mel_gain_aug, tcfg.mel_gain_aug) + rng.normal(0, tcfg.mel_noise_aug, m.shape)
         pad = tcfg.sequence_frames - length
@@ -436,7 +473,10 @@ def train(part: str, data: Path, model_dir: Path, config_path: Path | None = Non
         model.cfg = cfg.autoencoder
     elif part == "a2l":
         held = [c for c in load_clips(data) if c.name in tcfg.holdout and c.frames > 8]
-        val = a2l_batch(held, cfg, tcfg, np.random.default_rng(1), {}, augment=False) if held else None
+        encode = model_encode(model_dir, cfg)
+        if encode is not None:  # Whisper features: computed once per clip, kept on disk for the next run
+            cache |= cached_a2l_features(clips + held, cfg, encode, model_dir)
+        val = a2l_batch(held, cfg, tcfg, np.random.default_rng(1), dict(cache), augment=False) if held else None
         summary = train_loop(
             part,
             model,
@@ -508,7 +548,12 @@ def a2l_predict_clip(model: torch.nn.Module, mel: np.ndarray, speaker: np.ndarra
 
 
 def with_motion_gain(
-    cfg: ModelConfig, model: torch.nn.Module, clips: list[Clip], cache: dict, target: float = 1.0
+    cfg: ModelConfig,
+    model: torch.nn.Module,
+    clips: list[Clip],
+    cache: dict,
+    target: float = 1.0,
+    encode: Encode | None = None,
 ) -> ModelConfig:
     """Measure how much A2L damps the mouth on its *training* clips and store ``target`` x the inverse as
     ``motion_gain``.
@@ -522,7 +567,7 @@ def with_motion_gain(
     model.cfg = dataclasses.replace(cfg.a2l, motion_gain=1.0)
     real_dev, pred_dev = [], []
     for clip in clips:
-        mel, registered, reference = a2l_clip(clip, cfg, cache)
+        mel, registered, reference = a2l_clip(clip, cfg, cache, encode)
         n = min(len(mel), len(registered))
         pred = np.repeat(reference[None], n, 0)
         pred[:, DRIVEN] += a2l_predict_clip(model, mel[:n], clip.speaker, reference)[:n]

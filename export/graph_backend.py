@@ -20,7 +20,7 @@ from facecast.engine.errors import WeightsError
 from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
 from facecast.engine.speaker import resemblyzer_partials
 
-from .manifest import BATCH_AXES, CONFIG, Manifest, TensorSpec, load_manifest
+from .manifest import BATCH_AXES, CONFIG, SPEECH_GRAPH, Manifest, TensorSpec, load_manifest
 
 log = logging.getLogger("facecast.export")
 
@@ -38,6 +38,7 @@ class GraphBackend:
         self.autoencoder_hash: str = self.manifest.source_files["autoencoder.safetensors"]
         self.mouth_prior: MouthPrior | None = load_mouth_prior(self.export_dir)
         self._speaker_session: Any = None  # onnxruntime.InferenceSession, made on first use
+        self._speech_session: Any = None  # the same, for Whisper's encoder blocks
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One call of one graph with exactly its static shapes; outputs in manifest order."""
@@ -99,6 +100,22 @@ class GraphBackend:
             self._speaker_session = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])
         feeds = {spec.inputs[0].name: np.ascontiguousarray(mels, np.float32)}
         return self._speaker_session.run([spec.outputs[0].name], feeds)[0]
+
+    def speech_encoder(self, mel: np.ndarray) -> np.ndarray:
+        spec = self.manifest.speech
+        if spec is None:
+            raise WeightsError(
+                f"{self.export_dir} has no {SPEECH_GRAPH}.onnx but its A2L hears Whisper features: export the model "
+                "again with `facecast export`."
+            )
+        if self._speech_session is None:  # one window per session every few frames: CPU, one thread, as speaker's
+            from .onnxruntime_backend import import_onnxruntime, session_options
+
+            ort = import_onnxruntime()
+            path = str(self.export_dir / spec.file)
+            self._speech_session = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])
+        feeds = {spec.inputs[0].name: np.ascontiguousarray(mel, np.float32)}
+        return self._speech_session.run([spec.outputs[0].name], feeds)[0]
 
     def a2l_state_shape(self) -> tuple[int, ...]:
         return (self.cfg.a2l.layers, 1, self.cfg.a2l.state_width)

@@ -1,8 +1,9 @@
 """The export folder's format: ``manifest.json`` + ``config.json`` + one ONNX file per graph.
 
 Besides the model's four graphs, an export carries Resemblyzer's voice network as ``speaker.onnx`` (the speaker
-embedding's, see engine/speaker.py), so that a process serving it needs no torch. Exports made before it lack the
-file; their backends fall back to Resemblyzer in torch.
+embedding's, see engine/speaker.py), and where A2L hears Whisper features, Whisper's first encoder blocks as
+``speech_encoder.onnx`` (engine/whisper.py), so that a process serving it needs no torch. Exports made before
+speaker.onnx lack it; their backends fall back to Resemblyzer in torch.
 
 The manifest is what a runtime backend trusts: every graph's file, hash, input/output names, static shapes and
 dtypes, plus what the exporter checked (parity with torch, onnxslim, TensorRT op support).
@@ -32,6 +33,9 @@ BATCH_AXES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 DYNAMIC_DIM = -1  # a TensorSpec dimension that any size may take (the batch axis of a dynamic-batch export)
 SPEAKER_GRAPH = "speaker"  # not one of GRAPHS: a dynamic batch of partials, always run by onnxruntime on CPU
+# Whisper's first encoder blocks (engine/whisper.py), only for models whose A2L hears them: a dynamic batch of
+# windows of the live length, float32, run by onnxruntime on CPU (a few ms per 40 ms frame: see docs/quality.md).
+SPEECH_GRAPH = "speech_encoder"
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Manifest:
     dynamic_batch: bool = False  # every graph's batch axis takes any size (exports before this field: static)
     format_version: int = FORMAT_VERSION
     speaker: GraphSpec | None = None  # speaker.onnx; None in exports made before it
+    speech: GraphSpec | None = None  # speech_encoder.onnx; None where A2L hears log-mel
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +111,7 @@ class Manifest:
             "tools": self.tools,
             "graphs": {k: g.to_dict() for k, g in self.graphs.items()},
             **({SPEAKER_GRAPH: self.speaker.to_dict()} if self.speaker else {}),
+            **({SPEECH_GRAPH: self.speech.to_dict()} if self.speech else {}),
         }
 
     @classmethod
@@ -124,6 +130,7 @@ class Manifest:
             dynamic_batch=d.get("dynamic_batch", False),
             format_version=d["format_version"],
             speaker=GraphSpec.from_dict(d[SPEAKER_GRAPH]) if SPEAKER_GRAPH in d else None,
+            speech=GraphSpec.from_dict(d[SPEECH_GRAPH]) if SPEECH_GRAPH in d else None,
         )
 
     def save(self, export_dir: Path) -> Path:
@@ -170,6 +177,8 @@ def load_manifest(export_dir: Path, verify_hashes: bool = True) -> Manifest:
     if not (export_dir / CONFIG).is_file():
         raise WeightsError(f"no {CONFIG} beside {path}: copy the model's config.json there or export again.")
     checked = {**manifest.graphs, **({SPEAKER_GRAPH: manifest.speaker} if manifest.speaker else {})}
+    if manifest.speech:
+        checked[SPEECH_GRAPH] = manifest.speech
     for name, graph in checked.items():
         onnx_path = export_dir / graph.file
         if not onnx_path.is_file():

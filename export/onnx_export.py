@@ -31,9 +31,10 @@ import torch
 
 from facecast import __version__
 from facecast.engine import checkpoint
-from facecast.engine.config import ModelConfig
+from facecast.engine.config import SAMPLES_PER_FRAME, ModelConfig
 from facecast.engine.errors import FacecastError
 from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE
+from facecast.engine.whisper import SPEECH_PART
 
 from . import tensorrt_ops
 from .manifest import (
@@ -43,6 +44,7 @@ from .manifest import (
     GRAPHS,
     MANIFEST,
     SPEAKER_GRAPH,
+    SPEECH_GRAPH,
     GraphSpec,
     Manifest,
     TensorSpec,
@@ -112,12 +114,13 @@ def input_shapes(cfg: ModelConfig, batch: int) -> dict[str, dict[str, tuple[tupl
     """Per graph, per input: (static shape, dtype)."""
     b, c = batch, cfg.autoencoder.latent_channels
     mel = cfg.audio.mels_per_frame * cfg.audio.n_mels
+    a2l_in = cfg.speech.frame_dim if cfg.a2l.audio_features == "whisper" else mel
     lat = cfg.face.crop_px // cfg.autoencoder.downscale
     n_audio = 2 * cfg.l2v.audio_context_frames + 1
     f32 = "float32"
     return {
         "a2l_step": {
-            "mel_frames": ((b, 1, mel), f32),
+            "mel_frames": ((b, 1, a2l_in), f32),
             "speaker": ((b, cfg.a2l.speaker_dim), f32),
             "reference_px": ((b, 68, 2), f32),
             "state": ((cfg.a2l.layers, b, cfg.a2l.state_width), f32),
@@ -258,8 +261,9 @@ def check_parity(
 def _a2l_sequence_errors(
     session: Any, module: torch.nn.Module, cfg: ModelConfig, batch: int, frames: int, rng: np.random.Generator
 ) -> dict[str, float]:
-    """T single ONNX steps carrying the state must equal torch's one call over (B, T, 320)."""
-    mel = rng.standard_normal((batch, frames, cfg.audio.mels_per_frame * cfg.audio.n_mels), dtype=np.float32)
+    """T single ONNX steps carrying the state must equal torch's one call over (B, T, features)."""
+    width = input_shapes(cfg, batch)["a2l_step"]["mel_frames"][0][-1]  # log-mel or Whisper tokens
+    mel = rng.standard_normal((batch, frames, width), dtype=np.float32)
     _, speaker, reference, state = example_inputs(cfg, "a2l_step", batch, rng)
     with torch.inference_mode():
         ref_disp, ref_state = module(*(torch.from_numpy(a) for a in (mel, speaker, reference, state)))
@@ -416,6 +420,9 @@ def export_model(
             log(f"  warning: TensorRT's ONNX parser does not support {list(ops.unsupported)} ({tensorrt_ops.SOURCE})")
     speaker = export_speaker(out_dir, options)
     log(f"{SPEAKER_GRAPH}: max abs error {speaker.checks['parity']['max_abs']:.3g} (Resemblyzer's voice network)")
+    speech = export_speech(model_dir, cfg, out_dir, options) if cfg.a2l.audio_features == "whisper" else None
+    if speech is not None:
+        log(f"{SPEECH_GRAPH}: max abs error {speech.checks['parity']['max_abs']:.3g} (Whisper's first encoder blocks)")
     if (model_dir / CONFIG).resolve() != (out_dir / CONFIG).resolve():
         shutil.copyfile(model_dir / CONFIG, out_dir / CONFIG)
         # The mouth prior is no network (numpy at run time): it travels beside the graphs as it is.
@@ -434,10 +441,12 @@ def export_model(
         source_files={
             f.name: checkpoint.file_hash(f)
             for f in [model_dir / CONFIG, *(model_dir / f"{p}.safetensors" for p in checkpoint.PARTS)]
+            + ([model_dir / f"{SPEECH_PART}.safetensors"] if speech is not None else [])
         },
         graphs=graphs,
         tools=_tool_versions(),
         speaker=speaker,
+        speech=speech,
     )
     manifest.save(out_dir)
     return manifest
@@ -473,6 +482,43 @@ def export_speaker(out_dir: Path, options: ExportOptions) -> GraphSpec:
     if not parity["max_rel"] <= options.tolerance.fp32:
         raise ExportParityError(
             f"{SPEAKER_GRAPH}: ONNX Runtime differs from torch by {parity['max_rel']:.3g} of the output's peak "
+            f"(tolerance {options.tolerance.fp32:g}). Do not use {path}: try another --opset, or report this message."
+        )
+    inputs, outputs = _specs(path)
+    return GraphSpec(path.name, checkpoint.file_hash(path), inputs, outputs, {"parity": parity})
+
+
+def export_speech(model_dir: Path, cfg: ModelConfig, out_dir: Path, options: ExportOptions) -> GraphSpec:
+    """Whisper's first encoder blocks as ``speech_encoder.onnx``, float32, any batch of windows of the live length
+    (``SpeechEncoderConfig.window_frames``), checked against torch."""
+    from facecast.engine.whisper import load_speech_encoder
+
+    module = load_speech_encoder(model_dir, cfg.speech)
+    path = out_dir / f"{SPEECH_GRAPH}.onnx"
+    rng = np.random.default_rng(options.seed)
+    frames = (cfg.speech.window_frames + cfg.speech.pad_frames) * SAMPLES_PER_FRAME // cfg.speech.hop_samples
+    mel = rng.uniform(-1, 1.5, (2, cfg.speech.n_mels, frames)).astype(np.float32)  # Whisper log-mel's range
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.from_numpy(mel),),
+            str(path),
+            dynamo=False,
+            opset_version=options.opset,
+            input_names=["mel"],
+            output_names=["tokens"],
+            dynamic_axes={"mel": {0: "windows"}, "tokens": {0: "windows"}},
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    check = rng.uniform(-1, 1.5, (3, cfg.speech.n_mels, frames)).astype(np.float32)
+    got = _ort_session(path, options.threads).run(["tokens"], {"mel": check})[0]
+    with torch.no_grad():
+        want = module(torch.from_numpy(check)).numpy()
+    parity = {**_errors(got, want), "tolerance_rel": options.tolerance.fp32}
+    if not parity["max_rel"] <= options.tolerance.fp32:
+        raise ExportParityError(
+            f"{SPEECH_GRAPH}: ONNX Runtime differs from torch by {parity['max_rel']:.3g} of the output's peak "
             f"(tolerance {options.tolerance.fp32:g}). Do not use {path}: try another --opset, or report this message."
         )
     inputs, outputs = _specs(path)

@@ -11,8 +11,10 @@ from facecast.engine import checkpoint
 from facecast.engine.avatar import model_hash
 from facecast.engine.backend import Weights
 from facecast.engine.config import ModelConfig
+from facecast.engine.errors import WeightsError
 from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
 from facecast.engine.speaker import resemblyzer_partials
+from facecast.engine.whisper import load_speech_encoder
 
 
 class TorchBackend:
@@ -25,6 +27,13 @@ class TorchBackend:
         parts = {p: checkpoint.load_part(model_dir, p, self.cfg).to(self.device, self.dtype) for p in checkpoint.PARTS}
         self.codec, self.a2l_net, self.l2v = parts["autoencoder"], parts["a2l"], parts["l2v"]
         self.model_dir = Path(model_dir)
+        # Whisper's first encoder blocks, when A2L hears them (A2LConfig.audio_features):
+        # it runs where the other networks run.
+        self.speech_net = (
+            load_speech_encoder(self.model_dir, self.cfg.speech).to(self.device, self.dtype)
+            if self.cfg.a2l.audio_features == "whisper"
+            else None
+        )
         self.autoencoder_hash: str = model_hash(self.model_dir)
         self.mouth_prior: MouthPrior | None = load_mouth_prior(self.model_dir)
         # (A2L, L2V) per enrolled bundle, next to the model's own (``a2l_net``, ``l2v``, which never change)
@@ -65,6 +74,12 @@ class TorchBackend:
         a2l = self.networks(weights)[0]
         disp, state = a2l(self._t(mel_frames), self._t(speaker), self._t(reference_px), self._t(state))
         return self._np(disp), self._np(state)
+
+    @torch.inference_mode()
+    def speech_encoder(self, mel: np.ndarray) -> np.ndarray:  # see engine.backend.Backend
+        if self.speech_net is None:
+            raise WeightsError(f"{self.model_dir}'s A2L hears log-mel: it has no speech encoder to run")
+        return self._np(self.speech_net(self._t(mel)))
 
     @torch.inference_mode()
     def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window, weights=None):  # noqa: ANN001, ANN201

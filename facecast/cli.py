@@ -291,7 +291,8 @@ def cmd_eval_landmarks(args: argparse.Namespace) -> None:
         disp, _ = backend.a2l(padded, speaker[None], reference[None], state)
         return disp[0, look:]
 
-    report = evaluate_landmarks(args.data, predict, backend.cfg, args.clips or list(DEFAULT_HOLDOUT))
+    encode = backend.speech_encoder if backend.cfg.a2l.audio_features == "whisper" else None
+    report = evaluate_landmarks(args.data, predict, backend.cfg, args.clips or list(DEFAULT_HOLDOUT), encode)
     table = Table(
         "clip", "mouth LMD model", "mouth LMD static", "opening corr", "motion ratio", title="A2L on held-out clips"
     )

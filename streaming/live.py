@@ -122,7 +122,7 @@ class LiveEngine:
         self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
         self.avatar = avatar
         self.spf = cfg.audio.samples_per_frame
-        self.delay_frames = cfg.a2l.lookahead_frames + config.processing_frames
+        self.delay_frames = cfg.latency_frames + config.processing_frames
         self.mixer = Mixer(config, cfg.audio.sample_rate)
         self.counters = EngineCounters()
         self.frames: FrameClock | None = None
@@ -213,7 +213,7 @@ class LiveEngine:
 
         def work() -> None:
             session = self._new_session(self.avatar, None)
-            session.push_audio(np.zeros(self.spf * (self.cfg.a2l.lookahead_frames + 1), np.float32))
+            session.push_audio(np.zeros(self.spf * (self.cfg.latency_frames + 1), np.float32))
             if self.config.speaker_seconds > 0:
                 noise = np.random.default_rng(0).standard_normal(self.cfg.audio.sample_rate).astype(np.float32)
                 self.speaker_fn(0.1 * noise)

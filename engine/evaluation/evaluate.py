@@ -468,23 +468,26 @@ def _notes(ecfg: EvalConfig, scorers: Scorers) -> list[str]:
     return notes
 
 
-def evaluate_landmarks(dataset: Path, a2l_predict: Callable, cfg: ModelConfig, clips: list[str]) -> dict:
+def evaluate_landmarks(
+    dataset: Path, a2l_predict: Callable, cfg: ModelConfig, clips: list[str], encode: Callable | None = None
+) -> dict:
     """A2L alone on prepared clips: mouth LMD of predicted vs real pose-free landmarks, against ``static``.
 
-    ``a2l_predict(normalised_mel (T, 320), speaker (256,), reference (68, 2)) -> displacements (T, 37, 2)``,
-    aligned to frames (lookahead already removed). The reference is the clip's mean pose-free landmarks, as
-    ``facecast prepare`` makes it for a video avatar; ``static`` is that reference, unmoved.
+    ``a2l_predict(features (T, dim), speaker (256,), reference (68, 2)) -> displacements (T, 37, 2)``,
+    aligned to frames (lookahead already removed). The features are what a live session computes
+    (``whisper.a2l_features``: normalised log-mel, or Whisper tokens from ``encode``, the backend's speech
+    encoder). The reference is the clip's mean pose-free landmarks, as ``facecast prepare`` makes it for a video
+    avatar; ``static`` is that reference, unmoved.
     """
-    from ..audio import mel_per_video_frame, normalised_log_mel
     from ..dataset import load_clips
     from ..landmarks import DRIVEN, register_to
+    from ..whisper import a2l_features
 
     per_clip = {}
     for clip in load_clips(dataset, clips):
         real = register_to(clip.landmarks, clip.landmarks[0])
         reference = real.mean(0)
-        mel = mel_per_video_frame(normalised_log_mel(clip.audio, cfg.audio), cfg.audio)
-        disp = a2l_predict(mel, clip.speaker, reference)[: len(real)]
+        disp = a2l_predict(a2l_features(clip.audio, cfg, encode), clip.speaker, reference)[: len(real)]
         real = real[: len(disp)]
         static = np.repeat(reference[None], len(real), 0)
         pred = static.copy()

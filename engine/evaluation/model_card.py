@@ -97,6 +97,24 @@ def render_portrait(report: dict) -> list[str]:
     return lines + [f"- {n}" for n in report.get("notes", [])]
 
 
+def speech_encoder_lines(model_dir: Path, cfg) -> list[str]:  # noqa: ANN001 - ModelConfig
+    """The part that is not ours: where Whisper's encoder blocks come from and under which licence."""
+    from ..whisper import SOURCE_MODEL, SOURCE_WHEEL, SPEECH_PART
+
+    path = model_dir / f"{SPEECH_PART}.safetensors"
+    s = cfg.speech
+    return [
+        f"| {SPEECH_PART} | {path.name} | {_size_mb(path):.1f} | (not trained here) | | | | | |",
+        "",
+        f"`{path.name}`: the convolutions, positions and first {s.blocks} of 4 encoder blocks of {SOURCE_MODEL}, "
+        f"float16, converted (`benchmarks/whisper_encoder.py convert`) from the CTranslate2 model.bin in the PyPI "
+        f"wheel `{SOURCE_WHEEL}` (MIT; itself converted from Systran/faster-whisper-tiny.en, MIT). Whisper: "
+        "Copyright (c) 2022 OpenAI, MIT licence. A2L hears it on the last "
+        f"{s.window_frames * 40} ms of audio (+ {s.pad_frames * 40} ms of silence), recomputed every "
+        f"{s.every_frames} frame(s).",
+    ]
+
+
 def render(
     model_dir: Path,
     eval_report: dict | None,
@@ -130,6 +148,8 @@ def render(
             f"{loss:.4f} |"
         )
     a = summaries.get("a2l", {})
+    if cfg.a2l.audio_features == "whisper":
+        lines += speech_encoder_lines(model_dir, cfg)
     lines += [
         "",
         f"Hardware: {hardware} ({platform.processor() or platform.machine()}), torch threads per run: "

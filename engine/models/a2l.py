@@ -2,16 +2,18 @@
 
 The network predicts, for each video frame, the displacement of the 37 audio-driven points (jaw + mouth) from
 the avatar's reference landmarks, in a pose-free frame (landmarks registered on the upper face, paper 002).
-It is causal: a GRU over per-frame log-mel features. Its lookahead is a delay: the output emitted at step n
-belongs to frame n - lookahead, so frame n waits for the audio of frames up to n + lookahead.
+It is causal: a GRU over per-frame audio features, log-mel or Whisper encoder tokens (``A2LConfig.audio_features``).
+Its lookahead is a delay: the output emitted at step n belongs to frame n - lookahead, so frame n waits for the
+audio of frames up to n + lookahead.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..config import A2LConfig, AudioConfig, FaceConfig
+from ..config import A2LConfig, AudioConfig, FaceConfig, SpeechEncoderConfig
 from ..landmarks import DRIVEN
 
 N_DRIVEN = len(DRIVEN)
@@ -28,6 +30,7 @@ class A2LMember(nn.Module):
 
     def __init__(self, cfg: A2LConfig, mel_dim: int) -> None:
         super().__init__()
+        self.input_dropout = nn.Dropout(cfg.input_dropout)  # no weights: saved models load as before
         self.mel_in = nn.Sequential(nn.Linear(mel_dim, cfg.hidden), nn.GELU())
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=cfg.dropout)
         self.speaker = nn.Sequential(nn.Linear(cfg.speaker_dim, cfg.speaker_hidden), nn.GELU())
@@ -42,7 +45,7 @@ class A2LMember(nn.Module):
         self, mel: torch.Tensor, speaker: torch.Tensor, ref: torch.Tensor, state: torch.Tensor, dropout: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """mel (B, T, mel_dim) scaled; ref (B, 136) normalised; state (layers, B, hidden) -> (B, T, 37, 2), state."""
-        h, state = self.gru(self.mel_in(mel), state)
+        h, state = self.gru(self.mel_in(self.input_dropout(mel)), state)
         ctx = torch.cat([self.speaker(speaker), self.reference(ref)], dim=-1)
         if self.training and dropout > 0:
             keep = torch.rand(ctx.shape[0], 1, device=ctx.device) >= dropout
@@ -56,13 +59,28 @@ class A2L(nn.Module):
     speakers each member overfits in its own way, and the average is closer on new speakers (docs/quality.md).
     Their states are concatenated along the last axis, so the streaming state stays one tensor."""
 
-    def __init__(self, cfg: A2LConfig, audio: AudioConfig, face: FaceConfig) -> None:
+    def __init__(
+        self, cfg: A2LConfig, audio: AudioConfig, face: FaceConfig, speech: SpeechEncoderConfig | None = None
+    ) -> None:
         super().__init__()
         self.cfg, self.face = cfg, face
-        mel_dim = audio.mels_per_frame * audio.n_mels
-        # Input is running-mean-normalised log-mel (engine.audio.RunningMeanNormaliser): centred, only scaled here.
+        speech = speech or SpeechEncoderConfig()
+        self.whisper = cfg.audio_features == "whisper"
+        # Log-mel input is running-mean-normalised (engine.audio.RunningMeanNormaliser): centred, only scaled here.
+        # Whisper tokens (the residual stream between blocks) are LayerNorm-ed per token without parameters, as the
+        # next Whisper block would: their scale varies by dimension and by block.
         self.mel_std = audio.log_mel_std
+        self.token_width = speech.width
+        mel_dim = speech.frame_dim if self.whisper else audio.mels_per_frame * audio.n_mels
         self.members = nn.ModuleList(A2LMember(cfg, mel_dim) for _ in range(cfg.members))
+
+    def scale_input(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.whisper:
+            return features / self.mel_std
+        # reshapes from the tensor's own shape, so the ONNX graph keeps a dynamic batch (unflatten bakes it in)
+        b, t, d = features.shape
+        tokens = features.reshape(b, t, d // self.token_width, self.token_width)
+        return F.layer_norm(tokens, (self.token_width,)).reshape(b, t, d)
 
     def initial_state(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(self.cfg.layers, batch, self.cfg.state_width, device=self.members[0].head[-1].weight.device)
@@ -71,7 +89,7 @@ class A2L(nn.Module):
         self, mel_frames: torch.Tensor, speaker: torch.Tensor, reference_px: torch.Tensor, state: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's displacements in crop pixels, unscaled by the motion gain: (members, B, T, 37, 2), state."""
-        mel, ref = mel_frames / self.mel_std, normalise_landmarks(reference_px, self.face).flatten(1)
+        mel, ref = self.scale_input(mel_frames), normalise_landmarks(reference_px, self.face).flatten(1)
         outs, states = zip(
             *(
                 member(mel, speaker, ref, s.contiguous(), self.cfg.condition_dropout)
@@ -88,7 +106,7 @@ class A2L(nn.Module):
         (members, B / members, T, 37, 2) in crop pixels. Members trained on the same batches overfit alike and
         their average gained nothing on held-out speakers; on separate batches it did (docs/quality.md)."""
         k = len(self.members)
-        mel, ref = mel_frames / self.mel_std, normalise_landmarks(reference_px, self.face).flatten(1)
+        mel, ref = self.scale_input(mel_frames), normalise_landmarks(reference_px, self.face).flatten(1)
         parts = zip(self.members, mel.chunk(k), speaker.chunk(k), ref.chunk(k), strict=True)
         outs = []
         for member, m, spk, r in parts:
@@ -99,7 +117,8 @@ class A2L(nn.Module):
     def forward(
         self, mel_frames: torch.Tensor, speaker: torch.Tensor, reference_px: torch.Tensor, state: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """mel_frames (B, T, 4*80); speaker (B, 256); reference_px (B, 68, 2); state (layers, B, state_width).
+        """mel_frames (B, T, 4*80) log-mel or (B, T, 2*384) Whisper tokens; speaker (B, 256); reference_px
+        (B, 68, 2); state (layers, B, state_width).
 
         Returns displacements in crop pixels (B, T, 37, 2) for the *input* steps (delayed by the lookahead)
         and the new state. In eval mode they are scaled by the motion gain.
