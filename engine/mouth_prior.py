@@ -39,6 +39,9 @@ LOWER_INNER = np.array([60, 67, 66, 65, 64])
 # Rec. 601 luma weights: the skin's brightness lights the atlas.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 UPPER, LOWER = 0, 1  # the atlas's two halves: hanging from the upper lip, rising from the lower
+# Interocular units: a mouth whose opening varies less over its frames does not talk (dlib's own jitter is
+# 0.002-0.004); ``facecast eval`` uses the same bound for clips whose real mouth is still.
+STILL_MOUTH_OPENING_STD = 0.005
 
 
 def skin_colour(image: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -149,13 +152,14 @@ class MouthPrior:
         """The reference A2L should displace, for an avatar whose reference shape is ``reference_px`` (68, 2) and
         whose frames have landmarks ``frames_px`` (T, 68, 2).
 
-        A2L learned displacements from a talking mean, which sits a rest offset above the clip's own rest (its
-        ``rest_quantile`` most closed mouths). A video of talking frames has that much already (its mean is the
-        reference); a portrait, or an idle video with the mouth shut, has none: it gets the offset, in the share
-        that its reference lacks."""
-        rest = float(np.quantile(opening(frames_px), self.rest_quantile))
-        present = float(opening(reference_px)) - rest
-        share = np.clip(1.0 - present / max(self.mean_opening - self.rest_opening, 1e-6), 0.0, 1.0)
+        A2L learned displacements from each training clip's own talking mean. A video avatar of talking frames
+        (its mouth moves: opening std above ``STILL_MOUTH_OPENING_STD``) has exactly that as its reference: it is
+        left as it is. A still mouth (a portrait, an idle video) gets the rest offset, in the share its opening
+        lacks of a talking mean's: a closed photo all of it, a smiling one none."""
+        if len(frames_px) > 1 and float(opening(frames_px).std()) > STILL_MOUTH_OPENING_STD:
+            return reference_px
+        lacking = self.mean_opening - float(opening(reference_px))
+        share = np.clip(lacking / max(self.mean_opening - self.rest_opening, 1e-6), 0.0, 1.0)
         out = reference_px.astype(np.float32).copy()
         out[DRIVEN] += share * self.rest_offset * float(interocular(reference_px))
         return out

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .. import mouth_prior
 from ..config import SAMPLES_PER_FRAME
 from ..errors import FaceError, InputError
 from ..landmarks import INNER_LIP_PAIRS, lip_gap  # noqa: F401 - INNER_LIP_PAIRS: part of this module's API
@@ -35,7 +36,7 @@ PSNR_CAP_DB = 100.0
 # that does not move: a motion ratio against it would divide by detector noise. Measured with dlib on
 # ../shared/data clips: re-detecting one still frame under +-2 grey-level noise gives an opening std of
 # 0.002-0.004; talking clips (grid, hdtf, dinet) give 0.02-0.07.
-STILL_MOUTH_OPENING_STD = 0.005
+STILL_MOUTH_OPENING_STD = mouth_prior.STILL_MOUTH_OPENING_STD
 
 # Variance of the Laplacian (grey levels^2) below which a real crop has no texture to compare against (a flat
 # patch); sharpness ratios against it are undefined. Real 96^2 mouth crops of the 256^2 aligned face score 20-35
