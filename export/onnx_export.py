@@ -458,34 +458,22 @@ def export_speaker(out_dir: Path, options: ExportOptions) -> GraphSpec:
     from facecast.engine.speaker import MEL_BANDS, PARTIAL_FRAMES, resemblyzer_partials
 
     reference = resemblyzer_partials()  # first: its clear error when resemblyzer is missing
-    path = out_dir / f"{SPEAKER_GRAPH}.onnx"
     rng = np.random.default_rng(options.seed)
-    mels = rng.random((3, PARTIAL_FRAMES, MEL_BANDS), dtype=np.float32)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # resemblyzer's imports (pkg_resources) and the exporter's LSTM notes
+        warnings.simplefilter("ignore")  # resemblyzer's imports (pkg_resources)
         from resemblyzer import VoiceEncoder
 
-        torch.onnx.export(
-            VoiceEncoder("cpu", verbose=False).eval(),
-            (torch.from_numpy(mels),),
-            str(path),
-            dynamo=False,
-            opset_version=options.opset,
-            input_names=["mels"],
-            output_names=["embeddings"],
-            dynamic_axes={"mels": {0: "partials"}, "embeddings": {0: "partials"}},
-        )
-    onnx.checker.check_model(str(path), full_check=True)
-    check = rng.random((5, PARTIAL_FRAMES, MEL_BANDS), dtype=np.float32)  # another count than the tracing's
-    got = _ort_session(path, options.threads).run(["embeddings"], {"mels": check})[0]
-    parity = {**_errors(got, reference(check)), "tolerance_rel": options.tolerance.fp32}
-    if not parity["max_rel"] <= options.tolerance.fp32:
-        raise ExportParityError(
-            f"{SPEAKER_GRAPH}: ONNX Runtime differs from torch by {parity['max_rel']:.3g} of the output's peak "
-            f"(tolerance {options.tolerance.fp32:g}). Do not use {path}: try another --opset, or report this message."
-        )
-    inputs, outputs = _specs(path)
-    return GraphSpec(path.name, checkpoint.file_hash(path), inputs, outputs, {"parity": parity})
+        module = VoiceEncoder("cpu", verbose=False).eval()
+    return _export_any_batch(
+        module,
+        SPEAKER_GRAPH,
+        ("mels", "embeddings", "partials"),
+        rng.random((3, PARTIAL_FRAMES, MEL_BANDS), dtype=np.float32),
+        rng.random((5, PARTIAL_FRAMES, MEL_BANDS), dtype=np.float32),  # another count than the tracing's
+        reference,
+        out_dir,
+        options,
+    )
 
 
 def export_speech(model_dir: Path, cfg: ModelConfig, out_dir: Path, options: ExportOptions) -> GraphSpec:
@@ -494,31 +482,58 @@ def export_speech(model_dir: Path, cfg: ModelConfig, out_dir: Path, options: Exp
     from facecast.engine.whisper import load_speech_encoder
 
     module = load_speech_encoder(model_dir, cfg.speech)
-    path = out_dir / f"{SPEECH_GRAPH}.onnx"
     rng = np.random.default_rng(options.seed)
     frames = (cfg.speech.window_frames + cfg.speech.pad_frames) * SAMPLES_PER_FRAME // cfg.speech.hop_samples
-    mel = rng.uniform(-1, 1.5, (2, cfg.speech.n_mels, frames)).astype(np.float32)  # Whisper log-mel's range
+
+    def reference(mel: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(mel)).numpy()
+
+    return _export_any_batch(
+        module,
+        SPEECH_GRAPH,
+        ("mel", "tokens", "windows"),
+        rng.uniform(-1, 1.5, (2, cfg.speech.n_mels, frames)).astype(np.float32),  # Whisper log-mel's range
+        rng.uniform(-1, 1.5, (3, cfg.speech.n_mels, frames)).astype(np.float32),
+        reference,
+        out_dir,
+        options,
+    )
+
+
+def _export_any_batch(
+    module: torch.nn.Module,
+    graph: str,
+    names: tuple[str, str, str],
+    example: np.ndarray,
+    check: np.ndarray,
+    reference: Callable[[np.ndarray], np.ndarray],
+    out_dir: Path,
+    options: ExportOptions,
+) -> GraphSpec:
+    """A one-input, one-output network as ``graph``.onnx with a dynamic first axis: traced on ``example``, checked
+    by onnx and against ``reference`` (torch) on ``check``, a batch of another size. names: (input, output, the
+    first axis's name)."""
+    path = out_dir / f"{graph}.onnx"
+    input_name, output_name, axis = names
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # the exporter's notes on LSTMs and attention
         torch.onnx.export(
             module,
-            (torch.from_numpy(mel),),
+            (torch.from_numpy(example),),
             str(path),
             dynamo=False,
             opset_version=options.opset,
-            input_names=["mel"],
-            output_names=["tokens"],
-            dynamic_axes={"mel": {0: "windows"}, "tokens": {0: "windows"}},
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: axis}, output_name: {0: axis}},
         )
     onnx.checker.check_model(str(path), full_check=True)
-    check = rng.uniform(-1, 1.5, (3, cfg.speech.n_mels, frames)).astype(np.float32)
-    got = _ort_session(path, options.threads).run(["tokens"], {"mel": check})[0]
-    with torch.no_grad():
-        want = module(torch.from_numpy(check)).numpy()
-    parity = {**_errors(got, want), "tolerance_rel": options.tolerance.fp32}
+    got = _ort_session(path, options.threads).run([output_name], {input_name: check})[0]
+    parity = {**_errors(got, reference(check)), "tolerance_rel": options.tolerance.fp32}
     if not parity["max_rel"] <= options.tolerance.fp32:
         raise ExportParityError(
-            f"{SPEECH_GRAPH}: ONNX Runtime differs from torch by {parity['max_rel']:.3g} of the output's peak "
+            f"{graph}: ONNX Runtime differs from torch by {parity['max_rel']:.3g} of the output's peak "
             f"(tolerance {options.tolerance.fp32:g}). Do not use {path}: try another --opset, or report this message."
         )
     inputs, outputs = _specs(path)
