@@ -14,11 +14,12 @@ pulled towards the closed avatar it is conditioned on, fills it with lip- and sk
 is drawn from the open mouths of the training clips, unrolled into a canonical grid between the inner lips
 (``unroll``), brightness-normalised by the skin around the mouth, and reduced to a per-pixel median in a few bins
 of opening. At run time the bin texture for the driving opening is rolled back onto the driving inner lips
-(``roll_onto``) and lit by the avatar's own skin level.
+(``roll_onto``), lit by the avatar's skin luma and coloured by its chroma.
 
-Canonical grid: ``rows`` from the upper inner lip (row 0) to the lower inner lip (last row), ``cols`` from the left
-mouth corner (iBUG 60) to the right (64); each column runs straight between the two lips at that fraction of the
-mouth's width. All landmark coordinates are pixels of the 256² crop; images are uint8 RGB (H, W, 3).
+Canonical grid: two halves, one hanging from the upper inner lip and one rising from the lower; in each, ``rows``
+at fixed pixel depths from that lip (up to ``depth`` interocular distances) and ``cols`` from the left mouth
+corner (iBUG 60) to the right (64), each column running straight across the mouth at that fraction of its width.
+All landmark coordinates are pixels of the 256² crop; images are uint8 RGB (H, W, 3).
 """
 
 from __future__ import annotations

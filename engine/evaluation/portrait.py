@@ -36,6 +36,7 @@ from ..landmarks import mouth_opening
 from ..pipeline import LipSyncSession
 from ..speaker import speaker_embedding
 from . import metrics
+from .evaluate import mouth_crops, mouth_sheet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -100,8 +101,8 @@ def score_portrait(
     rendered = _detected_opening(crops, face_backend)
     found = float(np.isfinite(rendered).mean())
     slope, corr = render_fidelity(driving, rendered) if found >= pcfg.min_detected else (float("nan"),) * 2
-    still_mouth = float(metrics.laplacian_variance(_mouths(avatar.crops[:1], avatar)).mean())
-    mouth_detail = float(metrics.laplacian_variance(_mouths(crops, avatar)).mean())
+    still_mouth = float(metrics.laplacian_variance(mouth_crops(avatar.crops[:1], avatar.landmarks[0])).mean())
+    mouth_detail = float(metrics.laplacian_variance(mouth_crops(crops, avatar.landmarks[0])).mean())
     envelope = metrics.audio_envelope(audio, len(crops))
     sync, _, _ = metrics.sync_correlation(np.nan_to_num(rendered, nan=float(np.nanmean(rendered))), envelope)
     rendered_std = float(np.nanstd(rendered))
@@ -122,12 +123,6 @@ def score_portrait(
     return scores, crops, driving
 
 
-def _mouths(crops: np.ndarray, avatar: Avatar) -> np.ndarray:
-    from .evaluate import mouth_crops
-
-    return mouth_crops(crops, avatar.landmarks[0])
-
-
 def evaluate_portraits(
     clips_dir: Path,
     portraits_dir: Path | None,
@@ -140,8 +135,6 @@ def evaluate_portraits(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """The portrait protocol's report (per avatar and mean); with ``mouth_png``, the sheet of the widest frames."""
-    from .evaluate import mouth_crops, mouth_sheet
-
     clips = [Path(clips_dir)] if Path(clips_dir).is_file() else find_videos(Path(clips_dir))
     portraits = sorted(p for p in Path(portraits_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
         portraits_dir is not None) else []
