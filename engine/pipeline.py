@@ -5,8 +5,12 @@ Offline ``generate`` is the same session fed a whole file, so streaming and offl
 Per video frame n (40 ms, audio samples [640n, 640(n+1))):
   mel (4 frames) -> A2L step (GRU state carried) -> displacement for frame n - lookahead
   -> landmarks in the avatar frame's pose -> heatmaps + tokens
-  -> few-step DDIM in latent space (upper rows clean, lower rows denoised; previous generated latent as prior)
-  -> decode the lower rows -> paste into the avatar frame with a feathered mask.
+  -> the avatar's own face warped to those landmarks (``warp.py``), the inside of the lips painted by the model's
+     mouth prior (``mouth_prior.py``) -> paste into the avatar frame with a feathered mask.
+
+L2V (heatmaps + tokens -> few-step DDIM in latent space, upper rows clean, lower rows denoised, previous generated
+latent as prior -> decode the lower rows) runs only where its picture is shown: a model without a mouth prior,
+``FaceConfig.interior_source = "l2v"`` or ``FaceConfig.warp_prior = False`` (``LipSyncSession.runs_l2v``).
 
 The model calls in that list are requests the session yields (``*_steps`` methods, see ``batching.py``): alone,
 ``push_audio`` / ``finish`` / ``render`` answer them at once; a shared worker answers many sessions' together.
@@ -121,6 +125,10 @@ class LipSyncSession:
         )
         # The learned mouth interior, or None: L2V's decoded painting is used inside the lips.
         self.interior = prior if prior is not None and cfg.face.interior_source == "atlas" else None
+        # When the warp draws the face and the prior paints the mouth, no pixel of L2V's picture is shown, and its
+        # latent would only be the pose prior of the next L2V picture, not shown either: the session then makes
+        # no L2V call at all (``warp_frame``), which is most of a frame's CPU (docs/benchmarks.md, "Headroom").
+        self.runs_l2v = not (cfg.face.warp_prior and self.interior is not None)
         self.render_policy = render_policy
         self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()
@@ -275,12 +283,13 @@ class LipSyncSession:
     def compose_crop(
         self,
         a: int,
-        latent: np.ndarray,
+        latent: np.ndarray | None,
         lms: np.ndarray,
         warp_prior: bool | None = None,
         lower_face: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Avatar crop a with a new lower face for landmarks ``lms``, from ``latent`` (1, C, 32, 32).
+        """Avatar crop a with a new lower face for landmarks ``lms``, from ``latent`` (1, C, 32, 32; None for a
+        session that does not run L2V, ``runs_l2v``).
 
         Returns the crop and its paste mask (256, 256). With ``warp_prior`` the lips, skin and jaw are the
         avatar's own pixels warped to ``lms`` (``warp.py``: full resolution, so as sharp as the avatar); inside the
@@ -307,6 +316,8 @@ class LipSyncSession:
         skin = crop.skin_around_mouth(mask, both, face)[box]
 
         def decoded() -> np.ndarray:
+            if latent is None:
+                raise ValueError("this composite shows L2V's picture: give the frame's latent")
             rows = lower_face if lower_face is not None else decode_lower_faces(self.backend, latent, self.row)[0]
             lower = lay_lower_face(self.cfg, base, rows, self.row)[box]
             # With the warp, decoded pixels show only inside the mouth: match their mean colour, not their contrast.
@@ -362,12 +373,15 @@ class LipSyncSession:
         if policy is not None and not policy.should_render(index):
             return self._skipped(index, a)
         t = policy.now() if policy is not None else 0.0
-        job = self.prepare_frame(n, a)
-        job.deadline = policy.deadline(index) if policy is not None else None
-        result = yield job
-        if result is NOT_RENDERED:
-            return self._skipped(index, a)
-        frame = self.finish_frame(job, result)
+        if self.runs_l2v:
+            job = self.prepare_frame(n, a)
+            job.deadline = policy.deadline(index) if policy is not None else None
+            result = yield job
+            if result is NOT_RENDERED:
+                return self._skipped(index, a)
+            frame = self.finish_frame(job, result)
+        else:
+            frame = self.warp_frame(n, a)
         if policy is not None:
             policy.rendered(policy.now() - t)
         return frame
@@ -404,6 +418,19 @@ class LipSyncSession:
             timings,
             weights=self.avatar.enrolment,
         )
+
+    def warp_frame(self, n: int, a: int) -> Frame:
+        """Frame n over avatar frame ``a`` without L2V (``runs_l2v`` False): the warp and the mouth prior."""
+        t = time.perf_counter()
+        lms = self.landmarks_for(n, a)
+        timings = {"landmarks": (time.perf_counter() - t) * 1e3}
+        t = time.perf_counter()
+        crop_img, mask = self.compose_crop(a, None, lms)
+        timings["composite"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        image = crop.paste_back(self.avatar.frames[a], crop_img, mask, self.avatar.transforms[a])
+        timings["paste"] = (time.perf_counter() - t) * 1e3
+        return Frame(self.frame_offset + n, image, lms, a, timings, crop_img)
 
     def finish_frame(self, job: FrameJob, result: FrameResult) -> Frame:
         """Frame ``job.n`` from its generated latent and decoded rows: composite, pose prior for the next frame."""

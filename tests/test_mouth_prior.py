@@ -254,3 +254,37 @@ def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backen
     ort = OnnxRuntimeBackend(tmp_path)
     assert ort.mouth_prior is not None
     assert np.array_equal(ort.mouth_prior.textures, backend_with_prior.mouth_prior.textures)
+
+
+def test_a_session_whose_picture_l2v_never_shows_skips_l2v_and_shows_the_same_frames(backend_with_prior, portrait):
+    """With the warp and the atlas, L2V's picture is shown nowhere: the session asks for no L2V call, and its frames
+    are the very frames of a session that runs L2V and throws its picture away."""
+    from facecast.engine.batching import A2LCall, FrameJob, answer
+
+    b = backend_with_prior
+    audio = speech_like(1.2)
+
+    def run(force_l2v: bool) -> tuple[list, list[type]]:
+        session = LipSyncSession(b, b.cfg, portrait, np.ones(256, np.float32) / 16, InferenceConfig(steps=1))
+        session.runs_l2v = session.runs_l2v or force_l2v
+        asked: list[type] = []
+        frames = []
+        for gen in (session.push_audio_steps(audio), session.finish_steps()):
+            try:
+                request = next(gen)
+                while True:
+                    asked.append(type(request))
+                    request = gen.send(answer(b, [request])[0])
+            except StopIteration as stop:
+                frames += stop.value
+        return frames, asked
+
+    skipped, asked = run(force_l2v=False)
+    assert skipped and FrameJob not in asked and A2LCall in asked
+    assert "unet" not in skipped[0].timings_ms and "composite" in skipped[0].timings_ms
+    full, asked = run(force_l2v=True)
+    assert FrameJob in asked and len(full) == len(skipped)
+    for a, c in zip(skipped, full, strict=True):
+        assert np.array_equal(a.image, c.image) and np.array_equal(a.landmarks, c.landmarks)
+    with_l2v = dataclasses.replace(b.cfg, face=dataclasses.replace(b.cfg.face, interior_source="l2v"))
+    assert LipSyncSession(b, with_l2v, portrait, np.zeros(256, np.float32)).runs_l2v
