@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from facecast.engine.backend import Weights
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import WeightsError
 from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
@@ -40,18 +41,25 @@ class GraphBackend:
         self._speaker_session: Any = None  # onnxruntime.InferenceSession, made on first use
         self._speech_session: Any = None  # the same, for Whisper's encoder blocks
 
-    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One call of one graph with exactly its static shapes; outputs in manifest order."""
+    def _run(self, graph: str, feeds: dict[str, np.ndarray], weights: Weights = None) -> list[np.ndarray]:
+        """One call of one graph with exactly its static shapes; outputs in manifest order. ``weights``: an
+        enrolled bundle whose own graph runs instead (only runtimes with ``load_enrolment`` get one)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ Backend protocol
 
     def a2l(
-        self, mel_frames: np.ndarray, speaker: np.ndarray, reference_px: np.ndarray, state: np.ndarray
+        self,
+        mel_frames: np.ndarray,
+        speaker: np.ndarray,
+        reference_px: np.ndarray,
+        state: np.ndarray,
+        weights: Weights = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         steps = []
         for t in range(mel_frames.shape[1]):
-            disp, state = self.run_batched("a2l_step", [mel_frames[:, t : t + 1], speaker, reference_px, state])
+            args = [mel_frames[:, t : t + 1], speaker, reference_px, state]
+            disp, state = self.run_batched("a2l_step", args, weights)
             steps.append(disp)
         if not steps:
             points = self.manifest.graphs["a2l_step"].outputs[0].shape[2]
@@ -122,7 +130,7 @@ class GraphBackend:
 
     # ------------------------------------------------------------------------------------------ batching
 
-    def run_batched(self, graph: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def run_batched(self, graph: str, arrays: list[np.ndarray], weights: Weights = None) -> list[np.ndarray]:
         """Run ``graph`` on any batch size: one call per ``max_batch`` items of a dynamic-batch export; chunks of
         the exported batch for a static one, the last chunk padded by repeating its end."""
         spec = self.manifest.graphs[graph]
@@ -140,7 +148,8 @@ class GraphBackend:
                 for t, a, ax in zip(spec.inputs, arrays, in_axes, strict=True)
             }
             valid = np.arange(min(b, n - start))
-            chunks.append([np.take(o, valid, axis=ax) for o, ax in zip(self._run(graph, feeds), out_axes, strict=True)])
+            outputs = self._run(graph, feeds, weights) if weights is not None else self._run(graph, feeds)
+            chunks.append([np.take(o, valid, axis=ax) for o, ax in zip(outputs, out_axes, strict=True)])
         return [
             np.concatenate([c[i] for c in chunks], axis=ax).astype(np.float32, copy=False)
             for i, ax in enumerate(out_axes)

@@ -36,6 +36,10 @@ SPEAKER_GRAPH = "speaker"  # not one of GRAPHS: a dynamic batch of partials, alw
 # Whisper's first encoder blocks (engine/whisper.py), only for models whose A2L hears them: a dynamic batch of
 # windows of the live length, float32, run by onnxruntime on CPU (a few ms per 40 ms frame: see docs/quality.md).
 SPEECH_GRAPH = "speech_encoder"
+# An enrolled bundle's own A2L (``facecast export --avatar BUNDLE``, or ``facecast enroll``), beside the bundle's
+# files: the a2l_step graph of the person's A2L (any batch, float32) and what it was made from.
+ENROLLED_A2L_GRAPH = "a2l_step.onnx"
+ENROLLED_A2L_INFO = "a2l_step.json"
 
 
 @dataclass(frozen=True)

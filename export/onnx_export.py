@@ -17,6 +17,7 @@ only when that measurably helps, and is checked against TensorRT's ONNX operator
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import time
 import warnings
@@ -41,6 +42,8 @@ from .manifest import (
     BATCH_AXES,
     CONFIG,
     DYNAMIC_DIM,
+    ENROLLED_A2L_GRAPH,
+    ENROLLED_A2L_INFO,
     GRAPHS,
     MANIFEST,
     SPEAKER_GRAPH,
@@ -450,6 +453,32 @@ def export_model(
     )
     manifest.save(out_dir)
     return manifest
+
+
+def export_enrolled_a2l(bundle: Path, model_dir: Path, options: ExportOptions = ExportOptions()) -> dict | None:
+    """An enrolled bundle's own A2L (the person's, or the model's at the person's motion gain: ``enroll.
+    enrolled_a2l``) as ``ENROLLED_A2L_GRAPH`` in the bundle, any batch, float32, checked against torch as the
+    model's a2l_step is; ``ENROLLED_A2L_INFO`` records the model's A2L it was made from. None (nothing written)
+    for a bundle that runs the model's A2L as it is. ``model_dir``: the model the bundle was enrolled with."""
+    from facecast.engine.enroll import enrolled_a2l
+
+    bundle, model_dir = Path(bundle), Path(model_dir)
+    if not (bundle / "meta.json").is_file():
+        raise FacecastError(f"{bundle} is not an avatar bundle (no meta.json): give a `facecast enroll` folder.")
+    cfg = checkpoint.load_config(model_dir)
+    a2l = enrolled_a2l(bundle, cfg, checkpoint.load_part(model_dir, "a2l", cfg))
+    if a2l is None:
+        return None
+    module = _A2LStep(a2l).eval()
+    path = bundle / ENROLLED_A2L_GRAPH
+    rng = np.random.default_rng(options.seed)
+    _export_graph(module, example_inputs(cfg, "a2l_step", 1, rng), path, "a2l_step", options.opset, True)
+    onnx.checker.check_model(str(path), full_check=True)
+    parity = check_parity("a2l_step", path, module, cfg, 1, options, fp16=False, dynamic_batch=True)
+    info = {"base_a2l_hash": checkpoint.file_hash(model_dir / "a2l.safetensors"), "parity": parity,
+            "tools": _tool_versions()}
+    (bundle / ENROLLED_A2L_INFO).write_text(json.dumps(info, indent=2))
+    return info
 
 
 def export_speaker(out_dir: Path, options: ExportOptions) -> GraphSpec:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
-from facecast.engine.errors import FacecastError
+from facecast.engine.errors import FacecastError, InputError
 from facecast.export.backends import BACKENDS
 from facecast.streaming.config import LiveConfig, ServerConfig
 from facecast.streaming.livekit_worker import AVATAR_IDENTITY
@@ -156,6 +156,12 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     report = enroll(
         args.video, args.out, args.model, ecfg, resume=args.resume, face_backend=landmarks, log=console.print
     )
+    from facecast.export.onnx_export import export_enrolled_a2l
+
+    # The person's A2L as a graph too, so the bundle also runs on the onnxruntime backend (seconds).
+    graph = export_enrolled_a2l(args.out, args.model)
+    if graph is not None:
+        report["a2l_graph_parity_max_abs"] = graph["parity"]["max_abs"]
     console.print(
         f"enrolled bundle written to {args.out}: {report['steps']} steps in {report['seconds']} s, validation loss "
         f"{report['val_loss_first']} -> {report['val_loss_last']}, adapter {report['adapter_mb']} MB, "
@@ -190,8 +196,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         summary = train_mouth(args.data, args.out, DEFAULT_HOLDOUT)
         console.print(
             f"mouth prior: rest opening {summary['rest_opening']} -> talking mean {summary['mean_opening']}; interior "
-            f"atlas of {sum(summary['bin_counts'])} open mouths from {len(summary['train_clips'])} clips in "
-            f"{summary['seconds']} s, bins at openings {summary['bin_openings']}"
+            f"atlas: the most typical of the {summary['exemplar_pool']} widest open mouths (median opening "
+            f"{summary['exemplar_pool_opening']}) of {len(summary['train_clips'])} clips, in {summary['seconds']} s"
         )
         return
     summary = train(args.part, args.data, args.out, args.config, args.device)
@@ -334,14 +340,25 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from facecast.export.onnx_export import ExportOptions, export_model
+    from facecast.export.onnx_export import ExportOptions, export_enrolled_a2l, export_model
+
+    options = ExportOptions(opset=args.opset, slim=not args.no_slim)
+    if args.avatar is not None:
+        info = export_enrolled_a2l(args.avatar, args.model, options)
+        if info is None:
+            _log(f"{args.avatar} runs the model's own A2L: no graph of its own is needed")
+        else:
+            _log(f"{args.avatar}: its A2L graph written (max abs error {info['parity']['max_abs']:.1e} against torch)")
+        return
+    if args.out is None:
+        raise InputError("give --out EXPORT_DIR (or --avatar BUNDLE to add an enrolled bundle's A2L graph)")
 
     manifest = export_model(
         args.model,
         args.out,
         fp16=args.fp16,
         batch=args.batch,
-        options=ExportOptions(opset=args.opset, slim=not args.no_slim),
+        options=options,
         log=_log,
         dynamic_batch=not args.static_batch,
     )
@@ -368,7 +385,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 def add_export(subparsers: argparse._SubParsersAction) -> None:
     sp = subparsers.add_parser("export", help="model folder -> ONNX graphs for the onnxruntime / tensorrt backends")
     sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
-    sp.add_argument("--out", type=Path, required=True, help="export folder to write")
+    sp.add_argument("--out", type=Path, help="export folder to write")
+    sp.add_argument(
+        "--avatar",
+        type=Path,
+        help="instead: an enrolled bundle (of --model) to add its A2L graph to, for the onnxruntime backend",
+    )
     sp.add_argument("--fp16", action="store_true", help="half-precision graphs (for GPUs; slow on ORT's CPU provider)")
     sp.add_argument("--batch", type=int, default=1, help="batch the graphs are traced and checked at (default 1)")
     sp.add_argument(

@@ -436,3 +436,49 @@ def test_cli_eval_refuses_an_unknown_gain_rule_with_exit_code_2(video: Path, tin
     out = tmp_path / "report.json"
     args = ["eval", "--clips", str(video), "--protocol", "personal", "--model", str(tiny_model), "--out", str(out)]
     assert main([*args, "--enroll-gain-rule", "higher"]) == 2 and not out.exists()
+
+
+def test_an_enrolled_bundle_runs_its_own_a2l_on_onnxruntime(
+    bundle: tuple[Path, dict], tiny_model: Path, tmp_path: Path
+) -> None:
+    """On a model whose mouth prior paints the interior (no L2V picture is shown), onnxruntime serves an enrolled
+    person with their own A2L graph, as torch does; without that graph, or on a model that shows L2V, it says
+    what to do."""
+    import shutil
+
+    from facecast.engine.avatar import load_avatar
+    from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE, MouthPrior
+    from facecast.export.onnx_export import ExportOptions, export_enrolled_a2l, export_model
+    from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
+    from facecast.export.torch_backend import TorchBackend
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    MouthPrior(np.zeros((37, 2), np.float32), 0.0, 0.1, 0.1, np.full((1, 2, 4, 8, 3), 0.2, np.float32), 0.1,
+               np.array([0.1], np.float32), np.array([10]), np.ones(3, np.float32)).save(model / MOUTH_PRIOR_FILE)
+    export = tmp_path / "export"
+    export_model(model, export, options=ExportOptions(threads=1, slim=False), log=_quiet)
+    person = tmp_path / "person"
+    shutil.copytree(bundle[0], person)
+    ort = OnnxRuntimeBackend(export, threads=1)
+    with pytest.raises(InputError, match="facecast export --avatar"):
+        load_avatar(person, ort)
+    assert export_enrolled_a2l(person, model, ExportOptions(threads=1)) is not None
+    avatar = load_avatar(person, ort)
+    assert avatar.enrolment == person.resolve()
+    torch_backend = TorchBackend(model)
+    rng = np.random.default_rng(0)
+    mel = rng.standard_normal((1, 6, 320)).astype(np.float32)
+    speaker = np.ones((1, 256), np.float32) / 16
+    reference = avatar.reference[None]
+    state = np.zeros(ort.a2l_state_shape(), np.float32)
+    got = ort.a2l(mel, speaker, reference, state, weights=avatar.enrolment)[0]
+    want = torch_backend.a2l(mel, speaker, reference, state, weights=avatar.enrolment)[0]
+    base = ort.a2l(mel, speaker, reference, state)[0]
+    assert np.abs(got - want).max() < 1e-3 * max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - base).max() > 10 * np.abs(got - want).max()  # the person's A2L, not the model's
+    # A model that shows L2V's picture (no mouth prior) would need the L2V adapter, which onnxruntime cannot apply.
+    plain = tmp_path / "plain"
+    export_model(tiny_model, plain, options=ExportOptions(threads=1, slim=False), log=_quiet)
+    with pytest.raises(InputError, match="--backend torch"):
+        load_avatar(person, OnnxRuntimeBackend(plain, threads=1))
