@@ -12,9 +12,11 @@ same face would be, by the median offset from rest to mean measured on the train
 **The interior atlas.** A warp of a closed mouth can only stretch lip skin across the opening, and L2V's painting,
 pulled towards the closed avatar it is conditioned on, fills it with lip- and skin-coloured blur. So the inside
 is drawn from the open mouths of the training clips, unrolled into a canonical grid between the inner lips
-(``unroll``), brightness-normalised by the skin around the mouth, and reduced to a per-pixel median in a few bins
-of opening. At run time the bin texture for the driving opening is rolled back onto the driving inner lips
-(``roll_onto``), lit by the avatar's skin luma and coloured by its chroma.
+(``unroll``) and brightness-normalised by the skin around the mouth: ``facecast train mouth`` keeps one real mouth,
+the most typical of the widest ones, with sharp upper and lower teeth (a per-pixel median over many people blurs
+them into pink), its deeper rows fading into a cavity colour. At run time the texture (one per bin of opening;
+the trainer writes one bin) is rolled back onto the driving inner lips (``roll_onto``), lit by the avatar's skin
+luma and coloured by its chroma.
 
 Canonical grid: two halves, one hanging from the upper inner lip and one rising from the lower; in each, ``rows``
 at fixed pixel depths from that lip (up to ``depth`` interocular distances) and ``cols`` from the left mouth

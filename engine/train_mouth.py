@@ -3,10 +3,13 @@
 No gradient descent, two statistics:
 - the rest offset: per clip, the pose-free talking mean (what A2L displaces) minus the mean of the clip's most
   closed mouths, in interocular distances; the median over clips;
-- the interior atlas: every sampled open mouth is unrolled into the canonical grid between its inner lips, divided
-  by its own skin level (so a dim clip and a bright one count alike), sorted by opening into bins of equal count,
-  and each bin keeps the per-pixel median (the median, not the mean, so one clip's tongue or lighting does not
-  smear over every mouth).
+- the interior atlas: every sampled open mouth is unrolled into the canonical grid between its inner lips and
+  divided by its own skin level (so a dim clip and a bright one count alike). Of the widest ``exemplar_share`` of
+  them, the atlas is the *medoid*: the one real mouth nearest the per-pixel median (mean absolute difference over
+  the pixels it has, plus the share of the grid it lacks). A per-pixel median of many people's mouths blurs their
+  teeth, tongue and lips into a pink band (the first atlas: docs/quality.md); one real, typical mouth keeps sharp
+  upper and lower teeth. Rows deeper than that mouth reaches fade into the cavity colour: the median over those
+  mouths of the mean of their darkest ``cavity_share`` of pixels.
 Held-out clips are never looked at.
 """
 
@@ -30,12 +33,17 @@ from .landmarks import mouth_opening as opening
 from .mouth_prior import LUMA, MOUTH_PRIOR_FILE, MouthPrior, skin_colour, unroll
 
 
+MIN_OPEN_MOUTHS = 40  # fewer open mouths than this give no typical one (nor a stable median) to pick from
+
+
 @dataclass(frozen=True)
 class MouthTrainConfig:
     rows: int = 16  # canonical grid: rows from each lip inwards
     cols: int = 48  # left corner to right corner
     depth: float = 0.12  # interocular distances the rows reach from each lip (half the widest common opening)
-    bins: int = 4  # bins of opening, equal counts
+    exemplar_share: float = 0.25  # the atlas is the medoid of the widest quarter of the open mouths
+    cavity_share: float = 0.1  # each mouth's darkest tenth of pixels is its cavity
+    cavity_fade_rows: int = 3  # rows over which the exemplar's deepest row fades into the cavity colour
     min_opening: float = 0.04  # opening ÷ interocular below which a mouth shows too little inside to learn from
     frame_stride: int = 3  # every 3rd frame (40 ms frames barely differ from their neighbours)
     max_per_clip: int = 60  # no one clip (one person's teeth) dominates a bin
@@ -69,14 +77,46 @@ def mouths_of(
     return np.asarray(openings, np.float32), np.stack(textures).astype(np.float32), np.stack(skins)
 
 
-def _fill_deep_rows(texture: np.ndarray) -> np.ndarray:
-    """(2, rows, cols, 3) with NaN where no mouth was that deep: each such pixel takes the row above it (towards the
-    lip it hangs from), so the deepest seen colour (the cavity) continues inwards."""
+def cavity_colour(textures: np.ndarray, share: float) -> np.ndarray:
+    """(3,) the median over mouths (N, 2, rows, cols, 3) of the mean colour of each one's darkest ``share`` of its
+    pixels (÷ skin luma, as the textures are)."""
+    darkest = []
+    for texture in textures:
+        px = texture.reshape(-1, 3)
+        px = px[np.isfinite(px).all(axis=1)]
+        if len(px):
+            k = max(1, int(len(px) * share))
+            darkest.append(px[np.argsort(px @ LUMA, kind="stable")[:k]].mean(axis=0))
+    return np.median(np.stack(darkest), axis=0).astype(np.float32)
+
+
+def medoid(textures: np.ndarray) -> int:
+    """Index of the mouth (N, 2, rows, cols, 3; NaN where it does not reach) nearest the per-pixel median: mean
+    absolute difference over the pixels it has, plus the share of the grid it lacks (so a mouth that shows the
+    whole grid is preferred to an equally typical one that shows a sliver)."""
+    with warnings.catch_warnings():  # a pixel no mouth reached is NaN in the median
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(textures, axis=0)
+        flat = np.abs(textures - median[None]).reshape(len(textures), -1)
+        error = np.nanmean(flat, axis=1)
+    lacking = np.isnan(flat).mean(axis=1)
+    return int(np.argmin(np.where(np.isfinite(error), error + lacking, np.inf)))
+
+
+def fill_deep_rows(texture: np.ndarray, cavity: np.ndarray, fade_rows: int) -> np.ndarray:
+    """(2, rows, cols, 3) with NaN where the mouth was not that deep: each such pixel fades from the deepest row its
+    column has towards ``cavity`` (3,) over ``fade_rows`` rows; a column with no row at all is cavity."""
     out = texture.copy()
-    for r in range(1, out.shape[1]):
-        missing = np.isnan(out[:, r])
-        out[:, r][missing] = out[:, r - 1][missing]
-    return np.nan_to_num(out, nan=0.0)
+    rows = out.shape[1]
+    for half in range(out.shape[0]):
+        for col in range(out.shape[2]):
+            have = np.flatnonzero(np.isfinite(out[half, :, col]).all(axis=-1))
+            last = have[-1] if len(have) else -1
+            edge = out[half, last, col] if len(have) else cavity
+            for r in range(last + 1, rows):
+                w = min(1.0, (r - last) / max(fade_rows, 1))
+                out[half, r, col] = (1 - w) * edge + w * cavity
+    return out
 
 
 def rest_offset_of(clip: Clip, tcfg: MouthTrainConfig) -> tuple[np.ndarray, float, float] | None:
@@ -106,26 +146,24 @@ def build_prior(
         if rest is not None:
             rests.append(rest)
     op, tex = np.concatenate(openings), np.concatenate(textures)
-    if len(op) < tcfg.bins * 10 or not rests:
+    if len(op) < MIN_OPEN_MOUTHS or not rests:
         raise FacecastError(
             f"only {len(op)} open mouths (opening ≥ {tcfg.min_opening} of the interocular distance) and "
             f"{len(rests)} clips of ≥ {tcfg.min_clip_frames} frames in {len(clips)} clips: the mouth prior needs "
-            f"at least {tcfg.bins * 10} and 1; add talking clips to the dataset."
+            f"at least {MIN_OPEN_MOUTHS} and 1; add talking clips to the dataset."
         )
-    order = np.argsort(op, kind="stable")
-    groups = np.array_split(order, tcfg.bins)
-    with warnings.catch_warnings():  # a pixel no mouth of a bin reached is NaN here and filled below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        medians = [np.nanmedian(tex[g], axis=0) for g in groups]
+    widest = np.argsort(op, kind="stable")[-max(1, int(round(len(op) * tcfg.exemplar_share))) :]
+    exemplar = tex[widest[medoid(tex[widest])]]
+    cavity = cavity_colour(tex[widest], tcfg.cavity_share)
     return MouthPrior(
         rest_offset=np.median(np.stack([r[0] for r in rests]), axis=0).astype(np.float32),
         rest_opening=float(np.median([r[1] for r in rests])),
         mean_opening=float(np.median([r[2] for r in rests])),
         rest_quantile=tcfg.rest_quantile,
-        textures=np.stack([_fill_deep_rows(m) for m in medians]).astype(np.float32),
+        textures=fill_deep_rows(exemplar, cavity, tcfg.cavity_fade_rows)[None],
         depth=tcfg.depth,
-        openings=np.array([np.median(op[g]) for g in groups], np.float32),
-        counts=np.array([len(g) for g in groups], np.int64),
+        openings=np.array([np.median(op[widest])], np.float32),
+        counts=np.array([len(widest)], np.int64),
         skin=np.median(np.concatenate(skins), axis=0).astype(np.float32),
     )
 
@@ -148,8 +186,8 @@ def train_mouth(
         "config": asdict(tcfg),
         "rest_opening": round(prior.rest_opening, 4),
         "mean_opening": round(prior.mean_opening, 4),
-        "bin_openings": [round(float(o), 4) for o in prior.openings],
-        "bin_counts": [int(c) for c in prior.counts],
+        "exemplar_pool": int(prior.counts[0]),  # the widest open mouths the atlas's mouth is the medoid of
+        "exemplar_pool_opening": round(float(prior.openings[0]), 4),  # their median opening
         "train_clips": [c.name for c in clips],
         "holdout": list(holdout),
     }

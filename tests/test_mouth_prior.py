@@ -27,7 +27,7 @@ from facecast.engine.mouth_prior import (
     unroll,
 )
 from facecast.engine.pipeline import LipSyncSession
-from facecast.engine.train_mouth import MouthTrainConfig, build_prior
+from facecast.engine.train_mouth import MouthTrainConfig, build_prior, fill_deep_rows, medoid
 
 LOWER_INNER = [65, 66, 67]
 
@@ -119,16 +119,30 @@ def _talking_clip(name: str, portrait, frames: int = 60, seed: int = 0) -> Clip:
 
 def test_the_prior_learns_a_dark_inside_and_the_rest_offset_from_talking_clips(portrait):
     clips = [_talking_clip(f"c{i}", portrait, seed=i) for i in range(3)]
-    tcfg = MouthTrainConfig(rows=8, cols=16, bins=3, frame_stride=1)
+    tcfg = MouthTrainConfig(rows=8, cols=16, frame_stride=1)
     prior = build_prior(clips, tcfg, FaceConfig(), L2VConfig())
-    assert prior.textures.shape == (3, 2, 8, 16, 3)
-    assert np.all(np.diff(prior.openings) > 0) and prior.counts.sum() > 30
-    assert not np.isnan(prior.textures).any()  # rows no mouth reached are filled from the rows above them
+    assert prior.textures.shape == (1, 2, 8, 16, 3)  # one real mouth, the medoid of the widest quarter
+    assert prior.counts[0] >= 10 and prior.openings[0] > 0.1
+    assert not np.isnan(prior.textures).any()  # rows that mouth does not reach fade into the cavity colour
     assert float(prior.textures[:, :, 1:, 4:-4].mean()) < 0.1  # the black inside, in units of the skin's level
     assert prior.skin @ LUMA == pytest.approx(1.0, abs=0.01)  # the faces' colour relative to their own luma (median)
     assert prior.rest_opening < prior.mean_opening  # the mean of a talking clip is more open than its rest
     offset_px = prior.rest_offset * float(interocular(portrait.landmarks[0]))
     assert offset_px[list(DRIVEN).index(66), 1] > 3.0  # the lower lip's middle sits lower in the talking mean
+
+
+def test_the_atlas_is_the_most_typical_real_mouth_and_fades_into_the_cavity():
+    rng = np.random.default_rng(0)
+    typical = rng.uniform(0.2, 1.0, (2, 4, 6, 3)).astype(np.float32)
+    mouths = np.stack([typical + rng.normal(0, s, typical.shape) for s in (0.3, 0.02, 0.3, 0.25)]).astype(np.float32)
+    assert medoid(mouths) == 1
+    shallow = mouths.copy()
+    shallow[1, :, 1:] = np.nan  # as typical where it shows, but it shows one row only: a mouth with more wins
+    assert medoid(shallow) != 1
+    cavity = np.array([0.3, 0.1, 0.1], np.float32)
+    filled = fill_deep_rows(shallow[1], cavity, fade_rows=2)
+    assert np.array_equal(filled[:, 0], shallow[1][:, 0])
+    assert np.allclose(filled[:, 1], (shallow[1][:, 0] + cavity) / 2) and np.allclose(filled[:, 2:], cavity)
 
 
 def test_too_few_open_mouths_is_an_error_that_says_what_to_add(portrait):

@@ -76,9 +76,10 @@ def render_mouth_prior(model_dir: Path) -> list[str]:
         f"`facecast train mouth`, {s['seconds']} s on the CPU, no gradient descent): from {len(s['train_clips'])} "
         f"training clips, (1) the offset from a mouth at rest (opening {s['rest_opening']}) to a talking mean "
         f"({s['mean_opening']}), which a still avatar's reference gets before A2L displaces it; (2) an interior "
-        f"atlas: per-pixel medians of {sum(s['bin_counts'])} real open mouths unrolled between the inner lips, in "
-        f"{len(s['bin_counts'])} bins of opening {s['bin_openings']} (interocular units), painted inside the lips "
-        "where the warp's source shows no opening",
+        f"atlas: one real open mouth unrolled between its inner lips, the most typical (medoid) of the "
+        f"{s['exemplar_pool']} widest training mouths (median opening {s['exemplar_pool_opening']} interocular), "
+        "its deeper rows fading into the cavity colour, painted inside the lips where the warp's source shows no "
+        "opening",
     ]
 
 
