@@ -204,7 +204,7 @@ def graph_modules(model_dir: Path, cfg: ModelConfig) -> dict[str, torch.nn.Modul
 
 
 def _ort_session(path: Path, threads: int | None = None) -> Any:  # onnxruntime.InferenceSession
-    from .onnxruntime_backend import import_onnxruntime, session_options
+    from .ort_session import import_onnxruntime, session_options
 
     ort = import_onnxruntime()
     return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from facecast.engine import checkpoint
+from facecast.engine.adapters import enrolled_a2l, l2v_hash, merged_l2v
 from facecast.engine.avatar import model_hash
 from facecast.engine.backend import Weights
 from facecast.engine.config import ModelConfig
@@ -43,8 +44,6 @@ class TorchBackend:
         """Make calls with ``weights=bundle`` run its L2V (the model's L2V with the bundle's adapter merged, a copy)
         and A2L (its own, or a copy of the model's at the person's motion gain). The model's own weights, the calls
         that name other weights, and the files are never changed. Loads once per bundle."""
-        from facecast.engine.enroll import enrolled_a2l, l2v_hash, merged_l2v
-
         key = Path(bundle).resolve()
         if key not in self._enrolled:
             l2v = merged_l2v(self.l2v, key, l2v_hash(self.model_dir)).to(self.device, self.dtype)

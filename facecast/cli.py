@@ -21,8 +21,7 @@ from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import FacecastError
 from facecast.export.backends import BACKENDS
-from facecast.streaming.config import LiveConfig, ServerConfig
-from facecast.streaming.livekit_worker import AVATAR_IDENTITY
+from facecast.streaming.config import AVATAR_IDENTITY, LiveConfig, ServerConfig
 
 console = Console(stderr=True)  # progress to stderr, so stdout carries only the result
 

@@ -14,9 +14,10 @@ from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.engine import enroll as enroll_module
 from facecast.engine import media
+from facecast.engine.adapters import A2L_FILE, ADAPTER_CONFIG_FILE
 from facecast.engine.avatar import ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
-from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, EnrollConfig, enroll, enrolled_motion_gain
+from facecast.engine.enroll import EnrollConfig, enroll, enrolled_motion_gain
 from facecast.engine.errors import AudioError, FaceError, InputError
 
 # A few steps at a high rate: enough to move the adapter off zero, fast enough for CI.
@@ -196,7 +197,7 @@ def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Pat
 
 
 def test_calibration_off_keeps_the_base_a2l(video: Path, tiny_model: Path, tmp_path: Path) -> None:
-    from facecast.engine.enroll import enrolled_a2l
+    from facecast.engine.adapters import enrolled_a2l
     from facecast.export.torch_backend import TorchBackend
 
     off = dataclasses.replace(TINY, a2l_steps=0, max_steps=1, calibrate_a2l_motion=False)
