@@ -35,45 +35,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from facecast.engine.pipeline import SKIPPED, Frame
 
-from ..clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock
+from ..clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock, VirtualClock
 from ..config import ServerConfig
 from ..live import EngineObserver, LiveEngine, OutputFrame
 from ..mixer import SourceBuffer
 from ..webrtc import EngineVideoTrack, Peers, video_frame
 
 Timer = Callable[[], float]
-
-# ------------------------------------------------------------------------------------------ virtual time
-
-
-class VirtualClock:
-    """Time that moves only when told (``--fast``): compute takes no time on it, so the talker is fed exactly as
-    fast as the engine consumes it and the run measures raw throughput on the wall clock."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep_until(self, t: float) -> None:
-        if self.t >= t - 1e-9:
-            await asyncio.sleep(0)  # yield like a real clock does, even when already due
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._sleepers.append((t, fut))
-        await fut
-
-    def advance_to(self, t: float) -> None:
-        """Event loop thread only: move time forward and wake every sleeper that is due."""
-        self.t = max(self.t, t)
-        due = [f for when, f in self._sleepers if when <= self.t + 1e-9]
-        self._sleepers = [(when, f) for when, f in self._sleepers if when > self.t + 1e-9]
-        for f in due:
-            if not f.done():
-                f.set_result(None)
-
 
 # ------------------------------------------------------------------------------------------ what a run records
 
