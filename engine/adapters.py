@@ -28,7 +28,7 @@ ATTENTION = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.
 LORA_TARGETS = (*ATTENTION, "conv1", "conv2")
 
 
-def lora_config(rank: int, alpha: float):  # noqa: ANN201 - a peft.LoraConfig
+def lora_config(rank: int, alpha: float):  # a peft.LoraConfig
     from peft import LoraConfig
 
     return LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LORA_TARGETS), lora_dropout=0.0)

@@ -104,7 +104,7 @@ def dynamic_axes(graph: str) -> dict[str, dict[int, str]]:
 
 
 def decode_rows(cfg: ModelConfig) -> tuple[int, int]:
-    """(first latent row, number of rows) that engine.pipeline.compose_lower_face decodes."""
+    """(first latent row, number of rows) that engine.batching.decode_lower_faces decodes."""
     latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
     top = max(0, cfg.l2v.mask_top_px * latent_px // cfg.face.crop_px - cfg.l2v.decode_margin_rows)
     return top, latent_px - top
@@ -160,7 +160,7 @@ class _A2LStep(torch.nn.Module):
         super().__init__()
         self.a2l = a2l
 
-    def forward(self, mel, speaker, reference, state):  # noqa: ANN001, ANN201
+    def forward(self, mel, speaker, reference, state):
         return self.a2l(mel, speaker, reference, state)
 
 
@@ -169,12 +169,12 @@ class _Decode(torch.nn.Module):
         super().__init__()
         self.codec = codec
 
-    def forward(self, latents):  # noqa: ANN001, ANN201
+    def forward(self, latents):
         return self.codec.decode(latents)
 
 
 class _Encode(_Decode):
-    def forward(self, images):  # noqa: ANN001, ANN201
+    def forward(self, images):
         return self.codec.encode(images)
 
 
@@ -185,7 +185,7 @@ class _Half(torch.nn.Module):
         super().__init__()
         self.inner = inner.half()
 
-    def forward(self, *xs):  # noqa: ANN002, ANN201
+    def forward(self, *xs):
         out = self.inner(*[x.half() if x.is_floating_point() else x for x in xs])
         return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
 

@@ -7,13 +7,14 @@ parity check and ``facecast bench models``; it imports no backend, so none of th
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 from facecast.engine.errors import DependencyError
 
 
-def import_onnxruntime():  # noqa: ANN201 - the onnxruntime module
+def import_onnxruntime():  # the onnxruntime module
     try:
         import onnxruntime
     except ImportError as e:
@@ -26,27 +27,7 @@ def import_onnxruntime():  # noqa: ANN201 - the onnxruntime module
 
 def physical_cores() -> int:
     """Physical cores: hyper-threads share one core's FPUs, so more intra-op threads than cores only adds contention."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-        if n:
-            return int(n)
-    except ImportError:
-        pass
-    try:  # Linux without psutil: count distinct (physical id, core id) pairs
-        cores, phys = set(), "0"
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "physical id":
-                phys = value.strip()
-            elif key.strip() == "core id":
-                cores.add((phys, value.strip()))
-        if cores:
-            return min(len(cores), os.cpu_count() or len(cores))
-    except OSError:
-        pass
-    return os.cpu_count() or 1
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def session_options(threads: int | None = None) -> Any:  # onnxruntime.SessionOptions

@@ -69,7 +69,7 @@ class TorchBackend:
         return x.float().cpu().numpy()
 
     @torch.inference_mode()
-    def a2l(self, mel_frames, speaker, reference_px, state, weights=None):  # noqa: ANN001, ANN201 - engine.backend
+    def a2l(self, mel_frames, speaker, reference_px, state, weights=None):  # see engine.backend.Backend
         a2l = self.networks(weights)[0]
         disp, state = a2l(self._t(mel_frames), self._t(speaker), self._t(reference_px), self._t(state))
         return self._np(disp), self._np(state)
@@ -81,7 +81,7 @@ class TorchBackend:
         return self._np(self.speech_net(self._t(mel)))
 
     @torch.inference_mode()
-    def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window, weights=None):  # noqa: ANN001, ANN201
+    def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window, weights=None):
         out = self.networks(weights)[1](
             self._t(noisy),
             self._t(timestep),
