@@ -288,10 +288,10 @@ def test_speaker_embedding_comes_from_the_first_two_seconds_of_speech(backend, p
         buf = engine.open_source("talker", live=False)
         buf.write(speech_like(1.5, seed=1))
         await tick_lockstep(engine, clock, 30)
-        before = engine._session.speaker.copy()
+        before = engine.runner.session.speaker.copy()
         buf.write(speech_like(1.5, seed=2))
         await tick_lockstep(engine, clock, 60)
-        after = engine._session.speaker.copy()
+        after = engine.runner.session.speaker.copy()
         await engine.stop()
         return before, after, engine.stats()
 
@@ -342,7 +342,7 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
             for _ in range(20_000):  # bounded: a hang fails the test instead of blocking the run
                 await asyncio.sleep(0.0005)
                 due = engine.frames.frame_at(clock.now()) + 1
-                worker_quiet = engine._backlog == 0 or clock.blocked == 1
+                worker_quiet = engine.jobs.backlog == 0 or clock.blocked == 1
                 if engine.counters.ticks >= due and worker_quiet:
                     break
             else:
@@ -391,7 +391,7 @@ def test_an_engine_that_waits_for_its_model_renders_and_shows_every_frame(backen
                     await asyncio.sleep(0.0005)
                     due = engine.frames.frame_at(clock.now()) + 1
                     # settled: the model computes (blocked on virtual time), or it is idle and every due tick ran
-                    if clock.blocked == 1 or (engine._backlog == 0 and engine.counters.ticks >= due):
+                    if clock.blocked == 1 or (engine.jobs.backlog == 0 and engine.counters.ticks >= due):
                         break
                 else:
                     raise AssertionError("the engine did not settle")
