@@ -146,7 +146,8 @@ class Run:
 class FrameWork:
     """B sessions' frame: ``steps`` DDIM steps of L2V (upper rows kept clean) + decode of the lower latent rows.
 
-    The same arithmetic as ``LipSyncSession.render`` + ``compose_lower_face``, as torch ops on the device.
+    The same arithmetic as ``LipSyncSession.render`` + ``decode_lower_faces`` + ``lay_lower_face``, as torch ops on
+    the device.
     """
 
     def __init__(self, l2v: Any, codec: Any, schedule: Any, row: int, top: int) -> None:

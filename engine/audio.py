@@ -14,24 +14,16 @@ from .errors import AudioError
 
 
 def mel_filterbank(cfg: AudioConfig) -> np.ndarray:
-    """Slaney-style triangular mel filters, shape (n_mels, n_fft // 2 + 1)."""
+    """Triangular mel filters on the HTK mel scale with Slaney's equal-area norm, shape (n_mels, n_fft // 2 + 1).
 
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        return 2595.0 * np.log10(1.0 + f / 700.0)
+    librosa is imported here, not with the module: it takes a second or more to import, and the runtime needs it
+    only once a session makes features (Resemblyzer's speaker mels import it too)."""
+    import librosa.filters
 
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
-    fft_hz = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
-    edges_hz = mel_to_hz(
-        np.linspace(hz_to_mel(np.array(cfg.fmin_hz)), hz_to_mel(np.array(cfg.fmax_hz)), cfg.n_mels + 2)
-    )
-    lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
-    rising = (fft_hz[None] - lower) / (centre - lower)
-    falling = (upper - fft_hz[None]) / (upper - centre)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= 2.0 / (upper - lower)  # equal area per filter
-    return weights.astype(np.float32)
+    return librosa.filters.mel(
+        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz,
+        htk=True, norm="slaney", dtype=np.float32,
+    )  # fmt: skip
 
 
 class MelExtractor:

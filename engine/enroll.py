@@ -25,7 +25,6 @@ which is renamed to BUNDLE when the adapter is written. ``resume=True`` continue
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import time
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, face, media
+from .adapters import A2L_FILE, ADAPTER_CONFIG_FILE, LORA_TARGETS, add_adapter, l2v_hash
 from .audio import check_speech
 from .avatar import (
     ADAPTER_FILE,
@@ -65,14 +65,7 @@ from .train import (
 from .training_latents import torch_encoder
 from .warp import most_closed_frame
 
-ADAPTER_CONFIG_FILE = "l2v_lora.json"
-A2L_FILE = "a2l.safetensors"  # the person's A2L: small (250 kB), so it is stored whole
 RUN_PART = "l2v_lora"  # train_loop's run folders: BUNDLE.partial/runs/l2v_lora/ and runs/a2l/
-
-# Which UNet layers get adapters: attention projections, the transformer feed-forward and the ResNet convs.
-# The non-UNet parts of L2V (token encoders, the prior bottleneck) stay as trained on many people.
-ATTENTION = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
-LORA_TARGETS = (*ATTENTION, "conv1", "conv2")
 
 # Bad-input thresholds, measured with `python3 benchmarks/enroll_thresholds.py --seconds 20` on 12 single-person
 # clips of ../shared/data/clips (first 20 s of each; dlib) and on 54 spliced pairs (clip A's first half + clip B's
@@ -299,20 +292,7 @@ def read_enrol_video(
 
 
 # ---------------------------------------------------------------------------------------------- adapters
-
-
-def lora_config(rank: int, alpha: float):  # noqa: ANN201 - a peft.LoraConfig
-    from peft import LoraConfig
-
-    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LORA_TARGETS), lora_dropout=0.0)
-
-
-def add_adapter(l2v: torch.nn.Module, rank: int, alpha: float) -> torch.nn.Module:
-    """Put fresh LoRA adapters on L2V's UNet (in place) and leave only them trainable."""
-    l2v.unet.add_adapter(lora_config(rank, alpha))
-    for name, p in l2v.named_parameters():
-        p.requires_grad_("lora_" in name)
-    return l2v
+# (loading a bundle's adapter is runtime code: engine/adapters.py)
 
 
 def save_adapter(l2v: torch.nn.Module, folder: Path, rank: int, alpha: float, base_hash: str) -> None:
@@ -323,51 +303,6 @@ def save_adapter(l2v: torch.nn.Module, folder: Path, rank: int, alpha: float, ba
     save_file(weights, str(Path(folder) / ADAPTER_FILE))
     config = {"rank": rank, "alpha": alpha, "target_modules": list(LORA_TARGETS), "base_l2v_hash": base_hash}
     (Path(folder) / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
-
-
-def l2v_hash(model_dir: Path) -> str:
-    return checkpoint.file_hash(Path(model_dir) / "l2v.safetensors")
-
-
-def merged_l2v(base: torch.nn.Module, bundle: Path, base_hash: str | None = None) -> torch.nn.Module:
-    """A copy of ``base`` (an L2V) with the bundle's adapter merged into its weights: a plain L2V, as fast as the
-    base. ``base`` itself is not touched (other sessions may share it)."""
-    from peft import set_peft_model_state_dict
-    from peft.tuners.tuners_utils import BaseTunerLayer
-    from safetensors.torch import load_file
-
-    bundle = Path(bundle)
-    config = json.loads((bundle / ADAPTER_CONFIG_FILE).read_text())
-    if base_hash is not None and config.get("base_l2v_hash") != base_hash:
-        raise InputError(
-            f"{bundle} was enrolled on another model (L2V {config.get('base_l2v_hash')}, this one {base_hash}): "
-            f"enrol again with this model, or pass the --model it was enrolled with."
-        )
-    work = add_adapter(copy.deepcopy(base).float().cpu(), config["rank"], config["alpha"])
-    set_peft_model_state_dict(work.unet, load_file(str(bundle / ADAPTER_FILE)))
-    for module in work.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.merge()  # base weight += scale * B @ A
-    merged = {k.replace(".base_layer", ""): v for k, v in work.state_dict().items() if "lora_" not in k}
-    out = copy.deepcopy(base).float().cpu()
-    out.load_state_dict(merged)
-    return out.eval()
-
-
-def enrolled_a2l(bundle: Path, cfg: ModelConfig, base: torch.nn.Module) -> torch.nn.Module | None:
-    """The A2L an enrolled bundle runs, at the motion gain measured on the person's video: the bundle's own A2L
-    (``a2l_steps`` > 0), else a copy of ``base`` (the loaded model's A2L, not touched) at the measured gain; None
-    when the bundle has neither (the base runs as it is)."""
-    bundle = Path(bundle)
-    gain = json.loads((bundle / "meta.json").read_text()).get("enrolment", {}).get("a2l_motion_gain")
-    if (bundle / A2L_FILE).is_file():
-        a2l = checkpoint.load_part(bundle, "a2l", cfg)  # A2L_FILE is the part's own file name
-    elif gain is not None:
-        a2l = copy.deepcopy(base)
-    else:
-        return None
-    a2l.cfg = replace(cfg.a2l, motion_gain=gain)
-    return a2l.eval()
 
 
 def enrolled_motion_gain(person_gain: float, model_gain: float, rule: str) -> float:

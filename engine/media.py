@@ -29,20 +29,6 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
-def resample_audio(samples: np.ndarray, rate_hz: int, target_hz: int) -> np.ndarray:
-    """Resample mono float32 audio with FFmpeg's resampler (through PyAV)."""
-    if rate_hz == target_hz:
-        return samples.astype(np.float32, copy=False)
-    if rate_hz <= 0:
-        raise AudioError(f"invalid sample rate {rate_hz} Hz: give audio with a positive sample rate.")
-    frame = av.AudioFrame.from_ndarray(samples.astype(np.float32)[None, :], format="flt", layout="mono")
-    frame.sample_rate = rate_hz
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=target_hz)
-    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-
-
 def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio (or the audio track of a video) to mono float32 at ``sample_rate``. Shape (samples,)."""
     path = _require_file(path, "audio")

@@ -453,10 +453,3 @@ def lay_lower_face(cfg: ModelConfig, base_crop: np.ndarray, lower_face: np.ndarr
     y0 = decode_top_row(cfg, row) * cfg.autoencoder.downscale
     out[y0:] = lower_face[: cfg.face.crop_px - y0]
     return out
-
-
-def compose_lower_face(
-    backend: Backend, cfg: ModelConfig, base_crop: np.ndarray, latent: np.ndarray, row: int
-) -> np.ndarray:
-    """Decode the latent rows from ``row`` (minus a margin) down and lay them over ``base_crop`` (256, 256, 3)."""
-    return lay_lower_face(cfg, base_crop, decode_lower_faces(backend, latent, row)[0], row)

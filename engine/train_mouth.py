@@ -32,7 +32,6 @@ from .landmarks import DRIVEN, interocular, register_to
 from .landmarks import mouth_opening as opening
 from .mouth_prior import LUMA, MOUTH_PRIOR_FILE, MouthPrior, skin_colour, unroll
 
-
 MIN_OPEN_MOUTHS = 40  # fewer open mouths than this give no typical one (nor a stable median) to pick from
 
 

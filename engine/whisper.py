@@ -183,7 +183,7 @@ def load_config_speech(model_dir: Path) -> SpeechEncoderConfig:
     return ModelConfig.load(path).speech if path.is_file() else SpeechEncoderConfig()
 
 
-def load_speech_encoder(model_dir: Path, cfg: SpeechEncoderConfig):  # noqa: ANN201 - torch module, torch imported late
+def load_speech_encoder(model_dir: Path, cfg: SpeechEncoderConfig):  # torch module, torch imported late
     """The torch ``SpeechEncoder`` of a model folder, in float32."""
     import torch
     from safetensors.torch import load_file
@@ -336,7 +336,7 @@ def clip_features(audio_16k: np.ndarray, cfg: SpeechEncoderConfig, encode: Encod
     return np.concatenate([stream.push(audio_16k), stream.flush()])
 
 
-def torch_encode(module) -> Encode:  # noqa: ANN001 - a SpeechEncoder; torch is imported by the caller
+def torch_encode(module) -> Encode:  # a SpeechEncoder; torch is imported by the caller
     """An ``Encode`` running a torch ``SpeechEncoder`` without gradients."""
     import torch
 

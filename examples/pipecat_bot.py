@@ -89,12 +89,12 @@ async def bot(runner_args: RunnerArguments) -> None:
     task = PipelineWorker(pipeline, params=PipelineParams(enable_metrics=True))
 
     @transport.event_handler("on_client_connected")
-    async def on_client_connected(transport, client):  # noqa: ANN001
+    async def on_client_connected(transport, client):
         context.add_message({"role": "user", "content": "Say hello."})
         await task.queue_frames([LLMRunFrame()])
 
     @transport.event_handler("on_client_disconnected")
-    async def on_client_disconnected(transport, client):  # noqa: ANN001
+    async def on_client_disconnected(transport, client):
         await task.cancel()
 
     try:

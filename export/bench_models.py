@@ -57,7 +57,7 @@ def unavailable_reason(name: str) -> str | None:
         return None
     if name == "onnxruntime":
         try:
-            from .onnxruntime_backend import import_onnxruntime
+            from .ort_session import import_onnxruntime
 
             import_onnxruntime()
         except DependencyError as e:
@@ -222,7 +222,7 @@ def _run(
 
 
 def _ort_threads() -> int:
-    from .onnxruntime_backend import physical_cores
+    from .ort_session import physical_cores
 
     return physical_cores()
 

@@ -22,6 +22,7 @@ from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
 from facecast.engine.speaker import resemblyzer_partials
 
 from .manifest import BATCH_AXES, CONFIG, SPEECH_GRAPH, Manifest, TensorSpec, load_manifest
+from .ort_session import import_onnxruntime, session_options
 
 log = logging.getLogger("facecast.export")
 
@@ -101,8 +102,6 @@ class GraphBackend:
             log.warning("%s has no %s.onnx (an older export): Resemblyzer runs in torch", self.export_dir, "speaker")
             return resemblyzer_partials()(mels)
         if self._speaker_session is None:  # a few calls per talker: CPU, one thread, beside the rest
-            from .onnxruntime_backend import import_onnxruntime, session_options
-
             ort = import_onnxruntime()
             path = str(self.export_dir / spec.file)
             self._speaker_session = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])
@@ -117,8 +116,6 @@ class GraphBackend:
                 "again with `facecast export`."
             )
         if self._speech_session is None:  # one window per session every few frames: CPU, one thread, as speaker's
-            from .onnxruntime_backend import import_onnxruntime, session_options
-
             ort = import_onnxruntime()
             path = str(self.export_dir / spec.file)
             self._speech_session = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])

@@ -107,7 +107,7 @@ def dynamic_axes(graph: str) -> dict[str, dict[int, str]]:
 
 
 def decode_rows(cfg: ModelConfig) -> tuple[int, int]:
-    """(first latent row, number of rows) that engine.pipeline.compose_lower_face decodes."""
+    """(first latent row, number of rows) that engine.batching.decode_lower_faces decodes."""
     latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
     top = max(0, cfg.l2v.mask_top_px * latent_px // cfg.face.crop_px - cfg.l2v.decode_margin_rows)
     return top, latent_px - top
@@ -163,7 +163,7 @@ class _A2LStep(torch.nn.Module):
         super().__init__()
         self.a2l = a2l
 
-    def forward(self, mel, speaker, reference, state):  # noqa: ANN001, ANN201
+    def forward(self, mel, speaker, reference, state):
         return self.a2l(mel, speaker, reference, state)
 
 
@@ -172,12 +172,12 @@ class _Decode(torch.nn.Module):
         super().__init__()
         self.codec = codec
 
-    def forward(self, latents):  # noqa: ANN001, ANN201
+    def forward(self, latents):
         return self.codec.decode(latents)
 
 
 class _Encode(_Decode):
-    def forward(self, images):  # noqa: ANN001, ANN201
+    def forward(self, images):
         return self.codec.encode(images)
 
 
@@ -188,7 +188,7 @@ class _Half(torch.nn.Module):
         super().__init__()
         self.inner = inner.half()
 
-    def forward(self, *xs):  # noqa: ANN002, ANN201
+    def forward(self, *xs):
         out = self.inner(*[x.half() if x.is_floating_point() else x for x in xs])
         return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
 
@@ -207,7 +207,7 @@ def graph_modules(model_dir: Path, cfg: ModelConfig) -> dict[str, torch.nn.Modul
 
 
 def _ort_session(path: Path, threads: int | None = None) -> Any:  # onnxruntime.InferenceSession
-    from .onnxruntime_backend import import_onnxruntime, session_options
+    from .ort_session import import_onnxruntime, session_options
 
     ort = import_onnxruntime()
     return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
@@ -460,7 +460,7 @@ def export_enrolled_a2l(bundle: Path, model_dir: Path, options: ExportOptions = 
     enrolled_a2l``) as ``ENROLLED_A2L_GRAPH`` in the bundle, any batch, float32, checked against torch as the
     model's a2l_step is; ``ENROLLED_A2L_INFO`` records the model's A2L it was made from. None (nothing written)
     for a bundle that runs the model's A2L as it is. ``model_dir``: the model the bundle was enrolled with."""
-    from facecast.engine.enroll import enrolled_a2l
+    from facecast.engine.adapters import enrolled_a2l
 
     bundle, model_dir = Path(bundle), Path(model_dir)
     if not (bundle / "meta.json").is_file():

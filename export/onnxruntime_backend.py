@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,58 +14,10 @@ from facecast.engine.errors import DependencyError
 
 from .graph_backend import GraphBackend
 from .manifest import ENROLLED_A2L_GRAPH, ENROLLED_A2L_INFO, GRAPHS, Manifest
+from .ort_session import import_onnxruntime, session_options
 from .tensorrt_backend import default_cache_dir
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-def import_onnxruntime():  # noqa: ANN201 - the onnxruntime module
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise DependencyError(
-            "the onnxruntime backend needs ONNX Runtime: pip install onnxruntime "
-            "(or onnxruntime-gpu, `pip install 'facecast[gpu]'`, for CUDA and TensorRT)."
-        ) from e
-    return onnxruntime
-
-
-def physical_cores() -> int:
-    """Physical cores: hyper-threads share one core's FPUs, so more intra-op threads than cores only adds contention."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-        if n:
-            return int(n)
-    except ImportError:
-        pass
-    try:  # Linux without psutil: count distinct (physical id, core id) pairs
-        cores, phys = set(), "0"
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "physical id":
-                phys = value.strip()
-            elif key.strip() == "core id":
-                cores.add((phys, value.strip()))
-        if cores:
-            return min(len(cores), os.cpu_count() or len(cores))
-    except OSError:
-        pass
-    return os.cpu_count() or 1
-
-
-def session_options(threads: int | None = None) -> Any:  # onnxruntime.SessionOptions
-    ort = import_onnxruntime()
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # our graphs are chains: parallel branches don't pay
-    so.intra_op_num_threads = threads or physical_cores()
-    so.inter_op_num_threads = 1
-    # Four sessions (a2l, unet, decode, encode) run one after another per frame; each has its own thread pool,
-    # and threads that spin-wait after their call steal the cores from the next session's call.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return so
 
 
 def choose_providers(requested: Sequence[str] | None = None, available: Sequence[str] | None = None) -> list[str]:

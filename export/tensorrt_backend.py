@@ -68,7 +68,7 @@ def profile_shapes(
     }
 
 
-def import_tensorrt():  # noqa: ANN201 - the tensorrt module
+def import_tensorrt():  # the tensorrt module
     try:
         import tensorrt
     except ImportError as e:

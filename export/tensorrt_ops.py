@@ -55,7 +55,7 @@ class OpSupport:
         }
 
 
-def _nodes(graph: onnx.GraphProto):  # noqa: ANN202 - a generator of onnx.NodeProto
+def _nodes(graph: onnx.GraphProto):  # a generator of onnx.NodeProto
     for node in graph.node:
         yield node
         for attr in node.attribute:  # If / Loop / Scan bodies are graphs too

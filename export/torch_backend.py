@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from facecast.engine import checkpoint
+from facecast.engine.adapters import enrolled_a2l, l2v_hash, merged_l2v
 from facecast.engine.avatar import model_hash
 from facecast.engine.backend import Weights
 from facecast.engine.config import ModelConfig
@@ -43,8 +44,6 @@ class TorchBackend:
         """Make calls with ``weights=bundle`` run its L2V (the model's L2V with the bundle's adapter merged, a copy)
         and A2L (its own, or a copy of the model's at the person's motion gain). The model's own weights, the calls
         that name other weights, and the files are never changed. Loads once per bundle."""
-        from facecast.engine.enroll import enrolled_a2l, l2v_hash, merged_l2v
-
         key = Path(bundle).resolve()
         if key not in self._enrolled:
             l2v = merged_l2v(self.l2v, key, l2v_hash(self.model_dir)).to(self.device, self.dtype)
@@ -70,7 +69,7 @@ class TorchBackend:
         return x.float().cpu().numpy()
 
     @torch.inference_mode()
-    def a2l(self, mel_frames, speaker, reference_px, state, weights=None):  # noqa: ANN001, ANN201 - engine.backend
+    def a2l(self, mel_frames, speaker, reference_px, state, weights=None):  # see engine.backend.Backend
         a2l = self.networks(weights)[0]
         disp, state = a2l(self._t(mel_frames), self._t(speaker), self._t(reference_px), self._t(state))
         return self._np(disp), self._np(state)
@@ -82,7 +81,7 @@ class TorchBackend:
         return self._np(self.speech_net(self._t(mel)))
 
     @torch.inference_mode()
-    def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window, weights=None):  # noqa: ANN001, ANN201
+    def denoise(self, noisy, timestep, masked, identity, previous, heatmaps, driven_px, mel_window, weights=None):
         out = self.networks(weights)[1](
             self._t(noisy),
             self._t(timestep),

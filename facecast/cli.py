@@ -21,8 +21,7 @@ from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import FacecastError, InputError
 from facecast.export.backends import BACKENDS
-from facecast.streaming.config import LiveConfig, ServerConfig
-from facecast.streaming.livekit_worker import AVATAR_IDENTITY
+from facecast.streaming.config import AVATAR_IDENTITY, LiveConfig, ServerConfig
 
 console = Console(stderr=True)  # progress to stderr, so stdout carries only the result
 
@@ -83,13 +82,13 @@ def _progress() -> Progress:
     )
 
 
-def _backend(name: str, model_dir: Path, device: str = "cpu"):  # noqa: ANN202 - returns a engine.backend.Backend
+def _backend(name: str, model_dir: Path, device: str = "cpu"):  # an engine.backend.Backend
     from facecast.export.backends import load_backend
 
     return load_backend(name, Path(model_dir), device=device)
 
 
-def _avatar(args: argparse.Namespace, backend):  # noqa: ANN001, ANN202 - engine.backend.Backend -> Avatar
+def _avatar(args: argparse.Namespace, backend):  # engine.backend.Backend -> Avatar
     """--avatar as a bundle, or a portrait / idle video prepared with --face-backend (made only then)."""
     from facecast.engine import face
     from facecast.engine.avatar import load_avatar

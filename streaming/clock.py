@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +32,63 @@ class MonotonicClock:
     async def sleep_until(self, t: float) -> None:
         # Always yields, even when already late, so a ticker catching up cannot starve the event loop.
         await asyncio.sleep(max(0.0, t - self.now()))
+
+
+class VirtualClock:
+    """Time that moves only when told (``advance_to``): ``facecast bench stream --fast`` and the tests. Compute takes
+    no time on it unless a stand-in model says so: a worker thread calls ``block_for`` and returns once that much
+    virtual time has passed, so a run is the same at any machine speed."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._cond = threading.Condition()
+        self._waiting: list[float] = []  # until when each thread in block_for waits
+        self.released = False
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t: float) -> None:
+        if self.t >= t - 1e-9:
+            await asyncio.sleep(0)  # yield like a real clock does, even when already due
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._sleepers.append((t, fut))
+        await fut
+
+    def advance_to(self, t: float) -> None:
+        """Move time forward, wake the threads in ``block_for`` that are due and (event loop thread only, or
+        with no coroutine sleeping) every sleeper that is due."""
+        with self._cond:
+            self.t = max(self.t, t)
+            self._cond.notify_all()
+        due = [f for when, f in self._sleepers if when <= self.t + 1e-9]
+        self._sleepers = [(when, f) for when, f in self._sleepers if when > self.t + 1e-9]
+        for f in due:
+            if not f.done():
+                f.set_result(None)
+
+    def block_for(self, seconds: float) -> None:
+        """Called from a worker thread standing in for compute: return once ``seconds`` of virtual time passed."""
+        with self._cond:
+            until = self.t + seconds
+            self._waiting.append(until)
+            self._cond.wait_for(lambda: self.t >= until - 1e-9 or self.released)
+            self._waiting.remove(until)
+
+    @property
+    def blocked(self) -> int:
+        """Threads in ``block_for`` still waiting for a later time. One whose time has come counts as running from
+        that moment, before it even wakes up, so a driver cannot move time again under it."""
+        with self._cond:
+            return sum(until > self.t + 1e-9 for until in self._waiting)
+
+    def release(self) -> None:
+        """Let every thread in ``block_for`` return at once, so that an engine can stop."""
+        with self._cond:
+            self.released = True
+            self._cond.notify_all()
 
 
 @dataclass(frozen=True)

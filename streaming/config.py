@@ -8,6 +8,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+# `facecast livekit-worker`'s participant identity (LiveKitAvatarConfig's default too): here, so that the CLI has it
+# without the livekit extra and neither LiveKit module imports the other for it.
+AVATAR_IDENTITY = "facecast-avatar"
+
 
 @dataclass(frozen=True)
 class LiveConfig:

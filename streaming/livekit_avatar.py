@@ -39,8 +39,8 @@ from livekit.agents.voice.avatar import (
 from facecast.engine.errors import InputError
 
 from .clock import AUDIO_OUT_HZ
+from .config import AVATAR_IDENTITY
 from .live import LiveEngine, OutputFrame
-from .livekit_worker import AVATAR_IDENTITY
 from .sources import SAMPLE_RATE
 from .voice_agent import AgentSpeech, SoundGate
 

@@ -10,9 +10,7 @@ from pathlib import Path
 
 from facecast.engine.errors import InputError
 
-from .config import LiveConfig
-
-AVATAR_IDENTITY = "facecast-avatar"  # the worker's participant identity (LiveKitAvatarConfig's default too)
+from .config import AVATAR_IDENTITY, LiveConfig
 
 
 def run_livekit_worker(

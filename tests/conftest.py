@@ -114,12 +114,13 @@ def wall_clock_engine(backend, portrait, **config):
 
 
 @pytest.fixture
-def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+def loopback_ice():
     """ICE candidates on 127.0.0.1 only: aioice leaves loopback out by default, and tests must not use the other
-    addresses of this machine."""
-    import aioice.ice
+    addresses of this machine. The same patch ``facecast bench stream`` runs under."""
+    from facecast.streaming.benchmark.measured_run import loopback_ice as loopback_only
 
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    with loopback_only():
+        yield
 
 
 async def until(condition, what: str, wait_s: float = WAIT_S, poll_s: float = 0.02) -> None:

@@ -19,6 +19,35 @@ def test_mel_grid_is_four_frames_per_video_frame():
     assert np.isfinite(mel).all()
 
 
+def _written_out_filterbank(cfg: AudioConfig) -> np.ndarray:
+    """The filterbank facecast computed by hand before it called librosa (HTK mel scale, equal-area triangles)."""
+
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    fft_hz = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(cfg.fmin_hz)), hz_to_mel(np.array(cfg.fmax_hz)), cfg.n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    weights = np.maximum(
+        0.0, np.minimum((fft_hz[None] - lower) / (centre - lower), (upper - fft_hz[None]) / (upper - centre))
+    )
+    return (weights * 2.0 / (upper - lower)).astype(np.float32)
+
+
+def test_librosa_filterbank_leaves_the_features_unchanged(monkeypatch):
+    """librosa.filters.mel(htk=True, norm="slaney") is the filterbank the models were trained on: same features."""
+    from facecast.engine import audio as audio_module
+
+    cfg, speech = AudioConfig(), speech_like(2.0, seed=3)
+    np.testing.assert_allclose(audio_module.mel_filterbank(cfg), _written_out_filterbank(cfg), rtol=0, atol=1e-6)
+    features = log_mel(speech)
+    monkeypatch.setattr(audio_module, "mel_filterbank", _written_out_filterbank)
+    np.testing.assert_allclose(features, log_mel(speech), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_streaming_features_equal_offline_for_random_chunks(seed):
     audio = speech_like(3.0, seed=seed)

@@ -12,6 +12,7 @@ from facecast.export.manifest import CONFIG, DYNAMIC_DIM, load_manifest
 from facecast.export.onnx_export import PARITY_BATCH, export_model
 from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
 from facecast.export.torch_backend import TorchBackend
+from facecast.streaming.clock import VirtualClock
 
 
 @pytest.fixture(scope="module")
@@ -268,27 +269,14 @@ def test_the_sessions_sweep_finds_the_largest_k_and_the_batched_ratio():
     assert worker_modes(1, ("shared", "own")) == ("shared",) and worker_modes(4, ("own",)) == ("own",)
 
 
-class ManualClock:
-    """Engine-clock time that only the fake model below moves: compute on it costs exactly what it says."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep_until(self, t: float) -> None:  # the Clock protocol; the worker never sleeps on it
-        self.t = max(self.t, t)
-
-
 class ComputeBoundModel:
     """UNet and decoder that cost ``frame_ms`` per frame in the batch, as on a CPU (batching saves nothing)."""
 
-    def __init__(self, cfg, clock: ManualClock, frame_ms: float) -> None:
+    def __init__(self, cfg, clock: VirtualClock, frame_ms: float) -> None:
         self.cfg, self.clock, self.frame_ms = cfg, clock, frame_ms
 
     def denoise(self, x, *rest):
-        self.clock.t += len(x) * self.frame_ms / 1000
+        self.clock.advance_to(self.clock.now() + len(x) * self.frame_ms / 1000)
         return np.zeros_like(x)
 
     def decode(self, latents):
@@ -303,7 +291,7 @@ def test_an_overloaded_worker_renders_what_fits_and_shares_it_fairly(backend):
     from facecast.engine.ddim import DDIMSchedule
     from facecast.streaming.model_worker import ModelWorker
 
-    clock = ManualClock()
+    clock = VirtualClock(100.0)
     model = ComputeBoundModel(backend.cfg, clock, frame_ms=30.0)
     worker = ModelWorker(model, clock=clock)
     schedule = DDIMSchedule.from_config(backend.cfg.l2v, 1)
@@ -338,14 +326,14 @@ def test_an_overloaded_worker_renders_what_fits_and_shares_it_fairly(backend):
 class TimedModel:
     """The real (tiny) networks, with each frame of a UNet call costing ``frame_ms`` on the virtual clock."""
 
-    def __init__(self, backend, clock: ManualClock, frame_ms: float) -> None:
+    def __init__(self, backend, clock: VirtualClock, frame_ms: float) -> None:
         self.inner, self.clock, self.frame_ms = backend, clock, frame_ms
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def denoise(self, x, *rest):
-        self.clock.t += len(x) * self.frame_ms / 1000
+        self.clock.advance_to(self.clock.now() + len(x) * self.frame_ms / 1000)
         return self.inner.denoise(x, *rest)
 
 
@@ -364,7 +352,7 @@ def test_overloaded_sessions_on_a_shared_worker_get_even_shares(backend, portrai
     from facecast.streaming.render_policy import RenderPolicy
 
     live, fps, ticks = LiveConfig(), backend.cfg.audio.fps, 60
-    clock = ManualClock()
+    clock = VirtualClock(100.0)
     model = TimedModel(backend, clock, frame_ms=30.0)
     worker = ModelWorker(model, clock=clock)
     frames = FrameClock(worker.align_start(clock.now(), fps), fps)
@@ -381,7 +369,7 @@ def test_overloaded_sessions_on_a_shared_worker_get_even_shares(backend, portrai
         lanes.append(lane)
     rendered = [0] * sessions
     for k in range(ticks):  # the engines' ticks in lockstep: tick k's work is all in before the worker runs it
-        clock.t = max(clock.t, frames.time_of(k))
+        clock.advance_to(frames.time_of(k))
         futures = []
         for lane, session in zip(lanes, engines, strict=True):
             futures.append(lane.submit(session.push_audio_steps, audio[640 * k : 640 * (k + 1)]))

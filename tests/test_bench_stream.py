@@ -22,7 +22,7 @@ from facecast.cli import build_parser
 from facecast.engine import batching, pipeline
 from facecast.export.torch_backend import TorchBackend
 from facecast.streaming.benchmark.latency_plot import write_plot
-from facecast.streaming.benchmark.measured_run import VirtualClock, read_stamp, stamp_index
+from facecast.streaming.benchmark.measured_run import read_stamp, stamp_index
 from facecast.streaming.benchmark.sessions_sweep import WORKER_OWN, WORKER_SHARED
 from facecast.streaming.benchmark.stream_bench import (
     Harness,
@@ -31,53 +31,17 @@ from facecast.streaming.benchmark.stream_bench import (
     cold_start,
     run_variant,
 )
+from facecast.streaming.clock import VirtualClock
 
 STEP_S = 0.002  # the test clock moves in 2 ms steps; every injected delay is a multiple of it
 A2L_MS, DENOISE_MS, DECODE_MS, ENCODE_MS = 2.0, 12.0, 8.0, 4.0
-
-
-class TestClock(VirtualClock):
-    """Virtual time that model and encoder threads can wait on, as if they were computing."""
-
-    __test__ = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cond = threading.Condition()
-        self._waiting: list[float] = []  # until when each waiting thread waits
-        self.released = False
-
-    @property
-    def blocked(self) -> int:
-        """Threads still waiting for a later time. One whose time has come counts as running from that moment,
-        before it even wakes up, so the driver cannot move time again under it."""
-        with self._cond:
-            return sum(until > self.t + 1e-9 for until in self._waiting)
-
-    def advance_to(self, t: float) -> None:
-        with self._cond:
-            super().advance_to(t)
-            self._cond.notify_all()
-
-    def spend(self, ms: float) -> None:
-        """Called from a worker thread: return once ``ms`` of virtual time has passed."""
-        with self._cond:
-            until = self.t + ms / 1000
-            self._waiting.append(until)
-            self._cond.wait_for(lambda: self.t >= until - 1e-9 or self.released)
-            self._waiting.remove(until)
-
-    def release(self) -> None:
-        with self._cond:
-            self.released = True
-            self._cond.notify_all()
 
 
 class DelayedBackend:
     """The tiny model, each call costing known virtual ms on the engines' model threads. Warm-up runs before the
     engine starts, inline on the event loop, which must not wait on a clock nobody moves: no delay there."""
 
-    def __init__(self, inner: TorchBackend, clock: TestClock, denoise_ms: float = DENOISE_MS) -> None:
+    def __init__(self, inner: TorchBackend, clock: VirtualClock, denoise_ms: float = DENOISE_MS) -> None:
         self.inner, self.clock, self.denoise_ms = inner, clock, denoise_ms
         self.name, self.cfg = "delayed", inner.cfg
         self.model_threads: set[int] = set()
@@ -86,7 +50,7 @@ class DelayedBackend:
     def _spend(self, ms: float) -> None:
         if threading.current_thread().name.startswith("facecast-model"):
             self.model_threads.add(threading.get_ident())
-            self.clock.spend(ms)
+            self.clock.block_for(ms / 1000)
 
     def a2l(self, *args):
         self._spend(A2L_MS)
@@ -107,11 +71,11 @@ class DelayedBackend:
 
 
 class DelayedEncoder:
-    def __init__(self, clock: TestClock) -> None:
+    def __init__(self, clock: VirtualClock) -> None:
         self.clock = clock
 
     def encode(self, frame, force_keyframe=False):
-        self.clock.spend(ENCODE_MS)
+        self.clock.block_for(ENCODE_MS / 1000)
         return [b""], frame.pts
 
 
@@ -119,7 +83,7 @@ class SteppedDriver:
     """Virtual time in 2 ms steps. Before each step every model thread and encoder has either finished its work
     or is waiting for virtual time, so everything happens when it would on a real clock, at any machine speed."""
 
-    def __init__(self, clock: TestClock) -> None:
+    def __init__(self, clock: VirtualClock) -> None:
         self.clock = clock
 
     async def run(self, run, seconds, until=None):
@@ -149,7 +113,7 @@ class SteppedDriver:
 @pytest.fixture
 def virtual(monkeypatch, backend):
     """A test clock that also times the pipeline's stages (Frame.timings_ms), and a harness on it."""
-    clock = TestClock()
+    clock = VirtualClock()
     monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=clock.now))
     monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=clock.now))  # times the model calls
     harness = Harness(

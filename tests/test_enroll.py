@@ -14,9 +14,10 @@ from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.engine import enroll as enroll_module
 from facecast.engine import media
+from facecast.engine.adapters import A2L_FILE, ADAPTER_CONFIG_FILE
 from facecast.engine.avatar import ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
-from facecast.engine.enroll import A2L_FILE, ADAPTER_CONFIG_FILE, EnrollConfig, enroll, enrolled_motion_gain
+from facecast.engine.enroll import EnrollConfig, enroll, enrolled_motion_gain
 from facecast.engine.errors import AudioError, FaceError, InputError
 
 # A few steps at a high rate: enough to move the adapter off zero, fast enough for CI.
@@ -50,7 +51,7 @@ def bundle(tiny_model: Path, video: Path, tmp_path_factory: pytest.TempPathFacto
     return out, enroll(video, out, tiny_model, TINY, log=_quiet)
 
 
-def _face_video(path: Path, frame_fn, frames: int, audio: np.ndarray | None = None) -> Path:  # noqa: ANN001
+def _face_video(path: Path, frame_fn, frames: int, audio: np.ndarray | None = None) -> Path:
     """A video whose frame i is ``frame_fn(i, astronaut_face)``, with speech-like audio unless given."""
     face = np.ascontiguousarray(media.load_image(ASSETS / "astronaut.jpg")[0:320, 80:400])
     first = frame_fn(0, face)
@@ -61,7 +62,7 @@ def _face_video(path: Path, frame_fn, frames: int, audio: np.ndarray | None = No
     return path
 
 
-def backend_reference(backend) -> np.ndarray:  # noqa: ANN001
+def backend_reference(backend) -> np.ndarray:
     """A plausible (1, 68, 2) reference shape: the bundled portrait's landmarks are not needed, any face will do."""
     from facecast.engine.config import FaceConfig
 
@@ -196,7 +197,7 @@ def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Pat
 
 
 def test_calibration_off_keeps_the_base_a2l(video: Path, tiny_model: Path, tmp_path: Path) -> None:
-    from facecast.engine.enroll import enrolled_a2l
+    from facecast.engine.adapters import enrolled_a2l
     from facecast.export.torch_backend import TorchBackend
 
     off = dataclasses.replace(TINY, a2l_steps=0, max_steps=1, calibrate_a2l_motion=False)
@@ -230,15 +231,15 @@ def test_backends_without_adapters_refuse_an_enrolled_bundle(bundle: tuple[Path,
 class CallLog:
     """A backend that records the weights and the batch size of every L2V call."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         self.inner, self.name, self.cfg = inner, inner.name, inner.cfg
         self.calls: list[tuple[Path | None, int]] = []
 
-    def denoise(self, *args, **kw):  # noqa: ANN002, ANN003, ANN201
+    def denoise(self, *args, **kw):
         self.calls.append((kw.get("weights"), len(args[0])))
         return self.inner.denoise(*args, **kw)
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
 
@@ -262,7 +263,7 @@ def test_sessions_in_one_process_each_render_their_own_person(
     portrait = ASSETS / "astronaut.jpg"
     audio, speaker, inference = speech_like(0.6, seed=9), np.zeros(256, np.float32), InferenceConfig(steps=1)
 
-    def steps(session: LipSyncSession):  # noqa: ANN202 - the session's model requests, for the worker to batch
+    def steps(session: LipSyncSession):  # the session's model requests, for the worker to batch
         frames = yield from session.push_audio_steps(audio)
         frames += yield from session.finish_steps()
         return [f.crop for f in frames]
@@ -322,7 +323,7 @@ def test_interrupted_run_resumes(
     real_batch = enroll_module.l2v_batch
     calls = {"n": 0}
 
-    def interrupting_batch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def interrupting_batch(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:  # the validation batch, the timing batch, then training steps 1, 2: stop in step 3
             raise KeyboardInterrupt

@@ -6,10 +6,11 @@ from conftest import ASSETS, moving_face_video, speech_like, write_wav
 from facecast.cli import main
 from facecast.engine import avatar as avatar_mod
 from facecast.engine import crop, media, warp
+from facecast.engine.batching import decode_lower_faces
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import InputError
 from facecast.engine.generate import generate_video, run_session
-from facecast.engine.pipeline import LipSyncSession, compose_lower_face
+from facecast.engine.pipeline import LipSyncSession, lay_lower_face
 
 
 def collect(session, audio, chunk):
@@ -155,7 +156,7 @@ def whole_crop_composite(session, a, latent, lms, warp_prior):
     cfg, av, face = session.cfg, session.avatar, session.cfg.face
     mask = session.paste_mask(a, lms)
     skin = (mask > 0.5) & (crop.mouth_mask(np.stack([av.landmarks[a], lms]), face) < 0.01)
-    lower = compose_lower_face(session.backend, cfg, av.crops[a], latent, session.row)
+    lower = lay_lower_face(cfg, av.crops[a], decode_lower_faces(session.backend, latent, session.row)[0], session.row)
     lower = crop.match_colours(lower, av.crops[a], skin, contrast=not warp_prior)
     if not warp_prior:
         return crop.blend(av.crops[a], lower, mask)

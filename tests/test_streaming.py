@@ -1,6 +1,6 @@
 """The live engine on virtual time: sync, drop policy, equivalence with offline generation, sources.
 
-Nothing here depends on how fast this machine is: the engine runs on ManualClock, whose time moves only when the
+Nothing here depends on how fast this machine is: the engine runs on VirtualClock, whose time moves only when the
 test moves it, and "slow compute" is simulated by a backend that waits for virtual time to pass.
 """
 
@@ -19,7 +19,7 @@ from facecast.engine.errors import AudioError, InputError
 from facecast.engine.generate import run_session
 from facecast.engine.pipeline import SKIPPED, LipSyncSession
 from facecast.streaming.audio_out import AudioOut
-from facecast.streaming.clock import FrameClock
+from facecast.streaming.clock import FrameClock, VirtualClock
 from facecast.streaming.config import LiveConfig, PushConfig
 from facecast.streaming.display import Display
 from facecast.streaming.live import EngineObserver, LiveEngine
@@ -31,51 +31,7 @@ from facecast.streaming.speech_gate import SpeechGate
 ZERO_SPEAKER = np.zeros(256, np.float32)
 
 
-class ManualClock:
-    """Virtual time: moves only on advance_to(). Coroutines sleep on it; the model thread can block on it too."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-        self._cond = threading.Condition()
-        self._sleepers: list[tuple[float, asyncio.Future]] = []
-        self.blocked = 0  # model-thread calls waiting in block_until
-        self.released = False
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep_until(self, t: float) -> None:
-        if self.t >= t - 1e-9:
-            await asyncio.sleep(0)
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._sleepers.append((t, fut))
-        await fut
-
-    def advance_to(self, t: float) -> None:
-        with self._cond:
-            self.t = max(self.t, t)
-            self._cond.notify_all()
-        due = [f for when, f in self._sleepers if when <= self.t + 1e-9]
-        self._sleepers = [(when, f) for when, f in self._sleepers if when > self.t + 1e-9]
-        for f in due:
-            if not f.done():
-                f.set_result(None)
-
-    def block_until(self, t: float) -> None:
-        with self._cond:
-            self.blocked += 1
-            self._cond.wait_for(lambda: self.t >= t - 1e-9 or self.released)
-            self.blocked -= 1
-
-    def release(self) -> None:
-        """Let blocked model-thread calls finish at once, so that the engine can stop."""
-        with self._cond:
-            self.released = True
-            self._cond.notify_all()
-
-
-async def tick_lockstep(engine: LiveEngine, clock: ManualClock, ticks: int, out: list | None = None, queue=None):
+async def tick_lockstep(engine: LiveEngine, clock: VirtualClock, ticks: int, out: list | None = None, queue=None):
     """Advance virtual time tick by tick; before each tick the model thread finishes all its work (so compute
     takes no virtual time and nothing is ever late). Collects the engine's output frames into ``out``."""
     for _ in range(ticks):
@@ -96,7 +52,7 @@ async def tick_lockstep(engine: LiveEngine, clock: ManualClock, ticks: int, out:
 
 async def talking_engine(backend, portrait, speech: np.ndarray):
     """A started engine on virtual time with ``speech`` waiting in one source: (engine, clock, queue, source)."""
-    clock = ManualClock()
+    clock = VirtualClock()
     engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
     queue = engine.subscribe()
     await engine.start()
@@ -180,7 +136,7 @@ def test_audio_out_filter_is_the_one_resample_poly_designs_itself():
 
 
 def test_render_policy_skips_frames_that_would_be_late_and_probes_again():
-    clock = ManualClock(100.0)
+    clock = VirtualClock(100.0)
     fc = FrameClock(100.0)
     policy = RenderPolicy(fc, clock, delay_frames=4, max_late_frames=1, probe_every_frames=5)
     assert policy.should_render(0)  # unknown cost: optimistic
@@ -252,7 +208,7 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
     run_session(session, audio, offline.append)
 
     async def main():
-        clock = ManualClock()
+        clock = VirtualClock()
         engine = LiveEngine(backend, backend.cfg, portrait, live_config(hangover_frames=12), clock=clock)
         watcher = Recorder()
         engine.observe(watcher)  # records what each tick consumed, every frame made and every frame out
@@ -299,7 +255,7 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
 
 def test_silence_shows_the_avatar_and_runs_no_model(backend, portrait):
     async def main():
-        clock = ManualClock()
+        clock = VirtualClock()
         engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
         queue = engine.subscribe()
         await engine.start()
@@ -325,17 +281,17 @@ def test_speaker_embedding_comes_from_the_first_two_seconds_of_speech(backend, p
         return np.full(256, 0.0625, np.float32)
 
     async def main():
-        clock = ManualClock()
+        clock = VirtualClock()
         config = LiveConfig(speaker_seconds=2.0, hangover_frames=10)
         engine = LiveEngine(backend, backend.cfg, portrait, config, clock=clock, speaker_fn=fake_embedding)
         await engine.start()
         buf = engine.open_source("talker", live=False)
         buf.write(speech_like(1.5, seed=1))
         await tick_lockstep(engine, clock, 30)
-        before = engine._session.speaker.copy()
+        before = engine.runner.session.speaker.copy()
         buf.write(speech_like(1.5, seed=2))
         await tick_lockstep(engine, clock, 60)
-        after = engine._session.speaker.copy()
+        after = engine.runner.session.speaker.copy()
         await engine.stop()
         return before, after, engine.stats()
 
@@ -346,12 +302,12 @@ def test_speaker_embedding_comes_from_the_first_two_seconds_of_speech(backend, p
 class SlowBackend:
     """The tiny backend, but each denoise call takes 100 ms of virtual time: too slow for every frame."""
 
-    def __init__(self, inner, clock: ManualClock, seconds: float) -> None:
+    def __init__(self, inner, clock: VirtualClock, seconds: float) -> None:
         self.inner, self.clock, self.seconds = inner, clock, seconds
         self.name, self.cfg = "slow", inner.cfg
 
     def denoise(self, *args):
-        self.clock.block_until(self.clock.now() + self.seconds)
+        self.clock.block_for(self.seconds)
         return self.inner.denoise(*args)
 
     def __getattr__(self, name):
@@ -360,7 +316,7 @@ class SlowBackend:
 
 def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait):
     async def main():
-        clock = ManualClock()
+        clock = VirtualClock()
         slow = SlowBackend(backend, clock, seconds=0.100)
         # A render (100 ms) longer than a tick but inside a 3-tick budget: some pictures make it, some are skipped.
         config = live_config(hangover_frames=20, processing_frames=3)
@@ -386,7 +342,7 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
             for _ in range(20_000):  # bounded: a hang fails the test instead of blocking the run
                 await asyncio.sleep(0.0005)
                 due = engine.frames.frame_at(clock.now()) + 1
-                worker_quiet = engine._backlog == 0 or clock.blocked == 1
+                worker_quiet = engine.jobs.backlog == 0 or clock.blocked == 1
                 if engine.counters.ticks >= due and worker_quiet:
                     break
             else:
@@ -419,7 +375,7 @@ def test_an_engine_that_waits_for_its_model_renders_and_shows_every_frame(backen
     at its own tick, the stream falling behind real time instead. The default engine, on the same model, skips."""
 
     async def main():
-        clock = ManualClock()
+        clock = VirtualClock()
         engine = LiveEngine(
             SlowBackend(backend, clock, seconds=0.100), backend.cfg, portrait,
             live_config(wait_for_model=wait_for_model), clock=clock,
@@ -435,7 +391,7 @@ def test_an_engine_that_waits_for_its_model_renders_and_shows_every_frame(backen
                     await asyncio.sleep(0.0005)
                     due = engine.frames.frame_at(clock.now()) + 1
                     # settled: the model computes (blocked on virtual time), or it is idle and every due tick ran
-                    if clock.blocked == 1 or (engine._backlog == 0 and engine.counters.ticks >= due):
+                    if clock.blocked == 1 or (engine.jobs.backlog == 0 and engine.counters.ticks >= due):
                         break
                 else:
                     raise AssertionError("the engine did not settle")
@@ -507,7 +463,7 @@ def test_microphone_silent_then_clipped(backend, portrait):
             return False
 
     async def main():
-        clock = ManualClock()
+        clock = VirtualClock()
         engine = LiveEngine(backend, backend.cfg, portrait, live_config(live_backlog_ms=1000), clock=clock)
         queue = engine.subscribe()
         await engine.start()
@@ -546,7 +502,7 @@ def test_microphone_without_a_device_says_what_to_do(backend, portrait):
 def test_file_source_paces_on_frame_counters(tmp_path, backend, portrait):
     wav = write_wav(tmp_path / "s.wav", speech_like(0.5), 16000)
 
-    class RecordingClock(ManualClock):
+    class RecordingClock(VirtualClock):
         def __init__(self, engine_ref):
             super().__init__()
             self.targets, self.engine_ref = [], engine_ref

@@ -98,7 +98,7 @@ def render_portrait(report: dict) -> list[str]:
     return lines + [f"- {n}" for n in report.get("notes", [])]
 
 
-def speech_encoder_lines(model_dir: Path, cfg) -> list[str]:  # noqa: ANN001 - ModelConfig
+def speech_encoder_lines(model_dir: Path, cfg) -> list[str]:  # ModelConfig
     """The part that is not ours: where Whisper's encoder blocks come from and under which licence."""
     from ..whisper import SOURCE_MODEL, SOURCE_WHEEL, SPEECH_PART
 

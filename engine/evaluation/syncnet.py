@@ -126,7 +126,7 @@ def mfcc_16k(audio_16k: np.ndarray) -> np.ndarray:
     return np.asarray(_speech_features().mfcc(pcm, SAMPLE_RATE), dtype=np.float64)
 
 
-def _speech_features():  # noqa: ANN202 - the python_speech_features module
+def _speech_features():  # the python_speech_features module
     try:
         import python_speech_features
     except ImportError as e:

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import resource
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Protocol
 
 import av
@@ -35,45 +31,14 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from facecast.engine.pipeline import SKIPPED, Frame
 
-from ..clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock
+from ..clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock, VirtualClock
 from ..config import ServerConfig
 from ..live import EngineObserver, LiveEngine, OutputFrame
 from ..mixer import SourceBuffer
 from ..webrtc import EngineVideoTrack, Peers, video_frame
+from .memory import MemoryWatch
 
 Timer = Callable[[], float]
-
-# ------------------------------------------------------------------------------------------ virtual time
-
-
-class VirtualClock:
-    """Time that moves only when told (``--fast``): compute takes no time on it, so the talker is fed exactly as
-    fast as the engine consumes it and the run measures raw throughput on the wall clock."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep_until(self, t: float) -> None:
-        if self.t >= t - 1e-9:
-            await asyncio.sleep(0)  # yield like a real clock does, even when already due
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._sleepers.append((t, fut))
-        await fut
-
-    def advance_to(self, t: float) -> None:
-        """Event loop thread only: move time forward and wake every sleeper that is due."""
-        self.t = max(self.t, t)
-        due = [f for when, f in self._sleepers if when <= self.t + 1e-9]
-        self._sleepers = [(when, f) for when, f in self._sleepers if when > self.t + 1e-9]
-        for f in due:
-            if not f.done():
-                f.set_result(None)
-
 
 # ------------------------------------------------------------------------------------------ what a run records
 
@@ -331,65 +296,6 @@ class LoopbackViewer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-# ------------------------------------------------------------------------------------------ memory
-
-
-def rss_mb() -> float:
-    """This process's resident memory now (/proc/self/statm), or its peak where /proc is missing."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
-
-
-def _cuda() -> Any:
-    """torch when it is loaded and has a GPU, else None (an onnxruntime-only run does not import it for this)."""
-    torch = sys.modules.get("torch")
-    return torch if torch is not None and torch.cuda.is_available() else None
-
-
-class MemoryWatch:
-    """RSS sampled every ``every_s`` of wall time while a run goes on, and CUDA's peak allocation over it."""
-
-    def __init__(self, every_s: float = 0.25) -> None:
-        self.every_s = every_s
-        self.before_mb = self.peak_mb = self.after_mb = 0.0
-        self.cuda_peak_mb: float | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def _sample(self) -> None:
-        while True:
-            self.peak_mb = max(self.peak_mb, rss_mb())
-            await asyncio.sleep(self.every_s)
-
-    def start(self) -> None:
-        self.before_mb = self.peak_mb = rss_mb()
-        torch = _cuda()
-        if torch is not None:
-            torch.cuda.reset_peak_memory_stats()
-        self._task = asyncio.create_task(self._sample(), name="bench-memory")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self.after_mb = rss_mb()
-        self.peak_mb = max(self.peak_mb, self.after_mb)
-        torch = _cuda()
-        if torch is not None:
-            self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
-
-    def report(self, sessions: int) -> dict[str, float | None]:
-        return {
-            "rss_before_mb": round(self.before_mb, 1),
-            "rss_peak_mb": round(self.peak_mb, 1),
-            "rss_per_session_mb": round((self.peak_mb - self.before_mb) / max(1, sessions), 1),
-            "cuda_max_allocated_mb": None if self.cuda_peak_mb is None else round(self.cuda_peak_mb, 1),
-        }
 
 
 # ------------------------------------------------------------------------------------------ drivers

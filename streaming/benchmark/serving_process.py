@@ -15,25 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .memory import peak_rss_mb, rss_mb
+
 HEAVY_MODULES = ("torch", "diffusers")  # what a deployed onnxruntime server should not pay for
 READY_TIMEOUT_S = 600.0
-
-
-def _rss_mb() -> float:
-    """Resident memory now (Linux /proc; elsewhere the peak)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def serve_ready(backend_name: str, model: Path, avatar_path: Path, device: str = "cpu") -> dict[str, Any]:
@@ -52,8 +43,8 @@ def serve_ready(backend_name: str, model: Path, avatar_path: Path, device: str =
     asyncio.run(engine.warm_up())
     return {
         "in_process_s": round(time.perf_counter() - t0, 3),
-        "rss_mb": round(_rss_mb(), 1),
-        "rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_mb": round(rss_mb(), 1),
+        "rss_peak_mb": round(peak_rss_mb(), 1),
         "imported": {m: m in sys.modules for m in HEAVY_MODULES},
     }
 

@@ -35,7 +35,7 @@ from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.config import SAMPLE_RATE
 
-from ..clock import Clock, MonotonicClock
+from ..clock import Clock, MonotonicClock, VirtualClock
 from ..config import LiveConfig
 from .sessions_sweep import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
 from .sessions_sweep import lookup as _get
@@ -94,7 +94,7 @@ class Harness:
 
     @classmethod
     def for_mode(cls, fast: bool) -> Harness:
-        from .measured_run import LockstepDriver, RealTimeDriver, VirtualClock
+        from .measured_run import LockstepDriver, RealTimeDriver
 
         if fast:
             clock = VirtualClock()

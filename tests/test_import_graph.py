@@ -1,0 +1,164 @@
+"""The project's import graph: no import loops, and the runtime never imports training or measurement code.
+
+The graph is read from the source files with ``ast`` (nothing is imported), so it also sees the imports that run
+late, inside functions: a loop closed by a function-level import is still a loop, and a runtime module that
+imports training code there still drags it in when that function runs. pyproject.toml maps the folders to
+``facecast.*`` (``engine`` -> ``facecast.engine``, ...); the module names here are the installed ones.
+
+Three kinds of module:
+- **training, evaluation and benchmark** (``OFF_RUNTIME``): training and its data (``engine/train*.py``,
+  ``engine/dataset.py``), enrolment (``engine/enroll.py``: fits adapters; loading them is ``engine/adapters.py``,
+  runtime), evaluation (``engine/evaluation/``), and all measurement: ``streaming/benchmark/``,
+  ``export/bench_models.py`` and the scripts in ``benchmarks/``. They may import the runtime, and each other.
+- **entry points** (``ENTRY_POINTS``): the command line dispatches to every command, so it may import both sides.
+- **runtime**: everything else (the frame pipeline, avatars, the models, export and the backends, streaming and
+  its integrations). A runtime module imports only runtime modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+REPO = Path(__file__).resolve().parent.parent
+
+OFF_RUNTIME = re.compile(
+    r"""^(
+        facecast\.engine\.(train\w*|dataset|enroll)
+      | facecast\.engine\.evaluation(\..+)?
+      | facecast\.streaming\.benchmark(\..+)?
+      | facecast\.export\.bench_models
+      | benchmarks\..+
+    )$""",
+    re.VERBOSE,
+)
+ENTRY_POINTS = {"facecast.cli"}
+SCRIPT_FOLDERS = ("benchmarks",)  # not packages: their scripts import facecast.*, and nothing imports them
+
+
+def project_modules() -> dict[str, Path]:
+    """Installed module name -> source file, from pyproject's package-dir (plus the benchmark scripts)."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    modules = {}
+    for package, folder in setuptools["package-dir"].items():
+        for path in sorted((REPO / folder).glob("*.py")):
+            modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    for folder in SCRIPT_FOLDERS:
+        for path in sorted((REPO / folder).glob("*.py")):
+            modules[f"{folder}.{path.stem}"] = path
+    return modules
+
+
+def imported_names(module: str, path: Path) -> list[tuple[str, int]]:
+    """Every module name an import statement anywhere in the file may load (top level, in functions, under
+    TYPE_CHECKING), with its line: ``from a.b import c`` may load ``a.b`` and ``a.b.c``."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                package = module.split(".") if path.stem == "__init__" else module.split(".")[:-1]
+                package = package[: len(package) - (node.level - 1)]
+                base = ".".join(package + ([base] if base else []))
+            names.append((base, node.lineno))
+            names += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
+    return names
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """Module -> {project module it imports: line of the (first) import}."""
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in modules.items():
+        edges: dict[str, int] = {}
+        for name, line in imported_names(module, path):
+            if name in modules and name != module:
+                edges.setdefault(name, line)
+        graph[module] = edges
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, int]] | dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan): each holds at least one import loop."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def runtime_imports_off_runtime(graph: dict[str, dict[str, int]]) -> list[str]:
+    return [
+        f"{module} imports {target} (line {line})"
+        for module, edges in sorted(graph.items())
+        if module not in ENTRY_POINTS and not OFF_RUNTIME.match(module)
+        for target, line in sorted(edges.items())
+        if OFF_RUNTIME.match(target)
+    ]
+
+
+def _graph() -> dict[str, dict[str, int]]:
+    graph = import_graph(project_modules())
+    # The walk must see the project: a broken remap or a pattern that matches nothing would pass vacuously.
+    assert len(graph) > 50
+    assert "facecast.engine.checkpoint" in graph["facecast.export.torch_backend"]
+    assert "facecast.engine.audio" in graph["facecast.engine.evaluation.evaluate"]  # relative import, two dots
+    assert any(OFF_RUNTIME.match(m) for m in graph) and sum(not OFF_RUNTIME.match(m) for m in graph) > 30
+    return graph
+
+
+def test_no_import_loops() -> None:
+    loops = cycles(_graph())
+    assert not loops, "import loops (modules that import each other, directly or around a ring):\n" + "\n".join(
+        " <-> ".join(c) for c in loops
+    )
+
+
+def test_runtime_does_not_import_training_or_measurement() -> None:
+    bad = runtime_imports_off_runtime(_graph())
+    assert not bad, "runtime modules importing training/evaluation/benchmark code:\n" + "\n".join(bad)
+
+
+def test_the_checks_can_fail() -> None:
+    """The checkers themselves, on graphs with a planted loop and a planted runtime -> training import."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    planted = {"facecast.export.torch_backend": {"facecast.engine.enroll": 3}, "facecast.cli": {"benchmarks.x": 1}}
+    assert runtime_imports_off_runtime(planted) == [
+        "facecast.export.torch_backend imports facecast.engine.enroll (line 3)"
+    ]
