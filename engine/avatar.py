@@ -203,18 +203,25 @@ def has_adapter(bundle: Path) -> bool:
     return (Path(bundle) / ADAPTER_FILE).is_file()
 
 
+def is_enrolled(bundle: Path) -> bool:
+    """A ``facecast enroll`` bundle (its meta.json has an enrolment: an L2V adapter, a person's A2L or motion gain),
+    not a ``facecast prepare`` one."""
+    meta = Path(bundle) / "meta.json"
+    return has_adapter(bundle) or (meta.is_file() and "enrolment" in json.loads(meta.read_text()))
+
+
 def check_backend(backend: object, bundle: Path | None) -> Path | None:
     """The weights (``backend.Weights``) an avatar from ``bundle`` runs on ``backend``: an enrolled bundle, its
-    adapter loaded into the backend now (a copy of its L2V; the backend's own weights and every other session are
-    left as they were), or None for a portrait, a video or a bundle without an adapter. Refuses backends that cannot
-    run adapters; they opt in with ``load_enrolment(bundle)``."""
-    if bundle is None or not has_adapter(bundle):
+    weights loaded into the backend now (copies: the backend's own weights and every other session are left as
+    they were), or None for a portrait, a video or a prepared bundle. Refuses backends that cannot run enrolments;
+    they opt in with ``load_enrolment(bundle)``."""
+    if bundle is None or not is_enrolled(bundle):
         return None
     load = getattr(backend, "load_enrolment", None)
     if load is None:
         raise InputError(
-            f"{bundle} is an enrolled bundle (a fine-tuned L2V adapter): the {getattr(backend, 'name', '?')} backend "
-            "cannot apply it yet. Use --backend torch."
+            f"{bundle} is an enrolled bundle (its own A2L or L2V adapter): the {getattr(backend, 'name', '?')} "
+            "backend cannot run it. Use --backend onnxruntime or torch."
         )
     weights = Path(bundle).resolve()
     load(weights)

@@ -48,6 +48,9 @@ class AudioConfig:
         return self.samples_per_frame // self.hop_samples
 
 
+INTERIOR_SOURCES = ("atlas", "l2v")  # FaceConfig.interior_source
+
+
 @dataclass(frozen=True)
 class FaceConfig:
     crop_px: int = 256
@@ -84,6 +87,10 @@ class FaceConfig:
     warp_source_candidates: int = 64
     warp_source_min_gap_frames: int = 13  # about half a second: never a mouth from the same moment
     warp_source_switch_cost: float = 40.0  # grey levels x frames: what a change of source must gain (no flicker)
+
+    def __post_init__(self) -> None:
+        if self.interior_source not in INTERIOR_SOURCES:
+            raise ValueError(f"face.interior_source must be one of {INTERIOR_SOURCES}, not {self.interior_source!r}")
 
 
 @dataclass(frozen=True)

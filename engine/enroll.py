@@ -51,6 +51,7 @@ from .dataset import Clip
 from .errors import AudioError, FaceError, InputError
 from .landmarks import register_to
 from .latents import encode_images, mask_lower_face
+from .mouth_prior import load_mouth_prior, shows_l2v
 from .speaker import speaker_embedding
 from .train import (
     A2LObjective,
@@ -383,6 +384,43 @@ def fit_a2l(
     return a2l.eval(), gain, (base_val, summary["history"][-1].get("val_loss") if summary["history"] else base_val)
 
 
+def fit_l2v_adapter(
+    model_dir: Path,
+    cfg: ModelConfig,
+    ecfg: EnrollConfig,
+    tcfg: TrainConfig,
+    clips: tuple[Clip, Clip],
+    work: Path,
+    resume: bool,
+    seconds_left: float,
+    log: Callable[[str], None],
+) -> tuple[torch.nn.Module, int, dict]:
+    """A LoRA adapter on L2V fitted to ``clips`` (train, validation: L2V clips of the person) in the ``seconds_left``
+    of the budget; returns L2V with the adapter, the planned steps and the training summary."""
+    train_clip, val_clip = clips
+    start = time.time()
+    l2v = add_adapter(checkpoint.load_part(model_dir, "l2v", cfg), ecfg.rank, ecfg.alpha)
+    objective = _SeededWhenEval(L2VObjective(cfg, ecfg.mouth_loss_weight))
+    val_batch = l2v_batch([val_clip], cfg, replace(tcfg, batch=VAL_BATCH), np.random.default_rng(VAL_SEED))
+    previous_run = work / "runs" / RUN_PART / "train_config.json"
+    if resume and previous_run.is_file():  # the same schedule as the interrupted run, so its LR curve continues
+        steps = json.loads(previous_run.read_text())["train"]["steps"]
+    else:
+        per_step = _seconds_per_step(l2v, l2v_batch([train_clip], cfg, tcfg, np.random.default_rng(0)), objective, cfg)
+        left = seconds_left - (time.time() - start) - 20  # 20 s for writing the bundle
+        steps = int(np.clip(left / per_step, 1, ecfg.max_steps))
+        log(f"{per_step:.2f} s a step: {steps} steps fit the {ecfg.minutes:g} min budget")
+    # The time limit is a safety net (train_loop saves and stops); the step count is what should end the run.
+    time_left = max(1.0, seconds_left - (time.time() - start) - 20)
+    tcfg = replace(tcfg, steps=steps, time_limit_s=time_left)
+
+    def next_batch(rng: np.random.Generator) -> dict:
+        return l2v_batch([train_clip], cfg, tcfg, rng)
+
+    summary = train_loop(RUN_PART, l2v, next_batch, objective, cfg, tcfg, work, val_batch)
+    return l2v, steps, summary
+
+
 def enroll(
     video: Path,
     out: Path,
@@ -443,8 +481,12 @@ def enroll(
         holdout=(),
         mouth_loss_weight=ecfg.mouth_loss_weight,
     )
-    train_clip = l2v_clip(codec, _clip("train", crops[:cut], lms_crop[:cut], data.audio[: cut * spf]), cfg, tcfg)
-    val_clip = l2v_clip(codec, _clip("val", crops[cut:], lms_crop[cut:], data.audio[cut * spf :]), cfg, tcfg)
+    # A model whose frames show no pixel of L2V's picture (the warp and its mouth prior draw the face) gains
+    # nothing from an L2V adapter: the person's A2L (or its motion gain) is the whole enrolment then.
+    fit_l2v = shows_l2v(cfg.face, load_mouth_prior(model_dir))
+    if fit_l2v:
+        train_clip = l2v_clip(codec, _clip("train", crops[:cut], lms_crop[:cut], data.audio[: cut * spf]), cfg, tcfg)
+        val_clip = l2v_clip(codec, _clip("val", crops[cut:], lms_crop[cut:], data.audio[cut * spf :]), cfg, tcfg)
     data_audio = data.audio
     del codec, data
     a2l, a2l_gain, a2l_val, measured_gain = None, None, None, None
@@ -461,37 +503,34 @@ def enroll(
             f"A2L motion gain on this person: {measured_gain:g} (the model's: {cfg.a2l.motion_gain:g}); "
             f"runs at {a2l_gain:g} ({ecfg.a2l_gain_rule})"
         )
-    l2v = add_adapter(checkpoint.load_part(model_dir, "l2v", cfg), ecfg.rank, ecfg.alpha)
-    objective = _SeededWhenEval(L2VObjective(cfg, ecfg.mouth_loss_weight))
-    val_batch = l2v_batch([val_clip], cfg, replace(tcfg, batch=VAL_BATCH), np.random.default_rng(VAL_SEED))
-    previous_run = work / "runs" / RUN_PART / "train_config.json"
-    if resume and previous_run.is_file():  # the same schedule as the interrupted run, so its LR curve continues
-        steps = json.loads(previous_run.read_text())["train"]["steps"]
+    l2v, steps, summary = None, 0, {"steps": 0, "history": []}
+    if fit_l2v:
+        l2v, steps, summary = fit_l2v_adapter(
+            model_dir,
+            cfg,
+            ecfg,
+            tcfg,
+            (train_clip, val_clip),
+            work,
+            resume,
+            ecfg.minutes * 60 - (time.time() - start),
+            log,
+        )
     else:
-        per_step = _seconds_per_step(l2v, l2v_batch([train_clip], cfg, tcfg, np.random.default_rng(0)), objective, cfg)
-        left = ecfg.minutes * 60 - (time.time() - start) - 20  # 20 s for writing the bundle
-        steps = int(np.clip(left / per_step, 1, ecfg.max_steps))
-        log(f"{per_step:.2f} s a step: {steps} steps fit the {ecfg.minutes:g} min budget")
-    # The time limit is a safety net (train_loop saves and stops); the step count is what should end the run.
-    time_left = max(1.0, ecfg.minutes * 60 - (time.time() - start) - 20)
-    tcfg = replace(tcfg, steps=steps, time_limit_s=time_left)
-
-    def next_batch(rng: np.random.Generator) -> dict:
-        return l2v_batch([train_clip], cfg, tcfg, rng)
-
-    summary = train_loop(RUN_PART, l2v, next_batch, objective, cfg, tcfg, work, val_batch)
+        log("this model shows no L2V picture (its mouth prior paints the mouth): no L2V adapter to fit")
 
     # 4. the bundle: avatar + adapter, then the rename that makes it visible
     avatar.save(work, model_hash(model_dir))
     base_hash = l2v_hash(model_dir)
-    save_adapter(l2v, work, ecfg.rank, ecfg.alpha, base_hash)
+    if fit_l2v:
+        save_adapter(l2v, work, ecfg.rank, ecfg.alpha, base_hash)
     if a2l is not None:
         checkpoint.save_part(a2l, work, "a2l")
     history = summary["history"] or [{}]
     report = {
         "video": str(video),
         "base_l2v_hash": base_hash,
-        "adapter": ADAPTER_FILE,
+        "adapter": ADAPTER_FILE if fit_l2v else None,
         "steps": summary["steps"],
         "planned_steps": steps,
         "train_frames": cut,
@@ -515,5 +554,5 @@ def enroll(
         shutil.rmtree(out)
     work.replace(out)
     report["bundle_mb"] = round(sum(f.stat().st_size for f in out.iterdir()) / 1e6, 2)
-    report["adapter_mb"] = round((out / ADAPTER_FILE).stat().st_size / 1e6, 3)
+    report["adapter_mb"] = round((out / ADAPTER_FILE).stat().st_size / 1e6, 3) if fit_l2v else 0.0
     return report

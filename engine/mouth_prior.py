@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .config import FaceConfig
 from .errors import WeightsError
 from .landmarks import DRIVEN, INNER_LIP_PAIRS, interocular
 from .landmarks import mouth_opening as opening
@@ -246,6 +247,13 @@ def uncross_lips(lms_px: np.ndarray) -> np.ndarray:
             mid = (out[upper] + out[lower]) / 2
             out[upper] = out[lower] = mid
     return out
+
+
+def shows_l2v(face: FaceConfig, prior: MouthPrior | None) -> bool:
+    """Whether a model's frames show any pixel of L2V's picture. They do not when the warp draws the face and the
+    prior paints the inside of the lips: then sessions make no L2V call (``LipSyncSession.runs_l2v``) and an
+    enrolment has no L2V adapter to fit (``enroll.enroll``)."""
+    return not (face.warp_prior and prior is not None and face.interior_source == "atlas")
 
 
 def load_mouth_prior(folder: Path) -> MouthPrior | None:

@@ -128,7 +128,7 @@ class LipSyncSession:
         # When the warp draws the face and the prior paints the mouth, no pixel of L2V's picture is shown, and its
         # latent would only be the pose prior of the next L2V picture, not shown either: the session then makes
         # no L2V call at all (``warp_frame``), which is most of a frame's CPU (docs/benchmarks.md, "Headroom").
-        self.runs_l2v = not (cfg.face.warp_prior and self.interior is not None)
+        self.runs_l2v = mouth_prior.shows_l2v(cfg.face, prior)
         self.render_policy = render_policy
         self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()

@@ -86,14 +86,12 @@ class OnnxRuntimeBackend(GraphBackend):
         whose sessions show L2V's picture is refused with what to do instead."""
         from facecast.engine.avatar import has_adapter
         from facecast.engine.errors import InputError
+        from facecast.engine.mouth_prior import shows_l2v
 
         key = Path(bundle).resolve()
         if key in self._enrolled:
             return
-        shows_l2v = not (
-            self.cfg.face.warp_prior and self.mouth_prior is not None and self.cfg.face.interior_source == "atlas"
-        )
-        if shows_l2v and has_adapter(key):
+        if shows_l2v(self.cfg.face, self.mouth_prior) and has_adapter(key):
             raise InputError(
                 f"{bundle} is an enrolled bundle whose L2V adapter this model would show (it paints the mouth with "
                 "L2V: no mouth prior, or face.interior_source 'l2v'); the onnxruntime backend runs an enrolled "

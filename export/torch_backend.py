@@ -9,7 +9,7 @@ import torch
 
 from facecast.engine import checkpoint
 from facecast.engine.adapters import enrolled_a2l, l2v_hash, merged_l2v
-from facecast.engine.avatar import model_hash
+from facecast.engine.avatar import has_adapter, model_hash
 from facecast.engine.backend import Weights
 from facecast.engine.config import ModelConfig
 from facecast.engine.errors import WeightsError
@@ -46,7 +46,10 @@ class TorchBackend:
         that name other weights, and the files are never changed. Loads once per bundle."""
         key = Path(bundle).resolve()
         if key not in self._enrolled:
-            l2v = merged_l2v(self.l2v, key, l2v_hash(self.model_dir)).to(self.device, self.dtype)
+            # A bundle enrolled on a model that shows no L2V picture has no adapter: the model's own L2V.
+            l2v = self.l2v
+            if has_adapter(key):
+                l2v = merged_l2v(self.l2v, key, l2v_hash(self.model_dir)).to(self.device, self.dtype)
             a2l = enrolled_a2l(key, self.cfg, self.a2l_net)
             self._enrolled[key] = (self.a2l_net if a2l is None else a2l.to(self.device, self.dtype), l2v)
 

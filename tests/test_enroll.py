@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -223,7 +224,7 @@ def test_backends_without_adapters_refuse_an_enrolled_bundle(bundle: tuple[Path,
     class OnnxLike:
         name = "onnxruntime"
 
-    with pytest.raises(InputError, match="--backend torch"):
+    with pytest.raises(InputError, match="cannot run it"):
         check_backend(OnnxLike(), bundle[0])
     check_backend(OnnxLike(), None)  # a plain avatar is fine
 
@@ -445,22 +446,16 @@ def test_an_enrolled_bundle_runs_its_own_a2l_on_onnxruntime(
     """On a model whose mouth prior paints the interior (no L2V picture is shown), onnxruntime serves an enrolled
     person with their own A2L graph, as torch does; without that graph, or on a model that shows L2V, it says
     what to do."""
-    import shutil
-
     from facecast.engine.avatar import load_avatar
-    from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE, MouthPrior
     from facecast.export.onnx_export import ExportOptions, export_enrolled_a2l, export_model
     from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
     from facecast.export.torch_backend import TorchBackend
 
-    model = tmp_path / "model"
-    shutil.copytree(tiny_model, model)
-    MouthPrior(np.zeros((37, 2), np.float32), 0.0, 0.1, 0.1, np.full((1, 2, 4, 8, 3), 0.2, np.float32), 0.1,
-               np.array([0.1], np.float32), np.array([10]), np.ones(3, np.float32)).save(model / MOUTH_PRIOR_FILE)
+    model = with_prior(tiny_model, tmp_path / "model")
     export = tmp_path / "export"
     export_model(model, export, options=ExportOptions(threads=1, slim=False), log=_quiet)
     person = tmp_path / "person"
-    shutil.copytree(bundle[0], person)
+    shutil.copytree(bundle[0], person)  # enrolled on the tiny model itself: the same A2L and L2V as ``model``
     ort = OnnxRuntimeBackend(export, threads=1)
     with pytest.raises(InputError, match="facecast export --avatar"):
         load_avatar(person, ort)
@@ -483,3 +478,30 @@ def test_an_enrolled_bundle_runs_its_own_a2l_on_onnxruntime(
     export_model(tiny_model, plain, options=ExportOptions(threads=1, slim=False), log=_quiet)
     with pytest.raises(InputError, match="--backend torch"):
         load_avatar(person, OnnxRuntimeBackend(plain, threads=1))
+
+
+def with_prior(tiny_model: Path, folder: Path) -> Path:
+    """A copy of the tiny model with a mouth prior: its frames show no L2V picture (``mouth_prior.shows_l2v``)."""
+    from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE, MouthPrior
+
+    shutil.copytree(tiny_model, folder)
+    MouthPrior(np.zeros((37, 2), np.float32), 0.0, 0.1, 0.1, np.full((1, 2, 4, 8, 3), 0.2, np.float32), 0.1,
+               np.array([0.1], np.float32), np.array([10]), np.ones(3, np.float32)).save(folder / MOUTH_PRIOR_FILE)
+    return folder
+
+
+def test_a_model_that_shows_no_l2v_picture_enrols_the_a2l_only(video: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """No L2V adapter is fitted (nothing of it would be shown); the bundle still runs the person's own A2L."""
+    from facecast.engine.avatar import is_enrolled, load_avatar
+    from facecast.export.torch_backend import TorchBackend
+
+    model = with_prior(tiny_model, tmp_path / "model")
+    out = tmp_path / "person"
+    report = enroll(video, out, model, TINY, log=_quiet)
+    assert report["adapter"] is None and report["steps"] == 0 and report["adapter_mb"] == 0.0
+    assert not (out / ADAPTER_FILE).is_file() and (out / A2L_FILE).is_file() and is_enrolled(out)
+    backend = TorchBackend(model)
+    avatar = load_avatar(out, backend)
+    assert avatar.enrolment == out.resolve()
+    a2l, l2v = backend.networks(avatar.enrolment)
+    assert l2v is backend.l2v and a2l is not backend.a2l_net
