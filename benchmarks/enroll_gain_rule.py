@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from facecast.engine import face
+from facecast.engine.avatar import face
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
-from facecast.engine.enroll import EnrollConfig, enroll, enrolled_motion_gain
 from facecast.engine.evaluation.evaluate import EvalConfig, Scorers, evaluate_clip, personal_split
-from facecast.export.torch_backend import TorchBackend
+from facecast.engine.training.enroll import EnrollConfig, enroll, enrolled_motion_gain
+from facecast.export.backends.torch_backend import TorchBackend
 
 
 def with_gain(bundle: Path, out: Path, gain: float) -> Path:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facecast.engine import face, media
-from facecast.engine.avatar import prepare_avatar
+from facecast.engine import media
+from facecast.engine.avatar import face
+from facecast.engine.avatar.prepare import prepare_avatar
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.evaluation.evaluate import mouth_crops, mouth_sheet

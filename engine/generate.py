@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import check_speech
-from .avatar import Avatar
+from .avatar.prepare import Avatar
 from .backend import Backend
 from .config import InferenceConfig, ModelConfig
 from .media import Mp4Writer

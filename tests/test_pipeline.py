@@ -4,8 +4,8 @@ import pytest
 from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.cli import main
-from facecast.engine import avatar as avatar_mod
 from facecast.engine import crop, media, warp
+from facecast.engine.avatar import prepare as avatar_mod
 from facecast.engine.batching import decode_lower_faces
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import InputError

@@ -18,15 +18,15 @@ from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import AudioError, InputError
 from facecast.engine.generate import run_session
 from facecast.engine.pipeline import SKIPPED, LipSyncSession
-from facecast.streaming.audio_out import AudioOut
-from facecast.streaming.clock import FrameClock, VirtualClock
 from facecast.streaming.config import LiveConfig, PushConfig
-from facecast.streaming.display import Display
-from facecast.streaming.live import EngineObserver, LiveEngine
-from facecast.streaming.mixer import Mixer, clean_audio
-from facecast.streaming.render_policy import RenderPolicy
-from facecast.streaming.sources import FileSource, MicrophoneSource, PushDecoder
-from facecast.streaming.speech_gate import SpeechGate
+from facecast.streaming.live.audio_out import AudioOut
+from facecast.streaming.live.clock import FrameClock, VirtualClock
+from facecast.streaming.live.display import Display
+from facecast.streaming.live.engine import EngineObserver, LiveEngine
+from facecast.streaming.live.mixer import Mixer, clean_audio
+from facecast.streaming.live.render_policy import RenderPolicy
+from facecast.streaming.live.sources import FileSource, MicrophoneSource, PushDecoder
+from facecast.streaming.live.speech_gate import SpeechGate
 
 ZERO_SPEAKER = np.zeros(256, np.float32)
 

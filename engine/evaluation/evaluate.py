@@ -31,17 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import face, media
+from .. import media
 from ..audio import check_speech
-from ..avatar import Avatar, check_backend, prepare_avatar
+from ..avatar import face
+from ..avatar.prepare import Avatar, check_backend, prepare_avatar
 from ..backend import Backend
 from ..config import InferenceConfig, ModelConfig
-from ..dataset import find_videos
-from ..enroll import EnrollConfig, enroll
 from ..errors import FacecastError, InputError
 from ..generate import run_session
 from ..pipeline import LipSyncSession
 from ..speaker import speaker_embedding
+from ..training.dataset import find_videos
+from ..training.enroll import EnrollConfig, enroll
 from . import metrics
 
 SYSTEMS = ("model", "static", "oracle", "topline")
@@ -479,8 +480,8 @@ def evaluate_landmarks(
     encoder). The reference is the clip's mean pose-free landmarks, as ``facecast prepare`` makes it for a video
     avatar; ``static`` is that reference, unmoved.
     """
-    from ..dataset import load_clips
     from ..landmarks import DRIVEN, register_to
+    from ..training.dataset import load_clips
     from ..whisper import a2l_features
 
     per_clip = {}

@@ -24,17 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import face, media
+from .. import media
 from ..audio import check_speech
-from ..avatar import Avatar, prepare_avatar
+from ..avatar import face
+from ..avatar.prepare import Avatar, prepare_avatar
 from ..backend import Backend
 from ..config import InferenceConfig, ModelConfig
-from ..dataset import find_videos
 from ..errors import FacecastError
 from ..generate import run_session
 from ..landmarks import mouth_opening
 from ..pipeline import LipSyncSession
 from ..speaker import speaker_embedding
+from ..training.dataset import find_videos
 from . import metrics
 from .evaluate import mouth_crops, mouth_sheet
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from facecast.engine.avatar import Avatar
+from facecast.engine.avatar.prepare import Avatar
 from facecast.engine.backend import Backend
 
-from ..clock import Clock
 from ..config import LiveConfig
-from ..live import LiveEngine, OutputFrame
+from ..live.clock import Clock
+from ..live.engine import LiveEngine, OutputFrame
 from .measured_run import Driver, Run
 
 
