@@ -54,7 +54,7 @@ def compare(video: Path, backend: TorchBackend, ecfg: EvalConfig, enroll_cfg: En
         if lower != person:
             bundles["lower_only"] = with_gain(bundle, Path(tmp) / "lower_only", lower)
         for name, b in bundles.items():
-            result[name], _, _ = evaluate_clip(test_video, backend, cfg, ecfg, face_backend, scorers, b)
+            result[name], _, _ = evaluate_clip(test_video, backend, ecfg, face_backend, scorers, b)
     result["lower_only_is_person"] = lower == person
     result.setdefault("lower_only", result["person"])
     result["seconds"] = round(time.time() - start, 1)

@@ -121,7 +121,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
         task = bar.add_task("generate", total=len(audio) // cfg.audio.samples_per_frame)
         report = generate_video(
             backend,
-            cfg,
             av,
             audio,
             args.out,
@@ -237,7 +236,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     report = evaluate(
         args.clips,
         backend,
-        backend.cfg,
         ecfg,
         scorers,
         out,
@@ -261,7 +259,6 @@ def _eval_portraits(args: argparse.Namespace, backend: object, out: Path) -> Non
         args.clips,
         args.portraits,
         backend,
-        backend.cfg,
         args.steps,
         args.max_frames,
         mouth_png=args.mouth_sheet,

@@ -110,7 +110,7 @@ def wall_clock_engine(backend, portrait, **config):
     from facecast.streaming.live.engine import LiveEngine
 
     live = LiveConfig(**{"speaker_seconds": 0, "wait_for_model": True, **config})
-    return LiveEngine(backend, backend.cfg, portrait, live)
+    return LiveEngine(backend, portrait, live)
 
 
 @pytest.fixture

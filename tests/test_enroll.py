@@ -413,7 +413,7 @@ def test_personal_protocol_scores_enrolled_and_generic_side_by_side(video: Path,
 
     backend = TorchBackend(tiny_model)
     ecfg = EvalConfig(protocol="personal", steps=1, max_frames=20, enroll=dataclasses.replace(TINY, min_seconds=1.0))
-    report = evaluate(video, backend, backend.cfg, ecfg)
+    report = evaluate(video, backend, ecfg)
     assert not report["skipped"], report["skipped"]
     scores = report["clips"][video.stem]
     for system in ("model", "generic", "oracle", "generic_oracle", "static", "topline"):

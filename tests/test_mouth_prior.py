@@ -245,7 +245,7 @@ def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(back
     b = backend_with_prior
     # The bundled face smiles (open mouth): accept it here so the protocol's path runs end to end.
     report = evaluate_portraits(
-        clips, None, b, b.cfg, steps=1, max_frames=16, pcfg=PortraitConfig(closed_opening=1.0),
+        clips, None, b, steps=1, max_frames=16, pcfg=PortraitConfig(closed_opening=1.0),
         mouth_png=tmp_path / "mouths.png",
     )
     assert set(report["avatars"]) == {"a_first_frame", "b_first_frame"}
@@ -255,7 +255,7 @@ def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(back
     assert (tmp_path / "mouths.png").is_file()
     strict = PortraitConfig()  # at the default threshold the smiling stills are refused, and say why
     with pytest.raises(FacecastError, match="mouth open in the still"):
-        evaluate_portraits(clips, None, b, b.cfg, steps=1, max_frames=16, pcfg=strict)
+        evaluate_portraits(clips, None, b, steps=1, max_frames=16, pcfg=strict)
 
 
 def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backend_with_prior, tmp_path):

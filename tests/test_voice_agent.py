@@ -35,7 +35,7 @@ def test_sessions_share_one_model_and_keep_their_own_state(tiny_model):
 def test_agent_speech_takes_any_rate_and_channels_and_marks_the_segment_end(backend, portrait):
     from facecast.streaming.live.engine import LiveEngine
 
-    engine = LiveEngine(backend, backend.cfg, portrait)
+    engine = LiveEngine(backend, portrait)
     speech = AgentSpeech(engine, "agent")
     mono = (speech_like(0.5, rate=24000) * 32767).astype("<i2")
     stereo = np.stack([mono, mono], axis=1).reshape(-1)  # interleaved L R

@@ -22,9 +22,8 @@ from rich.table import Table
 from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, load_config
 from facecast.engine.errors import DependencyError
-
-from ...export.backends import BACKENDS
-from ...export.onnx.manifest import is_export_dir, load_manifest
+from facecast.export.backends import BACKENDS
+from facecast.export.onnx.manifest import is_export_dir, load_manifest
 
 Log = Callable[[str], None]
 
@@ -57,14 +56,14 @@ def unavailable_reason(name: str) -> str | None:
         return None
     if name == "onnxruntime":
         try:
-            from ...export.backends.ort_session import import_onnxruntime
+            from facecast.export.backends.ort_session import import_onnxruntime
 
             import_onnxruntime()
         except DependencyError as e:
             return str(e)
         return None
     if name == "tensorrt":
-        from ...export.backends.tensorrt_backend import INSTALL_HINT, import_tensorrt
+        from facecast.export.backends.tensorrt_backend import INSTALL_HINT, import_tensorrt
 
         try:
             import_tensorrt()
@@ -90,7 +89,7 @@ def _time(fn: Callable[[], object], repeats: int, warmup: int) -> tuple[float, f
 def _workload(
     backend: Backend, cfg: Any, batch: int, steps: tuple[int, ...], seed: int
 ) -> dict[str, Callable[[], object]]:
-    from ...export.onnx.export import example_inputs
+    from facecast.export.onnx.export import example_inputs
 
     rng = np.random.default_rng(seed)
     mel, speaker, reference, state = example_inputs(cfg, "a2l_step", batch, rng)
@@ -118,14 +117,14 @@ def _workload(
 
 def _make_backend(name: str, model_dir: Path, export_dir: Path | None, threads: int | None) -> Backend:
     if name == "torch":
-        from ...export.backends.torch_backend import TorchBackend
+        from facecast.export.backends.torch_backend import TorchBackend
 
         return TorchBackend(model_dir)
     if name == "onnxruntime":
-        from ...export.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(export_dir, threads=threads)  # every available provider, best first
-    from ...export.backends.tensorrt_backend import TensorRTBackend
+    from facecast.export.backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(export_dir)
 
@@ -141,7 +140,7 @@ def _export_for(batch: int, model_dir: Path, export_dir: Path | None, tmp: Path,
         log(f"{export_dir} is exported for batch {have}; exporting batch {batch} into a temporary folder")
     else:
         log(f"no export folder{f' at {export_dir}' if export_dir else ''}: exporting batch {batch} into a temp folder")
-    from ...export.onnx.export import ExportOptions, export_model
+    from facecast.export.onnx.export import ExportOptions, export_model
 
     out = tmp / f"batch{batch}"
     export_model(model_dir, out, batch=batch, options=ExportOptions(threads=threads), log=lambda s: log(f"  {s}"))
@@ -222,7 +221,7 @@ def _run(
 
 
 def _ort_threads() -> int:
-    from ...export.backends.ort_session import physical_cores
+    from facecast.export.backends.ort_session import physical_cores
 
     return physical_cores()
 

@@ -89,7 +89,7 @@ async def measure_interrupt(
     """Interrupt -> idle mouth over ``options.trials`` utterances on one warmed-up engine."""
     options = options or InterruptBenchOptions()
     live = dataclasses.replace(live, speaker_seconds=0)  # the voice embedding plays no part in a barge-in
-    engine = LiveEngine(backend, backend.cfg, avatar, live, clock)
+    engine = LiveEngine(backend, avatar, live, clock)
     await engine.warm_up()
     await engine.start()
     try:

@@ -38,7 +38,7 @@ def serve_ready(backend_name: str, model: Path, avatar_path: Path, device: str =
     t0 = time.perf_counter()
     backend = load_backend(backend_name, model, device=device)
     avatar = load_avatar(avatar_path, backend)
-    engine = LiveEngine(backend, backend.cfg, avatar)
+    engine = LiveEngine(backend, avatar)
     create_app(engine)
     asyncio.run(engine.warm_up())
     return {

@@ -121,7 +121,7 @@ def _engines(
     extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
     if worker == WORKER_SHARED:
         extra["worker"] = ModelWorker(backend, clock=harness.clock)  # else each engine makes its own
-    return [LiveEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
+    return [LiveEngine(backend, avatar, live, harness.clock, **extra) for _ in range(sessions)]
 
 
 def variant_name(backend: str, steps: int, sessions: int, worker: str = WORKER_SHARED) -> str:

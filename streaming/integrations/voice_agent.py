@@ -109,7 +109,7 @@ class AvatarEngines:
         self._engines: list[LiveEngine] = []
 
     def new_engine(self) -> LiveEngine:
-        engine = LiveEngine(self.backend, self.backend.cfg, self.avatar, self.live)
+        engine = LiveEngine(self.backend, self.avatar, self.live)
         self._engines.append(engine)
         return engine
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from facecast.engine.avatar.prepare import Avatar
 from facecast.engine.backend import Backend
-from facecast.engine.config import InferenceConfig, ModelConfig
+from facecast.engine.config import InferenceConfig
 from facecast.engine.pipeline import SKIPPED, Frame
 from facecast.engine.speaker import speaker_embedding
 
@@ -63,7 +63,6 @@ class LiveEngine:
     def __init__(
         self,
         backend: Backend,
-        cfg: ModelConfig,
         avatar: Avatar,
         config: LiveConfig | None = None,
         clock: Clock | None = None,
@@ -78,6 +77,7 @@ class LiveEngine:
         self.clock = clock or (worker.clock if worker is not None else MonotonicClock())
         # shared with other engines, or this engine's own; deadlines and ticks are on this engine's clock
         self.worker = worker or ModelWorker(backend, clock=self.clock)
+        cfg = backend.cfg
         self.backend, self.cfg, self.config = backend, cfg, config
         self.speaker_fn = speaker_fn or partial(speaker_embedding, encoder=backend.speaker_partials)
         self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
@@ -90,7 +90,7 @@ class LiveEngine:
         self.jobs = ModelJobs(self.counters, self._frames_back)
         self.speaker = SpeakerTracker(config, cfg.audio.sample_rate, cfg.audio.fps)
         parts = (self.jobs, self.speaker, self.speaker_fn, self.outputs)
-        self.runner = SessionRunner(backend, cfg, self.inference, avatar, *parts)
+        self.runner = SessionRunner(backend, self.inference, avatar, *parts)
         timing = (config, self.clock, self.spf, cfg.audio.fps, self.delay_frames)
         self.ticker = Ticker(*timing, self.mixer, self.runner, self.outputs, self.counters, avatar)
 

@@ -60,7 +60,7 @@ def serve(
     if audio_file is not None and not Path(audio_file).is_file():
         raise InputError(f"audio file not found: {audio_file}. Check the path.")
     loaded = load_backend(backend, Path(model), device=device)
-    engine = LiveEngine(loaded, loaded.cfg, load_avatar(avatar, loaded), live)
+    engine = LiveEngine(loaded, load_avatar(avatar, loaded), live)
     sources = []
     if audio_file is not None:
         sources.append(FileSource(engine, audio_file, loop=True).run)

@@ -122,9 +122,7 @@ class SessionRegistry:
         if len(self.sessions) - 1 >= self.config.max_sessions:
             raise SessionError(503, f"this server already hosts {self.config.max_sessions} sessions: try later")
         base = self.default.engine
-        engine = LiveEngine(
-            base.backend, base.cfg, avatar or base.avatar, base.config, base.clock, base.speaker_fn, base.worker
-        )
+        engine = LiveEngine(base.backend, avatar or base.avatar, base.config, base.clock, base.speaker_fn, base.worker)
         session = self._add(secrets.token_urlsafe(self.config.id_bytes), engine)
         session.last_active = asyncio.get_running_loop().time()
         await engine.start()
