@@ -43,7 +43,7 @@ from facecast.engine.config import AudioConfig
 from facecast.engine.errors import FacecastError
 from facecast.engine.evaluation import metrics
 from facecast.engine.landmarks import register_to
-from facecast.engine.train import DEFAULT_HOLDOUT
+from facecast.engine.training.train import DEFAULT_HOLDOUT
 
 AUDIO = AudioConfig()
 # pocketsphinx en-us's context-independent phones (its mdef): silence, two noise fillers, the 39 ARPAbet phones.

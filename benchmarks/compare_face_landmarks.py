@@ -28,7 +28,7 @@ Measured per clip (first ``--frames`` frames) and overall:
                               (all 68, mouth 48-67, jaw 0-16, ...) on frames where both found a face.
 On portraits: detection success and ms (median of --repeats runs, static mode).
 
-Clips also get a third row, "dlib_tracked": option A run the way engine/face.py runs it on
+Clips also get a third row, "dlib_tracked": option A run the way engine/avatar/face.py runs it on
 video (HOG detector on the first frame / when lost, otherwise the shape predictor alone in the
 box of the previous landmarks), since MediaPipe's video mode also skips detection while tracking.
 
@@ -149,7 +149,7 @@ class DlibLandmarker:
 
 
 class DlibTracked:
-    """Option A as engine/face.py runs it on video.
+    """Option A as engine/avatar/face.py runs it on video.
 
     Detect once, then fit the predictor in the box of the previous frame's landmarks (no detector) and
     re-detect only when the fit jumps by > 1/4 of the box.  Reported beside the per-frame numbers because

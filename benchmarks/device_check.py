@@ -151,7 +151,7 @@ class FrameWork:
     """
 
     def __init__(self, l2v: Any, codec: Any, schedule: Any, row: int, top: int) -> None:
-        from facecast.engine.ddim import ddim_step
+        from facecast.engine.sampler import ddim_step
 
         self.l2v, self.codec, self.row, self.top, self.ddim_step = l2v, codec, row, top, ddim_step
         self.alphas = list(zip(schedule.alphas_cumprod, schedule.alphas_cumprod_prev, strict=True))
@@ -604,7 +604,7 @@ def phase_ort(run: Run, ctx: dict[str, Any], provider: str, batches: list[int], 
     dec = Decode(copy.deepcopy(fp32["codec"]).float().cpu().eval())
     keys = ("noisy", "t0", "masked", "identity", "previous", "heatmaps", "driven_px", "mel_window")
     names = ("noisy", "timestep", "masked", "identity", "previous", "heatmaps", "driven_px", "mel_window")
-    from facecast.engine.ddim import ddim_step
+    from facecast.engine.sampler import ddim_step
 
     sched = ctx["schedules"][steps]
     row, top = ctx["row"], ctx["top"]
@@ -788,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from facecast.engine import checkpoint
-    from facecast.engine.ddim import DDIMSchedule
+    from facecast.engine.sampler import DDIMSchedule
 
     run.data["facecast_engine_path"] = str(Path(checkpoint.__file__).parent)
     if args.device == "auto":

@@ -23,7 +23,7 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 
-from facecast.engine.train import train
+from facecast.engine.training.train import train
 
 pack, model_dir, config = sys.argv[1:4]
 print("cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")

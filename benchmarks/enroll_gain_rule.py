@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from facecast.engine import face
+from facecast.engine.avatar import face
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
-from facecast.engine.enroll import EnrollConfig, enroll, enrolled_motion_gain
 from facecast.engine.evaluation.evaluate import EvalConfig, Scorers, evaluate_clip, personal_split
-from facecast.export.torch_backend import TorchBackend
+from facecast.engine.training.enroll import EnrollConfig, enroll, enrolled_motion_gain
+from facecast.export.backends.torch_backend import TorchBackend
 
 
 def with_gain(bundle: Path, out: Path, gain: float) -> Path:
@@ -54,7 +54,7 @@ def compare(video: Path, backend: TorchBackend, ecfg: EvalConfig, enroll_cfg: En
         if lower != person:
             bundles["lower_only"] = with_gain(bundle, Path(tmp) / "lower_only", lower)
         for name, b in bundles.items():
-            result[name], _, _ = evaluate_clip(test_video, backend, cfg, ecfg, face_backend, scorers, b)
+            result[name], _, _ = evaluate_clip(test_video, backend, ecfg, face_backend, scorers, b)
     result["lower_only_is_person"] = lower == person
     result.setdefault("lower_only", result["person"])
     result["seconds"] = round(time.time() - start, 1)

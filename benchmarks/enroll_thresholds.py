@@ -1,4 +1,4 @@
-"""Measure the figures behind engine/enroll.py's bad-input thresholds on ../shared/data/clips.
+"""Measure the figures behind engine/training/enroll.py's bad-input thresholds on ../shared/data/clips.
 
 For each single-person clip (its first ``SECONDS``): speech fraction, share of frames with two or more faces,
 share of frames with the face lost, and the two-halves checks (voice cosine, face-shape drift). Then the same
@@ -18,13 +18,7 @@ import numpy as np
 import torch
 
 from facecast.engine.config import ModelConfig
-from facecast.engine.enroll import (
-    EnrollConfig,
-    read_enrol_video,
-    shape_drift,
-    speaker_cosine,
-    speech_fraction,
-)
+from facecast.engine.training.enroll import EnrollConfig, read_enrol_video, shape_drift, speaker_cosine, speech_fraction
 
 CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clips"
 SINGLE = (

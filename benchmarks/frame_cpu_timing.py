@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facecast.engine import crop, media
-from facecast.engine.avatar import load_avatar
+from facecast.engine.avatar.prepare import load_avatar
 from facecast.engine.batching import A2LCall, answer_a2l, answer_frames
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from facecast.engine import media
-from facecast.engine.avatar import prepare_avatar
+from facecast.engine.avatar.prepare import prepare_avatar
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.config import InferenceConfig
 from facecast.engine.evaluation.evaluate import generated_crops, mouth_crops, mouth_sheet

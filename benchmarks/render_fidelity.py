@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facecast.engine import face, media
-from facecast.engine.avatar import prepare_avatar
+from facecast.engine import media
+from facecast.engine.avatar import face
+from facecast.engine.avatar.prepare import prepare_avatar
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.evaluation.evaluate import mouth_crops, mouth_sheet
@@ -39,7 +40,7 @@ def main() -> None:
     face_backend = face.make_backend("dlib", cfg=cfg.face)
     avatar = prepare_avatar(args.avatar, backend.encode, cfg, face_backend, max_frames=1)
     audio = media.load_audio(args.audio, cfg.audio.sample_rate)[: args.max_frames * cfg.audio.samples_per_frame]
-    scores, crops, driving = score_portrait(avatar, audio, float("nan"), backend, cfg, args.steps, face_backend, pcfg)
+    scores, crops, driving = score_portrait(avatar, audio, float("nan"), backend, args.steps, face_backend, pcfg)
     keys = ("still_opening", "driving_opening_std", "opening_std", "render_slope", "render_corr", "detail_ratio")
     print(json.dumps({"avatar": args.avatar.name, "model": str(args.model), **{k: scores[k] for k in keys}}, indent=1))
     if args.sheet is not None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facecast.engine import face
-from facecast.engine.avatar import Avatar, prepare_avatar
+from facecast.engine.avatar import face
+from facecast.engine.avatar.prepare import Avatar, prepare_avatar
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.config import FaceConfig
 from facecast.engine.evaluation import metrics

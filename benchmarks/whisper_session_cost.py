@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facecast.engine.avatar import prepare_avatar
+from facecast.engine.avatar.prepare import prepare_avatar
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.media import load_audio
 from facecast.engine.pipeline import LipSyncSession
-from facecast.export.torch_backend import TorchBackend
+from facecast.export.backends.torch_backend import TorchBackend
 
 
 def main() -> None:

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 Weights = Path | None
 
 
+def weights_keyword(weights: Weights) -> dict[str, Weights]:
+    """The keyword a backend call names its weights with: none for the model's own (``Weights``)."""
+    return {} if weights is None else {"weights": weights}
+
+
 class Backend(Protocol):
     name: str
     cfg: ModelConfig  # the config the networks were built with (the model's, or the export's copy of it)

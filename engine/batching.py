@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend, Weights
+from .backend import Backend, Weights, weights_keyword
 from .config import ModelConfig
-from .ddim import DDIMSchedule, ddim_step
 from .latents import to_uint8_images
+from .sampler import DDIMSchedule, sample_latents
 
 
 @dataclass
@@ -94,11 +94,6 @@ def _stack(arrays: list[np.ndarray], axis: int = 0) -> np.ndarray:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
 
 
-def _weights(weights: Weights) -> dict[str, Weights]:
-    """The keyword a backend call names its weights with: none for the model's own (``backend.Weights``)."""
-    return {} if weights is None else {"weights": weights}
-
-
 def answer_a2l(backend: Backend, calls: list[A2LCall]) -> list[tuple[np.ndarray, np.ndarray]]:
     """One A2L call for all ``calls`` (same T and weights); per call: displacements (1, T, 37, 2), its new state."""
     disp, state = backend.a2l(
@@ -106,23 +101,26 @@ def answer_a2l(backend: Backend, calls: list[A2LCall]) -> list[tuple[np.ndarray,
         _stack([c.speaker for c in calls]),
         _stack([c.reference_px for c in calls]),
         _stack([c.state for c in calls], axis=1),
-        **_weights(calls[0].weights),
+        **weights_keyword(calls[0].weights),
     )
     return [(disp[i : i + 1], np.ascontiguousarray(state[:, i : i + 1])) for i in range(len(calls))]
 
 
 def answer_frames(backend: Backend, jobs: list[FrameJob]) -> list[FrameResult]:
     """Every DDIM step of all ``jobs`` (same schedule, row and weights) as one denoise call, then one decode call."""
-    s, row, weights = jobs[0].schedule, jobs[0].row, _weights(jobs[0].weights)
+    s, row = jobs[0].schedule, jobs[0].row
     t = time.perf_counter()
-    x = _stack([j.noise for j in jobs])
-    masked = _stack([j.masked for j in jobs])
     conditions = [_stack([getattr(j, k) for j in jobs]) for k in ("identity", "previous", "heatmaps", "driven_px")]
-    mel_window = _stack([j.mel_window for j in jobs])
-    for i, ts in enumerate(s.timesteps):
-        x0 = backend.denoise(x, np.full(len(jobs), ts, np.int64), masked, *conditions, mel_window, **weights)
-        x0[:, :, :row] = masked[:, :, :row]  # the upper face stays clean (paper 002)
-        x = ddim_step(x0, x, s.alphas_cumprod[i], s.alphas_cumprod_prev[i]) if i + 1 < len(s.timesteps) else x0
+    x = sample_latents(
+        backend,
+        s,
+        _stack([j.noise for j in jobs]),
+        _stack([j.masked for j in jobs]),
+        row,
+        conditions,
+        _stack([j.mel_window for j in jobs]),
+        jobs[0].weights,
+    )
     unet_ms = (time.perf_counter() - t) * 1e3
     t = time.perf_counter()
     lower = decode_lower_faces(backend, x, row)

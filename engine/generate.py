@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .audio import check_speech
-from .avatar import Avatar
+from .avatar.prepare import Avatar
 from .backend import Backend
-from .config import InferenceConfig, ModelConfig
+from .config import InferenceConfig
 from .media import Mp4Writer
 from .pipeline import Frame, LipSyncSession
 from .speaker import speaker_embedding
@@ -52,7 +52,6 @@ def run_session(
 
 def generate_video(
     backend: Backend,
-    cfg: ModelConfig,
     avatar: Avatar,
     audio_16k: np.ndarray,
     out_path: Path,
@@ -60,6 +59,7 @@ def generate_video(
     progress: Callable[[int, int], None] | None = None,
     landmarks: str = "audio",
 ) -> GenerateReport:
+    cfg = backend.cfg
     check_speech(audio_16k, cfg.audio)
     speaker = speaker_embedding(audio_16k, backend.speaker_partials)
     session = LipSyncSession(backend, cfg, avatar, speaker, inference, landmarks=landmarks)

@@ -1,7 +1,7 @@
 """Images <-> the autoencoder's input layout and latents, and the lower-face masking used everywhere.
 
 numpy only: the runtime path (prepare an avatar, decode frames) runs on any backend without torch. The torch side
-for training and enrolment (tensors, the torch encoder, a clip's latents) is ``training_latents.py``.
+for training and enrolment (tensors, the torch encoder, a clip's latents) is ``training/latents.py``.
 """
 
 from __future__ import annotations

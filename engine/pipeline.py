@@ -27,7 +27,7 @@ import numpy as np
 
 from . import crop, mouth_prior, warp
 from .audio import MelExtractor, RunningMeanNormaliser
-from .avatar import Avatar, pose_to_frame
+from .avatar.prepare import Avatar, pose_to_frame
 from .backend import Backend
 from .batching import (
     NOT_RENDERED,
@@ -40,9 +40,9 @@ from .batching import (
     run_alone,
 )
 from .config import InferenceConfig, ModelConfig
-from .ddim import DDIMSchedule
 from .errors import AudioError
 from .landmarks import DRIVEN, apply_affine, lip_gap, render_heatmaps
+from .sampler import DDIMSchedule
 from .whisper import SpeechFeatureStream
 
 # Where the driven (mouth and jaw) landmarks come from:
@@ -63,7 +63,7 @@ class Frame:
 
 
 class RenderPolicy(Protocol):
-    """Which frames a session renders (the live engine's drop rule: ``streaming/render_policy.py``)."""
+    """Which frames a session renders (the live engine's drop rule: ``streaming/live/render_policy.py``)."""
 
     def now(self) -> float:
         """Seconds on the clock the policy's deadlines are on (what render times are measured with)."""

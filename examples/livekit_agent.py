@@ -21,8 +21,8 @@ from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExec
 from livekit.plugins import silero
 
 from facecast.engine.bundled import ASSETS
-from facecast.streaming.livekit_avatar import FacecastAvatarSession
-from facecast.streaming.voice_agent import AvatarEngines
+from facecast.streaming.integrations.livekit_avatar import FacecastAvatarSession
+from facecast.streaming.integrations.voice_agent import AvatarEngines
 
 # One model for every room this process serves: jobs run as threads of this process, not as processes of their own.
 ENGINES = AvatarEngines(

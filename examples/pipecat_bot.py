@@ -31,8 +31,8 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
 from facecast.engine.bundled import ASSETS
-from facecast.streaming.pipecat_video import FacecastVideoService
-from facecast.streaming.voice_agent import AvatarEngines
+from facecast.streaming.integrations.pipecat_video import FacecastVideoService
+from facecast.streaming.integrations.voice_agent import AvatarEngines
 
 # Loaded once per process; every bot session gets its own engine on it.
 ENGINES = AvatarEngines(

@@ -90,8 +90,8 @@ def _backend(name: str, model_dir: Path, device: str = "cpu"):  # an engine.back
 
 def _avatar(args: argparse.Namespace, backend):  # engine.backend.Backend -> Avatar
     """--avatar as a bundle, or a portrait / idle video prepared with --face-backend (made only then)."""
-    from facecast.engine import face
-    from facecast.engine.avatar import load_avatar
+    from facecast.engine.avatar import face
+    from facecast.engine.avatar.prepare import load_avatar
 
     landmarks = None
     if Path(args.avatar).is_file():
@@ -121,7 +121,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
         task = bar.add_task("generate", total=len(audio) // cfg.audio.samples_per_frame)
         report = generate_video(
             backend,
-            cfg,
             av,
             audio,
             args.out,
@@ -144,9 +143,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_enroll(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from facecast.engine import face
+    from facecast.engine.avatar import face
     from facecast.engine.checkpoint import load_config
-    from facecast.engine.enroll import EnrollConfig, enroll
+    from facecast.engine.training.enroll import EnrollConfig, enroll
 
     ecfg = EnrollConfig(threads=args.threads, check_identity=not args.no_identity_check)
     if args.minutes is not None:
@@ -155,7 +154,7 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     report = enroll(
         args.video, args.out, args.model, ecfg, resume=args.resume, face_backend=landmarks, log=console.print
     )
-    from facecast.export.onnx_export import export_enrolled_a2l
+    from facecast.export.onnx.export import export_enrolled_a2l
 
     # The person's A2L as a graph too, so the bundle also runs on the onnxruntime backend (seconds).
     graph = export_enrolled_a2l(args.out, args.model)
@@ -170,7 +169,7 @@ def cmd_enroll(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> None:
-    from facecast.engine.dataset import prepare_dataset
+    from facecast.engine.training.dataset import prepare_dataset
 
     report = prepare_dataset(args.video_dir, args.out, max_frames=args.max_frames)
     ok = sum("skipped" not in r for r in report.values())
@@ -178,8 +177,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 
 def cmd_pack_data(args: argparse.Namespace) -> None:
-    from facecast.engine.dataset import pack_dataset
-    from facecast.engine.train import DEFAULT_HOLDOUT
+    from facecast.engine.training.dataset import pack_dataset
+    from facecast.engine.training.train import DEFAULT_HOLDOUT
 
     written = pack_dataset(args.data, args.out, () if args.with_holdout else DEFAULT_HOLDOUT, args.max_frames)
     size_mb = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 2**20
@@ -187,10 +186,10 @@ def cmd_pack_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from facecast.engine.train import DEFAULT_HOLDOUT, train
+    from facecast.engine.training.train import DEFAULT_HOLDOUT, train
 
     if args.part == "mouth":
-        from facecast.engine.train_mouth import train_mouth
+        from facecast.engine.training.train_mouth import train_mouth
 
         summary = train_mouth(args.data, args.out, DEFAULT_HOLDOUT)
         console.print(
@@ -237,7 +236,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     report = evaluate(
         args.clips,
         backend,
-        backend.cfg,
         ecfg,
         scorers,
         out,
@@ -261,7 +259,6 @@ def _eval_portraits(args: argparse.Namespace, backend: object, out: Path) -> Non
         args.clips,
         args.portraits,
         backend,
-        backend.cfg,
         args.steps,
         args.max_frames,
         mouth_png=args.mouth_sheet,
@@ -285,7 +282,7 @@ def cmd_eval_landmarks(args: argparse.Namespace) -> None:
     import numpy as np
 
     from facecast.engine.evaluation.evaluate import evaluate_landmarks
-    from facecast.engine.train import DEFAULT_HOLDOUT
+    from facecast.engine.training.train import DEFAULT_HOLDOUT
 
     backend = _backend(args.backend, args.model)
     look = backend.cfg.a2l.lookahead_frames
@@ -339,7 +336,7 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from facecast.export.onnx_export import ExportOptions, export_enrolled_a2l, export_model
+    from facecast.export.onnx.export import ExportOptions, export_enrolled_a2l, export_model
 
     options = ExportOptions(opset=args.opset, slim=not args.no_slim)
     if args.avatar is not None:
@@ -401,7 +398,7 @@ def add_export(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench_models(args: argparse.Namespace) -> None:
-    from facecast.export.bench_models import BenchOptions, bench_models, render_table
+    from facecast.streaming.benchmark.bench_models import BenchOptions, bench_models, render_table
 
     options = BenchOptions(
         backends=args.backend,
@@ -529,7 +526,7 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from facecast.streaming.serve import serve
+    from facecast.streaming.web.serve import serve
 
     serve(
         args.avatar,
@@ -571,7 +568,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_livekit_worker(args: argparse.Namespace) -> None:
-    from facecast.streaming.livekit_worker import run_livekit_worker
+    from facecast.streaming.integrations.livekit_worker import run_livekit_worker
 
     run_livekit_worker(
         args.url,

@@ -1,3 +1,4 @@
-"""Live: the asyncio engine that ticks at 25 fps (``live``, its clock, sources, mixer, speech gate, render policy
-and model worker), its outputs (WebRTC and the web server, ``facecast serve``), the voice-agent integrations
-(LiveKit, Pipecat) and ``benchmark/`` (``facecast bench stream``). The command line is ``facecast/cli.py``."""
+"""Live: ``live/`` (the asyncio engine that ticks at 25 fps: its clock, sources, mixer, speech gate, render policy
+and model worker), ``web/`` (``facecast serve``: the aiohttp server, its sessions and page, WebRTC out),
+``integrations/`` (LiveKit, Pipecat, what voice agents share) and ``benchmark/`` (``facecast bench stream`` and
+``facecast bench models``)."""

@@ -44,7 +44,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def backend(tiny_model: Path):
     """The torch backend on the tiny model (a test module may override ``backend`` with its own)."""
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.export.backends.torch_backend import TorchBackend
 
     return TorchBackend(tiny_model)
 
@@ -52,7 +52,7 @@ def backend(tiny_model: Path):
 @pytest.fixture(scope="session")
 def portrait(backend):
     """The bundled portrait prepared as a one-frame avatar for the tiny model."""
-    from facecast.engine.avatar import prepare_avatar
+    from facecast.engine.avatar.prepare import prepare_avatar
 
     return prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
 
@@ -107,10 +107,10 @@ def wall_clock_engine(backend, portrait, **config):
     holds the cores, its stream slows down instead of skipping pictures. ``speaker_seconds=0`` leaves the speaker
     encoder out, unless a test asks for it."""
     from facecast.streaming.config import LiveConfig
-    from facecast.streaming.live import LiveEngine
+    from facecast.streaming.live.engine import LiveEngine
 
     live = LiveConfig(**{"speaker_seconds": 0, "wait_for_model": True, **config})
-    return LiveEngine(backend, backend.cfg, portrait, live)
+    return LiveEngine(backend, portrait, live)
 
 
 @pytest.fixture

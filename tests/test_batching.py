@@ -8,11 +8,11 @@ from conftest import speech_like
 from test_export import NO_SLIM, assert_backends_agree
 
 from facecast.engine.config import ModelConfig
-from facecast.export.manifest import CONFIG, DYNAMIC_DIM, load_manifest
-from facecast.export.onnx_export import PARITY_BATCH, export_model
-from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
-from facecast.export.torch_backend import TorchBackend
-from facecast.streaming.clock import VirtualClock
+from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
+from facecast.export.backends.torch_backend import TorchBackend
+from facecast.export.onnx.export import PARITY_BATCH, export_model
+from facecast.export.onnx.manifest import CONFIG, DYNAMIC_DIM, load_manifest
+from facecast.streaming.live.clock import VirtualClock
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def test_a_runtime_batch_limit_cuts_calls(dynamic_export, tiny_model):
 
 
 def test_tensorrt_profiles_span_one_to_max_on_each_inputs_batch_axis(dynamic_export):
-    from facecast.export.manifest import BATCH_AXES
-    from facecast.export.tensorrt_backend import BatchProfile, profile_shapes
+    from facecast.export.backends.tensorrt_backend import BatchProfile, profile_shapes
+    from facecast.export.onnx.manifest import BATCH_AXES
 
     m = load_manifest(dynamic_export)
     shapes = profile_shapes(m.graphs["a2l_step"], BATCH_AXES["a2l_step"][0], BatchProfile(opt=4, max=8))
@@ -142,7 +142,7 @@ def collect(futures):
 
 
 def test_a_session_joins_and_one_leaves_mid_run_without_changing_the_others(backend, portrait):
-    from facecast.streaming.model_worker import ModelWorker
+    from facecast.streaming.live.model_worker import ModelWorker
 
     worker = ModelWorker(backend)
     sessions = [make_session(backend, portrait, i) for i in range(3)]
@@ -169,7 +169,7 @@ def test_a_session_joins_and_one_leaves_mid_run_without_changing_the_others(back
 
 def test_one_sessions_corrupt_audio_does_not_disturb_the_others(backend, portrait):
     from facecast.engine.errors import AudioError
-    from facecast.streaming.model_worker import ModelWorker
+    from facecast.streaming.live.model_worker import ModelWorker
 
     worker = ModelWorker(backend)
     sessions = [make_session(backend, portrait, i) for i in range(3)]
@@ -215,7 +215,7 @@ def test_the_worker_serves_lanes_in_turn_when_it_falls_behind(backend):
     """Fairness: a backlog is worked off one job per lane per round, never one lane's queue before the others."""
     import threading
 
-    from facecast.streaming.model_worker import ModelWorker
+    from facecast.streaming.live.model_worker import ModelWorker
 
     worker = ModelWorker(backend)
     started, release = threading.Event(), threading.Event()
@@ -288,8 +288,8 @@ def test_an_overloaded_worker_renders_what_fits_and_shares_it_fairly(backend):
     three would make every frame late. Each round renders only what still meets its deadline (one frame), the
     others are answered NOT_RENDERED, and the sessions take turns."""
     from facecast.engine.batching import NOT_RENDERED, FrameJob
-    from facecast.engine.ddim import DDIMSchedule
-    from facecast.streaming.model_worker import ModelWorker
+    from facecast.engine.sampler import DDIMSchedule
+    from facecast.streaming.live.model_worker import ModelWorker
 
     clock = VirtualClock(100.0)
     model = ComputeBoundModel(backend.cfg, clock, frame_ms=30.0)
@@ -346,10 +346,10 @@ def test_overloaded_sessions_on_a_shared_worker_get_even_shares(backend, portrai
     only probes were rendered: 2/2/2/2 frames in 60 ticks at K=4, the worker idle.)"""
     from facecast.engine.config import InferenceConfig
     from facecast.engine.pipeline import SKIPPED, LipSyncSession
-    from facecast.streaming.clock import FrameClock
     from facecast.streaming.config import LiveConfig
-    from facecast.streaming.model_worker import ModelWorker
-    from facecast.streaming.render_policy import RenderPolicy
+    from facecast.streaming.live.clock import FrameClock
+    from facecast.streaming.live.model_worker import ModelWorker
+    from facecast.streaming.live.render_policy import RenderPolicy
 
     live, fps, ticks = LiveConfig(), backend.cfg.audio.fps, 60
     clock = VirtualClock(100.0)

@@ -20,7 +20,7 @@ from conftest import REPO, speech_like, write_wav
 
 from facecast.cli import build_parser
 from facecast.engine import batching, pipeline
-from facecast.export.torch_backend import TorchBackend
+from facecast.export.backends.torch_backend import TorchBackend
 from facecast.streaming.benchmark.latency_plot import write_plot
 from facecast.streaming.benchmark.measured_run import read_stamp, stamp_index
 from facecast.streaming.benchmark.sessions_sweep import WORKER_OWN, WORKER_SHARED
@@ -31,7 +31,7 @@ from facecast.streaming.benchmark.stream_bench import (
     cold_start,
     run_variant,
 )
-from facecast.streaming.clock import VirtualClock
+from facecast.streaming.live.clock import VirtualClock
 
 STEP_S = 0.002  # the test clock moves in 2 ms steps; every injected delay is a multiple of it
 A2L_MS, DENOISE_MS, DECODE_MS, ENCODE_MS = 2.0, 12.0, 8.0, 4.0

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from facecast.engine.config import L2VConfig
-from facecast.engine.ddim import DDIMSchedule, alphas_cumprod, ddim_step
-from facecast.engine.train import make_scheduler
+from facecast.engine.sampler import DDIMSchedule, alphas_cumprod, ddim_step
+from facecast.engine.training.train import make_scheduler
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 from conftest import ASSETS
 
-from facecast.engine import avatar as avatar_mod
 from facecast.engine import media
+from facecast.engine.avatar import prepare as avatar_mod
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, PARTS
 from facecast.engine.config import InferenceConfig
 from facecast.engine.evaluation import metrics
 from facecast.engine.generate import run_session
 from facecast.engine.pipeline import LipSyncSession
 from facecast.engine.speaker import speaker_embedding
-from facecast.export.torch_backend import TorchBackend
+from facecast.export.backends.torch_backend import TorchBackend
 
 pytestmark = pytest.mark.skipif(
     not (DEFAULT_MODEL_DIR / "l2v.safetensors").is_file(), reason="no bundled model in engine/weights/default"

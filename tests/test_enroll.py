@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
-from facecast.engine import enroll as enroll_module
 from facecast.engine import media
-from facecast.engine.adapters import A2L_FILE, ADAPTER_CONFIG_FILE
-from facecast.engine.avatar import ADAPTER_FILE, Avatar, check_backend, model_hash
+from facecast.engine.avatar.adapters import A2L_FILE, ADAPTER_CONFIG_FILE
+from facecast.engine.avatar.prepare import ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
-from facecast.engine.enroll import EnrollConfig, enroll, enrolled_motion_gain
 from facecast.engine.errors import AudioError, FaceError, InputError
+from facecast.engine.training import enroll as enroll_module
+from facecast.engine.training.enroll import EnrollConfig, enroll, enrolled_motion_gain
 
 # A few steps at a high rate: enough to move the adapter off zero, fast enough for CI.
 TINY = EnrollConfig(
@@ -96,8 +96,8 @@ def test_enrolled_weights_change_the_output_and_the_models_own_do_not_change(
 ) -> None:
     """Calls that name the bundle's weights run them; calls that name none run the model's own, whatever avatars
     were loaded (the avatar carries its enrolment: ``Avatar.enrolment``)."""
-    from facecast.engine.avatar import load_avatar
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.engine.avatar.prepare import load_avatar
+    from facecast.export.backends.torch_backend import TorchBackend
 
     out, _ = bundle
     before = file_hash(tiny_model / "l2v.safetensors")
@@ -171,8 +171,8 @@ def test_lower_only_rule_never_raises_the_models_gain() -> None:
 
 
 def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Path, tiny_model: Path) -> None:
-    from facecast.engine.avatar import load_avatar
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.engine.avatar.prepare import load_avatar
+    from facecast.export.backends.torch_backend import TorchBackend
 
     record = json.loads((calibrated / "meta.json").read_text())["enrolment"]
     backend = TorchBackend(tiny_model)
@@ -198,8 +198,8 @@ def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Pat
 
 
 def test_calibration_off_keeps_the_base_a2l(video: Path, tiny_model: Path, tmp_path: Path) -> None:
-    from facecast.engine.adapters import enrolled_a2l
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.engine.avatar.adapters import enrolled_a2l
+    from facecast.export.backends.torch_backend import TorchBackend
 
     off = dataclasses.replace(TINY, a2l_steps=0, max_steps=1, calibrate_a2l_motion=False)
     enroll(video, tmp_path / "person", tiny_model, off, log=_quiet)
@@ -254,11 +254,11 @@ def test_sessions_in_one_process_each_render_their_own_person(
 
     import cv2
 
-    from facecast.engine.avatar import load_avatar
+    from facecast.engine.avatar.prepare import load_avatar
     from facecast.engine.config import InferenceConfig
     from facecast.engine.pipeline import LipSyncSession
-    from facecast.export.torch_backend import TorchBackend
-    from facecast.streaming.model_worker import ModelWorker
+    from facecast.export.backends.torch_backend import TorchBackend
+    from facecast.streaming.live.model_worker import ModelWorker
 
     out, _ = bundle
     portrait = ASSETS / "astronaut.jpg"
@@ -390,7 +390,7 @@ def test_a_different_person_in_the_second_half_is_refused(tiny_model: Path, tmp_
 
 
 def test_cli_enroll_no_identity_check_turns_the_check_off(monkeypatch, tiny_model: Path, tmp_path: Path) -> None:
-    import facecast.engine.enroll as enroll_module
+    import facecast.engine.training.enroll as enroll_module
     from facecast.cli import main
 
     seen = []
@@ -410,11 +410,11 @@ def test_cli_enroll_no_identity_check_turns_the_check_off(monkeypatch, tiny_mode
 
 def test_personal_protocol_scores_enrolled_and_generic_side_by_side(video: Path, tiny_model: Path) -> None:
     from facecast.engine.evaluation.evaluate import EvalConfig, evaluate
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.export.backends.torch_backend import TorchBackend
 
     backend = TorchBackend(tiny_model)
     ecfg = EvalConfig(protocol="personal", steps=1, max_frames=20, enroll=dataclasses.replace(TINY, min_seconds=1.0))
-    report = evaluate(video, backend, backend.cfg, ecfg)
+    report = evaluate(video, backend, ecfg)
     assert not report["skipped"], report["skipped"]
     scores = report["clips"][video.stem]
     for system in ("model", "generic", "oracle", "generic_oracle", "static", "topline"):
@@ -446,10 +446,10 @@ def test_an_enrolled_bundle_runs_its_own_a2l_on_onnxruntime(
     """On a model whose mouth prior paints the interior (no L2V picture is shown), onnxruntime serves an enrolled
     person with their own A2L graph, as torch does; without that graph, or on a model that shows L2V, it says
     what to do."""
-    from facecast.engine.avatar import load_avatar
-    from facecast.export.onnx_export import ExportOptions, export_enrolled_a2l, export_model
-    from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.engine.avatar.prepare import load_avatar
+    from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from facecast.export.backends.torch_backend import TorchBackend
+    from facecast.export.onnx.export import ExportOptions, export_enrolled_a2l, export_model
 
     model = with_prior(tiny_model, tmp_path / "model")
     export = tmp_path / "export"
@@ -492,8 +492,8 @@ def with_prior(tiny_model: Path, folder: Path) -> Path:
 
 def test_a_model_that_shows_no_l2v_picture_enrols_the_a2l_only(video: Path, tiny_model: Path, tmp_path: Path) -> None:
     """No L2V adapter is fitted (nothing of it would be shown); the bundle still runs the person's own A2L."""
-    from facecast.engine.avatar import is_enrolled, load_avatar
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.engine.avatar.prepare import is_enrolled, load_avatar
+    from facecast.export.backends.torch_backend import TorchBackend
 
     model = with_prior(tiny_model, tmp_path / "model")
     out = tmp_path / "person"

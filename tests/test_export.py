@@ -13,17 +13,19 @@ from conftest import ASSETS, speech_like, write_wav
 
 from facecast import __version__
 from facecast.cli import build_parser
-from facecast.engine import avatar as avatar_mod
+from facecast.engine.avatar import prepare as avatar_mod
 from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import PARTS, file_hash, load_config
 from facecast.engine.errors import DependencyError, WeightsError
 from facecast.engine.generate import run_session
 from facecast.engine.pipeline import LipSyncSession
 from facecast.engine.speaker import speaker_embedding
-from facecast.export import tensorrt_ops
 from facecast.export.backends import load_backend
-from facecast.export.manifest import GRAPHS, autoencoder_hash, load_manifest
-from facecast.export.onnx_export import (
+from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
+from facecast.export.backends.tensorrt_backend import TensorRTBackend, engine_cache_key, precision_mode
+from facecast.export.backends.torch_backend import TorchBackend
+from facecast.export.onnx import tensorrt_ops
+from facecast.export.onnx.export import (
     ExportOptions,
     ExportParityError,
     ParityTolerance,
@@ -31,9 +33,7 @@ from facecast.export.onnx_export import (
     export_model,
     graph_modules,
 )
-from facecast.export.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
-from facecast.export.tensorrt_backend import TensorRTBackend, engine_cache_key, precision_mode
-from facecast.export.torch_backend import TorchBackend
+from facecast.export.onnx.manifest import GRAPHS, autoencoder_hash, load_manifest
 
 QUICK = ExportOptions(threads=1, slim_timing_runs=3)  # the checks on one thread: this CPU is shared
 NO_SLIM = ExportOptions(threads=1, slim=False)

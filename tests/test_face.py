@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from conftest import ASSETS
 
-from facecast.engine import crop, face, media
+from facecast.engine import crop, media
+from facecast.engine.avatar import face
 from facecast.engine.config import FaceConfig, L2VConfig
 from facecast.engine.errors import FaceError
 from facecast.engine.landmarks import fit_similarity, interocular, invert_affine, render_heatmaps

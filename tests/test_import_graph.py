@@ -6,10 +6,10 @@ imports training code there still drags it in when that function runs. pyproject
 ``facecast.*`` (``engine`` -> ``facecast.engine``, ...); the module names here are the installed ones.
 
 Three kinds of module:
-- **training, evaluation and benchmark** (``OFF_RUNTIME``): training and its data (``engine/train*.py``,
-  ``engine/dataset.py``), enrolment (``engine/enroll.py``: fits adapters; loading them is ``engine/adapters.py``,
-  runtime), evaluation (``engine/evaluation/``), and all measurement: ``streaming/benchmark/``,
-  ``export/bench_models.py`` and the scripts in ``benchmarks/``. They may import the runtime, and each other.
+- **training, evaluation and benchmark** (``OFF_RUNTIME``): training, its data and enrolment (``engine/training/``:
+  enrolment fits adapters; loading them is ``engine/avatar/adapters.py``, runtime), evaluation
+  (``engine/evaluation/``), and all measurement: ``streaming/benchmark/`` and the scripts in ``benchmarks/``. They
+  may import the runtime, and each other.
 - **entry points** (``ENTRY_POINTS``): the command line dispatches to every command, so it may import both sides.
 - **runtime**: everything else (the frame pipeline, avatars, the models, export and the backends, streaming and
   its integrations). A runtime module imports only runtime modules.
@@ -32,10 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 OFF_RUNTIME = re.compile(
     r"""^(
-        facecast\.engine\.(train\w*|dataset|enroll)
+        facecast\.engine\.training(\..+)?
       | facecast\.engine\.evaluation(\..+)?
       | facecast\.streaming\.benchmark(\..+)?
-      | facecast\.export\.bench_models
       | benchmarks\..+
     )$""",
     re.VERBOSE,
@@ -136,7 +135,9 @@ def _graph() -> dict[str, dict[str, int]]:
     graph = import_graph(project_modules())
     # The walk must see the project: a broken remap or a pattern that matches nothing would pass vacuously.
     assert len(graph) > 50
-    assert "facecast.engine.checkpoint" in graph["facecast.export.torch_backend"]
+    for module in ("facecast.engine.training.enroll", "facecast.streaming.live.engine", "facecast.export.backends"):
+        assert module in graph  # the sub-packages are walked too
+    assert "facecast.engine.checkpoint" in graph["facecast.export.backends.torch_backend"]
     assert "facecast.engine.audio" in graph["facecast.engine.evaluation.evaluate"]  # relative import, two dots
     assert any(OFF_RUNTIME.match(m) for m in graph) and sum(not OFF_RUNTIME.match(m) for m in graph) > 30
     return graph
@@ -158,7 +159,10 @@ def test_the_checks_can_fail() -> None:
     """The checkers themselves, on graphs with a planted loop and a planted runtime -> training import."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
-    planted = {"facecast.export.torch_backend": {"facecast.engine.enroll": 3}, "facecast.cli": {"benchmarks.x": 1}}
+    planted = {
+        "facecast.export.backends.torch_backend": {"facecast.engine.training.enroll": 3},
+        "facecast.cli": {"benchmarks.x": 1},
+    }
     assert runtime_imports_off_runtime(planted) == [
-        "facecast.export.torch_backend imports facecast.engine.enroll (line 3)"
+        "facecast.export.backends.torch_backend imports facecast.engine.training.enroll (line 3)"
     ]

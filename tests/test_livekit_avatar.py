@@ -21,7 +21,7 @@ pytest.importorskip("livekit.agents", reason="the livekit extra is not installed
 from livekit import rtc  # noqa: E402
 from livekit.agents.voice.avatar import AudioSegmentEnd  # noqa: E402
 
-from facecast.streaming.livekit_avatar import FacecastAvatarSession, FacecastVideoGenerator, run_worker  # noqa: E402
+from facecast.streaming.integrations.livekit_avatar import FacecastAvatarSession, FacecastVideoGenerator, run_worker  # noqa: E402
 
 FRAME_S = 0.04
 AGENT = "agent-1"

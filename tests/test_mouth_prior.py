@@ -12,7 +12,6 @@ from conftest import speech_like
 
 from facecast.engine import crop, warp
 from facecast.engine.config import FaceConfig, InferenceConfig, L2VConfig
-from facecast.engine.dataset import Clip
 from facecast.engine.errors import FacecastError, WeightsError
 from facecast.engine.evaluation.portrait import render_fidelity
 from facecast.engine.generate import run_session
@@ -27,7 +26,8 @@ from facecast.engine.mouth_prior import (
     unroll,
 )
 from facecast.engine.pipeline import LipSyncSession
-from facecast.engine.train_mouth import MouthTrainConfig, build_prior, fill_deep_rows, medoid
+from facecast.engine.training.dataset import Clip
+from facecast.engine.training.train_mouth import MouthTrainConfig, build_prior, fill_deep_rows, medoid
 
 LOWER_INNER = [65, 66, 67]
 
@@ -166,7 +166,7 @@ def test_the_prior_saves_and_loads_and_a_damaged_file_says_what_to_do(portrait, 
 @pytest.fixture(scope="module")
 def backend_with_prior(tiny_model, portrait, tmp_path_factory):
     """The tiny model plus a prior that opens a still mouth by 0.1 interocular and paints a dark inside."""
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.export.backends.torch_backend import TorchBackend
 
     folder = tmp_path_factory.mktemp("with_prior")
     shutil.copytree(tiny_model, folder, dirs_exist_ok=True)
@@ -245,7 +245,7 @@ def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(back
     b = backend_with_prior
     # The bundled face smiles (open mouth): accept it here so the protocol's path runs end to end.
     report = evaluate_portraits(
-        clips, None, b, b.cfg, steps=1, max_frames=16, pcfg=PortraitConfig(closed_opening=1.0),
+        clips, None, b, steps=1, max_frames=16, pcfg=PortraitConfig(closed_opening=1.0),
         mouth_png=tmp_path / "mouths.png",
     )
     assert set(report["avatars"]) == {"a_first_frame", "b_first_frame"}
@@ -255,12 +255,12 @@ def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(back
     assert (tmp_path / "mouths.png").is_file()
     strict = PortraitConfig()  # at the default threshold the smiling stills are refused, and say why
     with pytest.raises(FacecastError, match="mouth open in the still"):
-        evaluate_portraits(clips, None, b, b.cfg, steps=1, max_frames=16, pcfg=strict)
+        evaluate_portraits(clips, None, b, steps=1, max_frames=16, pcfg=strict)
 
 
 def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backend_with_prior, tmp_path):
-    from facecast.export.onnx_export import ExportOptions, export_model
-    from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
+    from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from facecast.export.onnx.export import ExportOptions, export_model
 
     export_model(backend_with_prior.model_dir, tmp_path, options=ExportOptions(threads=1, slim=False),
                  log=lambda s: None, dynamic_batch=False)

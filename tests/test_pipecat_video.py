@@ -35,7 +35,7 @@ from pipecat.processors.frame_processor import FrameDirection  # noqa: E402
 from pipecat.tests.utils import QueuedFrameProcessor  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
-from facecast.streaming.pipecat_video import FacecastVideoService  # noqa: E402
+from facecast.streaming.integrations.pipecat_video import FacecastVideoService  # noqa: E402
 
 SAMPLES_48K_PER_FRAME = 1920  # 40 ms
 

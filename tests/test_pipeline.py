@@ -4,8 +4,8 @@ import pytest
 from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.cli import main
-from facecast.engine import avatar as avatar_mod
 from facecast.engine import crop, media, warp
+from facecast.engine.avatar import prepare as avatar_mod
 from facecast.engine.batching import decode_lower_faces
 from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import InputError
@@ -22,7 +22,7 @@ def collect(session, audio, chunk):
 def test_generate_writes_a_25fps_h264_aac_mp4(tmp_path, backend, portrait):
     audio = speech_like(1.3)
     out = tmp_path / "out.mp4"
-    report = generate_video(backend, backend.cfg, portrait, audio, out, InferenceConfig(steps=2))
+    report = generate_video(backend, portrait, audio, out, InferenceConfig(steps=2))
     assert report.frames == len(audio) // 640 == 32
     info = media.probe_video(out)
     assert (info.fps, info.frames, info.has_audio) == (25.0, 32, True)
@@ -81,7 +81,7 @@ def test_video_avatar_loops_ping_pong_and_bundle_round_trip(tmp_path, backend, t
     with pytest.raises(InputError, match="another model"):
         avatar_mod.Avatar.load(bundle, "0" * 16)
     out = tmp_path / "video_avatar.mp4"
-    report = generate_video(backend, backend.cfg, loaded, speech_like(0.8), out, InferenceConfig(steps=1))
+    report = generate_video(backend, loaded, speech_like(0.8), out, InferenceConfig(steps=1))
     assert report.frames == 20 and media.probe_video(out).frames == 20
 
 
@@ -93,7 +93,7 @@ def test_an_interrupted_generate_leaves_no_finished_looking_file(tmp_path, backe
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        generate_video(backend, backend.cfg, portrait, speech_like(1.0), out, progress=stop)
+        generate_video(backend, portrait, speech_like(1.0), out, progress=stop)
     assert not out.exists() and not list(tmp_path.glob("*.mp4"))
 
 

@@ -18,15 +18,15 @@ from facecast.engine.config import InferenceConfig
 from facecast.engine.errors import AudioError, InputError
 from facecast.engine.generate import run_session
 from facecast.engine.pipeline import SKIPPED, LipSyncSession
-from facecast.streaming.audio_out import AudioOut
-from facecast.streaming.clock import FrameClock, VirtualClock
 from facecast.streaming.config import LiveConfig, PushConfig
-from facecast.streaming.display import Display
-from facecast.streaming.live import EngineObserver, LiveEngine
-from facecast.streaming.mixer import Mixer, clean_audio
-from facecast.streaming.render_policy import RenderPolicy
-from facecast.streaming.sources import FileSource, MicrophoneSource, PushDecoder
-from facecast.streaming.speech_gate import SpeechGate
+from facecast.streaming.live.audio_out import AudioOut
+from facecast.streaming.live.clock import FrameClock, VirtualClock
+from facecast.streaming.live.display import Display
+from facecast.streaming.live.engine import EngineObserver, LiveEngine
+from facecast.streaming.live.mixer import Mixer, clean_audio
+from facecast.streaming.live.render_policy import RenderPolicy
+from facecast.streaming.live.sources import FileSource, MicrophoneSource, PushDecoder
+from facecast.streaming.live.speech_gate import SpeechGate
 
 ZERO_SPEAKER = np.zeros(256, np.float32)
 
@@ -53,7 +53,7 @@ async def tick_lockstep(engine: LiveEngine, clock: VirtualClock, ticks: int, out
 async def talking_engine(backend, portrait, speech: np.ndarray):
     """A started engine on virtual time with ``speech`` waiting in one source: (engine, clock, queue, source)."""
     clock = VirtualClock()
-    engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+    engine = LiveEngine(backend, portrait, live_config(), clock=clock)
     queue = engine.subscribe()
     await engine.start()
     buf = engine.open_source("talker", live=False)
@@ -209,7 +209,7 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
 
     async def main():
         clock = VirtualClock()
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config(hangover_frames=12), clock=clock)
+        engine = LiveEngine(backend, portrait, live_config(hangover_frames=12), clock=clock)
         watcher = Recorder()
         engine.observe(watcher)  # records what each tick consumed, every frame made and every frame out
         queue = engine.subscribe()
@@ -256,7 +256,7 @@ def test_streaming_a_file_gives_the_offline_frames(tmp_path, backend, portrait, 
 def test_silence_shows_the_avatar_and_runs_no_model(backend, portrait):
     async def main():
         clock = VirtualClock()
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+        engine = LiveEngine(backend, portrait, live_config(), clock=clock)
         queue = engine.subscribe()
         await engine.start()
         buf = engine.open_source("silence", live=False)
@@ -283,7 +283,7 @@ def test_speaker_embedding_comes_from_the_first_two_seconds_of_speech(backend, p
     async def main():
         clock = VirtualClock()
         config = LiveConfig(speaker_seconds=2.0, hangover_frames=10)
-        engine = LiveEngine(backend, backend.cfg, portrait, config, clock=clock, speaker_fn=fake_embedding)
+        engine = LiveEngine(backend, portrait, config, clock=clock, speaker_fn=fake_embedding)
         await engine.start()
         buf = engine.open_source("talker", live=False)
         buf.write(speech_like(1.5, seed=1))
@@ -320,7 +320,7 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
         slow = SlowBackend(backend, clock, seconds=0.100)
         # A render (100 ms) longer than a tick but inside a 3-tick budget: some pictures make it, some are skipped.
         config = live_config(hangover_frames=20, processing_frames=3)
-        engine = LiveEngine(slow, backend.cfg, portrait, config, clock=clock)
+        engine = LiveEngine(slow, portrait, config, clock=clock)
         engine.observe(watcher)
         queue = engine.subscribe()
         await engine.start()
@@ -377,7 +377,7 @@ def test_an_engine_that_waits_for_its_model_renders_and_shows_every_frame(backen
     async def main():
         clock = VirtualClock()
         engine = LiveEngine(
-            SlowBackend(backend, clock, seconds=0.100), backend.cfg, portrait,
+            SlowBackend(backend, clock, seconds=0.100), portrait,
             live_config(wait_for_model=wait_for_model), clock=clock,
         )  # fmt: skip
         seen = Recorder()  # every frame out (a subscriber's queue would lose some to the burst after the speech)
@@ -464,7 +464,7 @@ def test_microphone_silent_then_clipped(backend, portrait):
 
     async def main():
         clock = VirtualClock()
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config(live_backlog_ms=1000), clock=clock)
+        engine = LiveEngine(backend, portrait, live_config(live_backlog_ms=1000), clock=clock)
         queue = engine.subscribe()
         await engine.start()
         mic = asyncio.create_task(MicrophoneSource(engine, stream_factory=FakeInputStream).run())
@@ -491,7 +491,7 @@ def test_microphone_without_a_device_says_what_to_do(backend, portrait):
         raise ValueError("No input device matching 'usb'")
 
     async def main():
-        engine = LiveEngine(backend, backend.cfg, portrait, live_config())
+        engine = LiveEngine(backend, portrait, live_config())
         with pytest.raises(InputError, match="--audio-file"):
             await MicrophoneSource(engine, "usb", stream_factory=no_device).run()
         return engine
@@ -515,7 +515,7 @@ def test_file_source_paces_on_frame_counters(tmp_path, backend, portrait):
 
     ref = []
     clock = RecordingClock(ref)
-    engine = LiveEngine(backend, backend.cfg, portrait, live_config(), clock=clock)
+    engine = LiveEngine(backend, portrait, live_config(), clock=clock)
     ref.append(engine)
     start = clock.now()
     asyncio.run(FileSource(engine, wav, loop=False).run())

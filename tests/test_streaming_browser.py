@@ -9,11 +9,11 @@ import aioice
 import pytest
 from conftest import ASSETS, served, speech_like, wall_clock_engine, write_wav
 
-from facecast.engine import avatar as avatar_mod
-from facecast.export.torch_backend import TorchBackend
+from facecast.engine.avatar import prepare as avatar_mod
+from facecast.export.backends.torch_backend import TorchBackend
 from facecast.streaming.config import ServerConfig
-from facecast.streaming.server import PEERS, create_app
-from facecast.streaming.sources import FileSource
+from facecast.streaming.live.sources import FileSource
+from facecast.streaming.web.server import PEERS, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [

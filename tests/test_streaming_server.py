@@ -24,12 +24,12 @@ from aiortc.mediastreams import MediaStreamTrack
 from conftest import ASSETS, WAIT_S, served, speech_like, until, wall_clock_engine, write_wav
 
 from facecast.cli import build_parser
-from facecast.engine.avatar import load_avatar
+from facecast.engine.avatar.prepare import load_avatar
 from facecast.engine.errors import InputError
 from facecast.streaming.config import LiveConfig, ServerConfig
-from facecast.streaming.live import LiveEngine
-from facecast.streaming.server import PEERS, create_app
-from facecast.streaming.sources import FileSource
+from facecast.streaming.live.engine import LiveEngine
+from facecast.streaming.live.sources import FileSource
+from facecast.streaming.web.server import PEERS, create_app
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
 
@@ -353,7 +353,7 @@ def test_serve_command_wires_engine_app_and_loop(monkeypatch, tmp_path, tiny_mod
 
 @pytest.mark.parametrize("size", [(64, 96), (63, 95)])
 def test_a_video_frame_is_yuv420p_at_its_pts_and_keeps_the_picture(size):
-    from facecast.streaming.webrtc import VIDEO_TIME_BASE, video_frame
+    from facecast.streaming.web.webrtc import VIDEO_TIME_BASE, video_frame
 
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]

@@ -15,7 +15,7 @@ from aiohttp import ClientSession, WSServerHandshakeError
 from conftest import ASSETS, served, speech_like, until, wall_clock_engine
 
 from facecast.streaming.config import ServerConfig, SessionConfig
-from facecast.streaming.server import SESSIONS, create_app
+from facecast.streaming.web.server import SESSIONS, create_app
 
 
 @contextlib.asynccontextmanager
@@ -44,7 +44,7 @@ def pcm(seconds: float) -> bytes:
 def test_session_requests_need_that_sessions_token(backend, portrait, tiny_model):
     from functools import partial
 
-    from facecast.engine.avatar import load_avatar
+    from facecast.engine.avatar.prepare import load_avatar
 
     async def main():
         engine = wall_clock_engine(backend, portrait)
@@ -156,7 +156,7 @@ def test_an_idle_session_ends_by_itself(backend, portrait):
 def test_sessions_get_their_own_avatar_and_a_cap(backend, portrait, tiny_model):
     from functools import partial
 
-    from facecast.engine.avatar import load_avatar
+    from facecast.engine.avatar.prepare import load_avatar
 
     config = ServerConfig(port=0, sessions=SessionConfig(max_sessions=1))
 

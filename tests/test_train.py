@@ -8,9 +8,9 @@ from conftest import moving_face_video, tiny_config
 from safetensors.torch import load_file
 
 from facecast.engine import checkpoint
-from facecast.engine.dataset import load_clips, pack_dataset, prepare_dataset
 from facecast.engine.errors import FacecastError
-from facecast.engine.train import train, warp_mel_axis
+from facecast.engine.training.dataset import load_clips, pack_dataset, prepare_dataset
+from facecast.engine.training.train import train, warp_mel_axis
 
 
 @pytest.fixture(scope="module")

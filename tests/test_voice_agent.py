@@ -11,8 +11,8 @@ from conftest import ASSETS, speech_like
 
 from facecast.cli import add_livekit_worker
 from facecast.engine.errors import InputError
-from facecast.streaming.live import OutputFrame
-from facecast.streaming.voice_agent import AgentSpeech, AvatarEngines, SoundGate
+from facecast.streaming.integrations.voice_agent import AgentSpeech, AvatarEngines, SoundGate
+from facecast.streaming.live.engine import OutputFrame
 
 
 def test_sessions_share_one_model_and_keep_their_own_state(tiny_model):
@@ -33,9 +33,9 @@ def test_sessions_share_one_model_and_keep_their_own_state(tiny_model):
 
 
 def test_agent_speech_takes_any_rate_and_channels_and_marks_the_segment_end(backend, portrait):
-    from facecast.streaming.live import LiveEngine
+    from facecast.streaming.live.engine import LiveEngine
 
-    engine = LiveEngine(backend, backend.cfg, portrait)
+    engine = LiveEngine(backend, portrait)
     speech = AgentSpeech(engine, "agent")
     mono = (speech_like(0.5, rate=24000) * 32767).astype("<i2")
     stereo = np.stack([mono, mono], axis=1).reshape(-1)  # interleaved L R

@@ -125,7 +125,7 @@ def test_pick_sources_does_not_flicker_between_sources_that_look_almost_alike():
 def test_an_avatar_picks_its_warp_sources_once_and_a_copy_picks_its_own():
     import dataclasses
 
-    from facecast.engine.avatar import Avatar
+    from facecast.engine.avatar.prepare import Avatar
     from facecast.engine.config import ModelConfig
 
     crops, lms = lit_frames([10] * 20 + [120] * 20, [t not in {2, 8, 30, 36} for t in range(40)])

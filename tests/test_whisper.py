@@ -205,9 +205,9 @@ def test_live_session_hears_what_training_computes(whisper_model):
     """A session fed uneven chunks gives A2L the features ``a2l_features`` computes offline for training and eval."""
     from conftest import ASSETS, speech_like
 
-    from facecast.engine.avatar import prepare_avatar
+    from facecast.engine.avatar.prepare import prepare_avatar
     from facecast.engine.pipeline import LipSyncSession
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.export.backends.torch_backend import TorchBackend
 
     backend = Recording(TorchBackend(whisper_model))
     avatar = prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
@@ -233,12 +233,12 @@ def test_onnx_export_carries_the_speech_encoder_and_the_session_agrees(whisper_m
     the same features and moves the mouth as the torch backend's."""
     from conftest import ASSETS, speech_like
 
-    from facecast.engine.avatar import prepare_avatar
+    from facecast.engine.avatar.prepare import prepare_avatar
     from facecast.engine.pipeline import LipSyncSession
-    from facecast.export.manifest import load_manifest
-    from facecast.export.onnx_export import ExportOptions, export_model
-    from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
-    from facecast.export.torch_backend import TorchBackend
+    from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from facecast.export.backends.torch_backend import TorchBackend
+    from facecast.export.onnx.export import ExportOptions, export_model
+    from facecast.export.onnx.manifest import load_manifest
 
     export_model(whisper_model, tmp_path, options=ExportOptions(threads=1, slim=False), log=lambda s: None)
     manifest = load_manifest(tmp_path)

@@ -31,17 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import face, media
+from .. import media
 from ..audio import check_speech
-from ..avatar import Avatar, check_backend, prepare_avatar
+from ..avatar import face
+from ..avatar.prepare import Avatar, check_backend, prepare_avatar
 from ..backend import Backend
 from ..config import InferenceConfig, ModelConfig
-from ..dataset import find_videos
-from ..enroll import EnrollConfig, enroll
 from ..errors import FacecastError, InputError
 from ..generate import run_session
 from ..pipeline import LipSyncSession
 from ..speaker import speaker_embedding
+from ..training.dataset import find_videos
+from ..training.enroll import EnrollConfig, enroll
 from . import metrics
 
 SYSTEMS = ("model", "static", "oracle", "topline")
@@ -193,7 +194,6 @@ def topline_crops(session: LipSyncSession, real: Avatar, n: int) -> np.ndarray:
 def evaluate_clip(
     video: Path,
     backend: Backend,
-    cfg: ModelConfig,
     ecfg: EvalConfig,
     face_backend: face.LandmarkBackend,
     scorers: Scorers,
@@ -202,6 +202,7 @@ def evaluate_clip(
     """Scores per system (and "real"), the 256² crops per system (and "real"), and the (T, 2) mouth-box corners.
     ``enrolment``: an enrolled bundle whose weights the clip's avatar runs (``avatar.check_backend``; None: the
     model's own)."""
+    cfg = backend.cfg
     weights = check_backend(backend, enrolment)  # before the clip is prepared: a backend that cannot, fails fast
     audio = media.load_audio(video, cfg.audio.sample_rate)
     check_speech(audio, cfg.audio, str(video))
@@ -358,7 +359,6 @@ def eval_mouth_sheet(clips: list[tuple[str, dict[str, np.ndarray]]], path: Path,
 def evaluate(
     clips_dir: Path,
     backend: Backend,
-    cfg: ModelConfig,
     ecfg: EvalConfig = EvalConfig(),
     scorers: Scorers | None = None,
     out_json: Path | None = None,
@@ -367,6 +367,7 @@ def evaluate(
     mouth_png: Path | None = None,
 ) -> dict:
     """Score every clip in ``clips_dir`` (or one video); write the JSON and the sheets whose paths are given."""
+    cfg = backend.cfg
     if ecfg.protocol not in PROTOCOLS:
         raise FacecastError(f"unknown protocol {ecfg.protocol!r}: use one of {', '.join(PROTOCOLS)}")
     clips_dir = Path(clips_dir)
@@ -382,10 +383,10 @@ def evaluate(
         try:
             if ecfg.protocol == "personal":
                 scores, systems, corners, enrolments[video.stem] = evaluate_personal_clip(
-                    video, backend, cfg, ecfg, face_backend, scorers
+                    video, backend, ecfg, face_backend, scorers
                 )
             else:
-                scores, systems, corners = evaluate_clip(video, backend, cfg, ecfg, face_backend, scorers)
+                scores, systems, corners = evaluate_clip(video, backend, ecfg, face_backend, scorers)
         except FacecastError as e:  # a clip without a face or audio is reported, never fatal
             skipped[video.name] = str(e)
             continue
@@ -479,8 +480,8 @@ def evaluate_landmarks(
     encoder). The reference is the clip's mean pose-free landmarks, as ``facecast prepare`` makes it for a video
     avatar; ``static`` is that reference, unmoved.
     """
-    from ..dataset import load_clips
     from ..landmarks import DRIVEN, register_to
+    from ..training.dataset import load_clips
     from ..whisper import a2l_features
 
     per_clip = {}
@@ -535,7 +536,6 @@ def personal_split(video: Path, cfg: ModelConfig, folder: Path) -> tuple[Path, P
 def evaluate_personal_clip(
     video: Path,
     backend: Backend,
-    cfg: ModelConfig,
     ecfg: EvalConfig,
     face_backend: face.LandmarkBackend,
     scorers: Scorers,
@@ -543,6 +543,7 @@ def evaluate_personal_clip(
     """Enrol on the clip's first 70%, then score the last 30% with the enrolled and the generic model.
 
     Returns what ``evaluate_clip`` returns plus the enrolment's summary (time, steps, bundle size)."""
+    cfg = backend.cfg
     import tempfile
 
     model_dir = getattr(backend, "model_dir", None)
@@ -555,7 +556,7 @@ def evaluate_personal_clip(
         train_video, test_video = personal_split(video, cfg, Path(tmp))
         bundle = Path(tmp) / "bundle"
         enrolment = enroll(train_video, bundle, model_dir, ecfg.enroll, face_backend=face_backend, log=lambda _: None)
-        generic, _, _ = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers)
-        scores, systems, corners = evaluate_clip(test_video, backend, cfg, recon, face_backend, scorers, bundle)
+        generic, _, _ = evaluate_clip(test_video, backend, recon, face_backend, scorers)
+        scores, systems, corners = evaluate_clip(test_video, backend, recon, face_backend, scorers, bundle)
     scores["generic"], scores["generic_oracle"] = generic["model"], generic["oracle"]
     return scores, systems, corners, {k: v for k, v in enrolment.items() if k != "config"}

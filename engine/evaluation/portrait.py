@@ -24,17 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import face, media
+from .. import media
 from ..audio import check_speech
-from ..avatar import Avatar, prepare_avatar
+from ..avatar import face
+from ..avatar.prepare import Avatar, prepare_avatar
 from ..backend import Backend
-from ..config import InferenceConfig, ModelConfig
-from ..dataset import find_videos
+from ..config import InferenceConfig
 from ..errors import FacecastError
 from ..generate import run_session
 from ..landmarks import mouth_opening
 from ..pipeline import LipSyncSession
 from ..speaker import speaker_embedding
+from ..training.dataset import find_videos
 from . import metrics
 from .evaluate import mouth_crops, mouth_sheet
 
@@ -58,10 +59,11 @@ def render_fidelity(driving: np.ndarray, rendered: np.ndarray) -> tuple[float, f
 
 
 def closed_avatars(
-    portraits: list[Path], clips: list[Path], backend: Backend, cfg: ModelConfig, pcfg: PortraitConfig,
+    portraits: list[Path], clips: list[Path], backend: Backend, pcfg: PortraitConfig,
     face_backend: face.LandmarkBackend, skipped: dict[str, str],
 ) -> list[tuple[str, Avatar]]:
     """(name, one-frame avatar) for every still whose mouth is closed; the rest go to ``skipped`` with why."""
+    cfg = backend.cfg
     out = []
     for path in [*portraits, *clips]:
         try:
@@ -88,11 +90,11 @@ def _detected_opening(crops: np.ndarray, face_backend: face.LandmarkBackend) -> 
 
 
 def score_portrait(
-    avatar: Avatar, audio: np.ndarray, real_std: float, backend: Backend, cfg: ModelConfig, steps: int,
+    avatar: Avatar, audio: np.ndarray, real_std: float, backend: Backend, steps: int,
     face_backend: face.LandmarkBackend, pcfg: PortraitConfig,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Scores of one still driven by ``audio``, its rendered crops (T, 256, 256, 3) and driving openings (T,)."""
-    session = LipSyncSession(backend, cfg, avatar, speaker_embedding(audio, backend.speaker_partials),
+    session = LipSyncSession(backend, backend.cfg, avatar, speaker_embedding(audio, backend.speaker_partials),
                              InferenceConfig(steps=steps))
     frames = []
     run_session(session, audio, frames.append)
@@ -127,7 +129,6 @@ def evaluate_portraits(
     clips_dir: Path,
     portraits_dir: Path | None,
     backend: Backend,
-    cfg: ModelConfig,
     steps: int,
     max_frames: int,
     pcfg: PortraitConfig = PortraitConfig(),
@@ -135,6 +136,7 @@ def evaluate_portraits(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """The portrait protocol's report (per avatar and mean); with ``mouth_png``, the sheet of the widest frames."""
+    cfg = backend.cfg
     clips = [Path(clips_dir)] if Path(clips_dir).is_file() else find_videos(Path(clips_dir))
     portraits = sorted(p for p in Path(portraits_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
         portraits_dir is not None) else []
@@ -160,7 +162,7 @@ def evaluate_portraits(
                        mouth_crops(real.crops[:n], real.landmarks[:n]), real_open))
     if not speech:
         raise FacecastError(f"no clip in {clips_dir} has both speech and a face: {skipped}")
-    avatars = closed_avatars(portraits, [s[0] for s in speech], backend, cfg, pcfg, face_backend, skipped)
+    avatars = closed_avatars(portraits, [s[0] for s in speech], backend, pcfg, face_backend, skipped)
     per_avatar, rows = {}, []
     for i, (name, avatar) in enumerate(avatars):
         clip, audio, real_std, _, _ = speech[(i + 1) % len(speech)]
@@ -168,7 +170,7 @@ def evaluate_portraits(
             clip, audio, real_std, _, _ = speech[(i + 2) % len(speech)]
         if progress:
             progress(f"{name} <- {clip.name}")
-        scores, crops, driving = score_portrait(avatar, audio, real_std, backend, cfg, steps, face_backend, pcfg)
+        scores, crops, driving = score_portrait(avatar, audio, real_std, backend, steps, face_backend, pcfg)
         scores["speech"] = clip.name
         per_avatar[name] = scores
         widest = np.sort(np.argsort(-driving, kind="stable")[: pcfg.sheet_frames])

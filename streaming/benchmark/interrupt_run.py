@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from facecast.engine.avatar import Avatar
+from facecast.engine.avatar.prepare import Avatar
 from facecast.engine.backend import Backend
 
-from ..clock import Clock
 from ..config import LiveConfig
-from ..live import LiveEngine, OutputFrame
+from ..live.clock import Clock
+from ..live.engine import LiveEngine, OutputFrame
 from .measured_run import Driver, Run
 
 
@@ -89,7 +89,7 @@ async def measure_interrupt(
     """Interrupt -> idle mouth over ``options.trials`` utterances on one warmed-up engine."""
     options = options or InterruptBenchOptions()
     live = dataclasses.replace(live, speaker_seconds=0)  # the voice embedding plays no part in a barge-in
-    engine = LiveEngine(backend, backend.cfg, avatar, live, clock)
+    engine = LiveEngine(backend, avatar, live, clock)
     await engine.warm_up()
     await engine.start()
     try:

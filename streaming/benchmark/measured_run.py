@@ -31,11 +31,11 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from facecast.engine.pipeline import SKIPPED, Frame
 
-from ..clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock, VirtualClock
 from ..config import ServerConfig
-from ..live import EngineObserver, LiveEngine, OutputFrame
-from ..mixer import SourceBuffer
-from ..webrtc import EngineVideoTrack, Peers, video_frame
+from ..live.clock import AUDIO_OUT_HZ, VIDEO_CLOCK_HZ, FrameClock, VirtualClock
+from ..live.engine import EngineObserver, LiveEngine, OutputFrame
+from ..live.mixer import SourceBuffer
+from ..web.webrtc import EngineVideoTrack, Peers, video_frame
 from .memory import MemoryWatch
 
 Timer = Callable[[], float]

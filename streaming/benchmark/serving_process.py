@@ -29,16 +29,16 @@ READY_TIMEOUT_S = 600.0
 
 def serve_ready(backend_name: str, model: Path, avatar_path: Path, device: str = "cpu") -> dict[str, Any]:
     """In this process: everything ``facecast serve`` does before it listens; then what it cost."""
-    from facecast.engine.avatar import load_avatar
+    from facecast.engine.avatar.prepare import load_avatar
     from facecast.export.backends import load_backend
 
-    from ..live import LiveEngine
-    from ..server import create_app
+    from ..live.engine import LiveEngine
+    from ..web.server import create_app
 
     t0 = time.perf_counter()
     backend = load_backend(backend_name, model, device=device)
     avatar = load_avatar(avatar_path, backend)
-    engine = LiveEngine(backend, backend.cfg, avatar)
+    engine = LiveEngine(backend, avatar)
     create_app(engine)
     asyncio.run(engine.warm_up())
     return {

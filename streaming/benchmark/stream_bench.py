@@ -29,19 +29,19 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from facecast.engine.avatar import Avatar
+from facecast.engine.avatar.prepare import Avatar
 from facecast.engine.backend import Backend
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.config import SAMPLE_RATE
 
-from ..clock import Clock, MonotonicClock, VirtualClock
 from ..config import LiveConfig
+from ..live.clock import Clock, MonotonicClock, VirtualClock
 from .sessions_sweep import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
 from .sessions_sweep import lookup as _get
 
 if TYPE_CHECKING:  # the measurement pulls in aiortc and PyAV: imported when a bench runs, not with the CLI
-    from ..live import LiveEngine
+    from ..live.engine import LiveEngine
     from .measured_run import Driver, SessionLog, Timer
 
 DESCRIPTION = "the live engine as viewers get it: latency, fps, per-stage time, drops, A/V sync, memory"
@@ -114,14 +114,14 @@ def _engines(
     harness: Harness,
     worker: str = WORKER_SHARED,
 ) -> list[LiveEngine]:
-    from ..live import LiveEngine
-    from ..model_worker import ModelWorker
+    from ..live.engine import LiveEngine
+    from ..live.model_worker import ModelWorker
 
     live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
     extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
     if worker == WORKER_SHARED:
         extra["worker"] = ModelWorker(backend, clock=harness.clock)  # else each engine makes its own
-    return [LiveEngine(backend, backend.cfg, avatar, live, harness.clock, **extra) for _ in range(sessions)]
+    return [LiveEngine(backend, avatar, live, harness.clock, **extra) for _ in range(sessions)]
 
 
 def variant_name(backend: str, steps: int, sessions: int, worker: str = WORKER_SHARED) -> str:
@@ -357,7 +357,7 @@ def build_report(
 
 
 def machine_info() -> dict[str, Any]:
-    from facecast.export.bench_models import machine_info as models_machine_info
+    from .bench_models import machine_info as models_machine_info
 
     info = models_machine_info()
     for name in ("onnxruntime", "aiortc", "av"):
@@ -370,12 +370,12 @@ def machine_info() -> dict[str, Any]:
 
 def _load_backend(name: str, options: StreamBenchOptions, export_dir: Path | None) -> Backend:
     if name == "torch":
-        from facecast.export.torch_backend import TorchBackend
+        from facecast.export.backends.torch_backend import TorchBackend
 
         return TorchBackend(options.model, device=options.device)
     assert export_dir is not None
     if name == "onnxruntime":
-        from facecast.export.onnxruntime_backend import OnnxRuntimeBackend
+        from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         providers = ["CPUExecutionProvider"] if options.device == "cpu" else None
         return OnnxRuntimeBackend(export_dir, providers=providers, threads=options.threads)
@@ -387,7 +387,7 @@ def _load_backend(name: str, options: StreamBenchOptions, export_dir: Path | Non
 def _export_dir(options: StreamBenchOptions, tmp: Path, log: Log) -> Path:
     if options.export is not None:
         return options.export
-    from facecast.export.onnx_export import ExportOptions, export_model
+    from facecast.export.onnx.export import ExportOptions, export_model
 
     out = tmp / "export"
     if not (out / "manifest.json").is_file():
@@ -411,7 +411,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 async def _bench(options: StreamBenchOptions, audio: np.ndarray, tmp: Path, harness: Harness, log: Log) -> dict:
-    from facecast.engine.avatar import load_avatar
+    from facecast.engine.avatar.prepare import load_avatar
 
     from . import serving_process
 
@@ -498,7 +498,7 @@ def run_bench(options: StreamBenchOptions, log: Log = print, harness: Harness | 
         ice,
         tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp,
     ):
-        from ..serve import event_loop
+        from ..web.serve import event_loop
 
         loop = event_loop()  # the loop `facecast serve` runs on (uvloop when installed)
         try:

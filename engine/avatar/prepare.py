@@ -1,0 +1,246 @@
+"""``facecast prepare``: the per-avatar work done once (face crops, landmarks, latents) and cached as a bundle.
+
+A portrait gives a one-frame avatar. A video gives an avatar whose idle motion (blinks, head motion) loops under
+the generated mouth: frames play forward then backward (ping-pong) so the loop has no jump.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import crop, media
+from ..backend import Backend
+from ..checkpoint import file_hash
+from ..config import ModelConfig
+from ..errors import FaceError, InputError
+from ..landmarks import STABLE, fit_similarity, register_to
+from ..latents import EncodeFn, encode_images, mask_lower_face
+from ..warp import most_closed_frame, pick_sources
+from . import face
+
+BUNDLE_VERSION = 1
+ADAPTER_FILE = "l2v_lora.safetensors"  # in an enrolled bundle (``facecast enroll``): its L2V adapter
+DEFAULT_MAX_AVATAR_FRAMES = 250  # 10 s of idle video at 25 fps is plenty for a natural loop
+MAX_FRAME_PX = 1920  # larger video frames are downscaled once here, so pasting stays cheap
+
+
+@dataclass
+class Avatar:
+    frames: np.ndarray  # uint8 (T, H, W, 3) the original frames that generated mouths are pasted into
+    transforms: np.ndarray  # float64 (T, 2, 3) image -> crop
+    crops: np.ndarray  # uint8 (T, 256, 256, 3)
+    landmarks: np.ndarray  # float32 (T, 68, 2) in crop pixels
+    latents: np.ndarray  # float32 (T, C, 32, 32)
+    masked_latents: np.ndarray  # float32 (T, C, 32, 32), lower face blanked before encoding
+    reference: np.ndarray  # float32 (68, 2): the pose-free landmarks A2L displaces
+    identity_index: int = 0  # the identity reference (the most closed mouth); the warp picks its sources per frame
+    source: str = ""
+    # The enrolled bundle whose A2L and L2V adapter this person runs (``backend.Weights``; None: the model's own).
+    # Set by ``load_avatar``; every model call of a session on this avatar names it, so sessions on one backend
+    # each run their own person's weights whatever else is loaded.
+    enrolment: Path | None = None
+    _warp_sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def warp_sources(self, cfg: ModelConfig) -> np.ndarray:
+        """(T,) int: per frame, the frame whose lower face the warp moves (``warp.pick_sources``; the identity
+        frame when ``FaceConfig.warp_source_candidates`` is 1). Computed once per avatar and setting (about 0.2 s
+        for 250 frames): ``load_avatar`` does it while loading, so a live server does not spend it on its event
+        loop when a session starts."""
+        face = cfg.face
+        upper_rows = cfg.l2v.mask_top_px - face.feather_px  # the rows the pipeline keeps: pose and light
+        key = (face.warp_source_candidates, face.warp_source_min_gap_frames, face.warp_source_switch_cost, upper_rows)
+        if key not in self._warp_sources:
+            if face.warp_source_candidates > 1:
+                self._warp_sources[key] = pick_sources(
+                    self.crops,
+                    self.landmarks,
+                    upper_rows,
+                    face.warp_source_candidates,
+                    face.warp_source_min_gap_frames,
+                    face.warp_source_switch_cost,
+                )
+            else:
+                self._warp_sources[key] = np.full(self.num_frames, self.identity_index, np.int64)
+        return self._warp_sources[key]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    def index_for(self, n: int) -> int:
+        """Which avatar frame shows under output frame n (ping-pong loop)."""
+        t = self.num_frames
+        if t == 1:
+            return 0
+        period = 2 * (t - 1)
+        k = n % period
+        return k if k < t else period - k
+
+    def save(self, folder: Path, model_hash: str) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Compressed: 115 -> 71 MB for 10 s of video, for ~0.7 s more to load (bundles load once, at startup).
+        # np.load reads compressed and uncompressed bundles alike, so older bundles still load.
+        np.savez_compressed(
+            folder / "avatar.npz",
+            frames=self.frames,
+            transforms=self.transforms,
+            crops=self.crops,
+            landmarks=self.landmarks,
+            latents=self.latents,
+            masked_latents=self.masked_latents,
+            reference=self.reference,
+        )
+        meta = {
+            "version": BUNDLE_VERSION,
+            "model_hash": model_hash,
+            "source": self.source,
+            "identity_index": self.identity_index,
+            "frames": self.num_frames,
+        }
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, model_hash: str | None = None) -> Avatar:
+        folder = Path(folder)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file() or not (folder / "avatar.npz").is_file():
+            raise InputError(
+                f"{folder} is not an avatar bundle: make one with `facecast prepare --avatar IMAGE --out {folder}`."
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("version") != BUNDLE_VERSION:
+            raise InputError(f"avatar bundle {folder} is from another facecast version: prepare it again.")
+        if model_hash is not None and meta.get("model_hash") != model_hash:
+            raise InputError(
+                f"avatar bundle {folder} was prepared for another model: run `facecast prepare` again with this model."
+            )
+        with np.load(folder / "avatar.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(**arrays, identity_index=meta["identity_index"], source=meta.get("source", ""))
+
+
+def _downscale(frame: np.ndarray, max_px: int) -> np.ndarray:
+    import cv2
+
+    h, w = frame.shape[:2]
+    s = max_px / max(h, w)
+    if s >= 1:
+        return frame
+    return cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+def load_avatar_frames(path: Path, cfg: ModelConfig, max_frames: int) -> list[np.ndarray]:
+    path = Path(path)
+    if media.is_image(path):
+        image = media.load_image(path)
+        if max(image.shape[:2]) > cfg.face.max_image_px:
+            image = _downscale(image, cfg.face.max_image_px)
+        return [_downscale(image, MAX_FRAME_PX)]
+    frames = [_downscale(f, MAX_FRAME_PX) for f in media.iter_video_frames(path, cfg.audio.fps, max_frames=max_frames)]
+    if not frames:
+        raise InputError(f"{path} has no video frames: give a portrait image or a video of a face.")
+    return frames
+
+
+def aligned_crops(
+    frames: list[np.ndarray], lms: np.ndarray, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames and their image landmarks (T, 68, 2) -> smoothed image->crop transforms (T, 2, 3), the 256² crops
+    (T, 256, 256, 3) and the landmarks in crop pixels (T, 68, 2)."""
+    transforms = np.stack([crop.crop_transform(lm, cfg.face) for lm in lms])
+    transforms = crop.smooth_transforms(transforms, cfg.face.smooth_frames)
+    crops = np.stack([crop.warp_to_crop(f, m, cfg.face.crop_px) for f, m in zip(frames, transforms, strict=True)])
+    lms_crop = np.stack([crop.to_crop_coords(lm, m) for lm, m in zip(lms, transforms, strict=True)])
+    return transforms, crops, lms_crop
+
+
+def prepare_avatar(
+    path: Path,
+    encode: EncodeFn,
+    cfg: ModelConfig,
+    backend: face.LandmarkBackend | None = None,
+    max_frames: int = DEFAULT_MAX_AVATAR_FRAMES,
+) -> Avatar:
+    backend = backend or face.make_backend("dlib", cfg=cfg.face)
+    frames = load_avatar_frames(path, cfg, max_frames)
+    if len(frames) == 1:
+        lms = face.image_landmarks(frames[0], backend, cfg.face, str(path))[None]
+    else:
+        lms, found = face.video_landmarks(frames, backend, cfg.face, str(path))
+        if found.mean() < 0.5:
+            raise FaceError(f"the face is visible in only {found.mean():.0%} of {path}: use a steadier idle video.")
+    transforms, crops, lms_crop = aligned_crops(frames, lms, cfg)
+    # The reference is the first frame's landmarks; every frame is registered onto it for the mean shape.
+    reference = register_to(lms_crop, lms_crop[0]).mean(0) if len(lms_crop) > 1 else lms_crop[0]
+    return Avatar(
+        frames=np.stack(frames),
+        transforms=transforms,
+        crops=crops,
+        landmarks=lms_crop.astype(np.float32),
+        latents=encode_images(encode, crops),
+        masked_latents=encode_images(encode, mask_lower_face(crops, cfg)),
+        reference=reference.astype(np.float32),
+        identity_index=most_closed_frame(lms_crop),
+        source=str(path),
+    )
+
+
+def model_hash(model_dir: Path) -> str:
+    return file_hash(Path(model_dir) / "autoencoder.safetensors")
+
+
+def pose_to_frame(reference: np.ndarray, frame_landmarks: np.ndarray) -> np.ndarray:
+    """2x3 similarity from the reference landmarks' pose to one avatar frame's pose (by stable points)."""
+    return fit_similarity(reference[STABLE].astype(np.float64), frame_landmarks[STABLE].astype(np.float64))
+
+
+def has_adapter(bundle: Path) -> bool:
+    return (Path(bundle) / ADAPTER_FILE).is_file()
+
+
+def is_enrolled(bundle: Path) -> bool:
+    """A ``facecast enroll`` bundle (its meta.json has an enrolment: an L2V adapter, a person's A2L or motion gain),
+    not a ``facecast prepare`` one."""
+    meta = Path(bundle) / "meta.json"
+    return has_adapter(bundle) or (meta.is_file() and "enrolment" in json.loads(meta.read_text()))
+
+
+def check_backend(backend: object, bundle: Path | None) -> Path | None:
+    """The weights (``backend.Weights``) an avatar from ``bundle`` runs on ``backend``: an enrolled bundle, its
+    weights loaded into the backend now (copies: the backend's own weights and every other session are left as
+    they were), or None for a portrait, a video or a prepared bundle. Refuses backends that cannot run enrolments;
+    they opt in with ``load_enrolment(bundle)``."""
+    if bundle is None or not is_enrolled(bundle):
+        return None
+    load = getattr(backend, "load_enrolment", None)
+    if load is None:
+        raise InputError(
+            f"{bundle} is an enrolled bundle (its own A2L or L2V adapter): the {getattr(backend, 'name', '?')} "
+            "backend cannot run it. Use --backend onnxruntime or torch."
+        )
+    weights = Path(bundle).resolve()
+    load(weights)
+    return weights
+
+
+def load_avatar(path: Path, backend: Backend, landmarks: face.LandmarkBackend | None = None) -> Avatar:
+    """A `facecast prepare` or `facecast enroll` bundle (checked against the backend's encoder), or a portrait or
+    idle video prepared now (``landmarks``: the face landmark detector, default dlib)."""
+    path = Path(path)
+    if path.is_dir():
+        avatar = Avatar.load(path, backend.autoencoder_hash)
+        avatar.enrolment = check_backend(backend, path)  # this avatar's own weights, loaded next to the others
+    else:
+        if not path.is_file():
+            raise InputError(
+                f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle."
+            )
+        avatar = prepare_avatar(path, backend.encode, backend.cfg, landmarks)
+    avatar.warp_sources(backend.cfg)
+    return avatar

@@ -1,0 +1,559 @@
+"""``facecast enroll``: fit the model to one known person from a minute or two of their own video.
+
+One job: check the video, prepare the avatar (as ``facecast prepare`` does), fine-tune L2V on the person's own
+frames and speech with low-rank adapters (peft LoRA on the UNet's attention, feed-forward and conv layers), and
+write a bundle that every ``--avatar`` accepts:
+
+    BUNDLE/avatar.npz, meta.json   the avatar, exactly as ``facecast prepare`` writes it (meta.json also records
+                                   the base L2V's hash and the adapter's file names)
+    BUNDLE/l2v_lora.safetensors    the adapter's weights only (the shipped model stays untouched)
+    BUNDLE/l2v_lora.json           the adapter's LoRA config + the base L2V hash it was fitted to
+    BUNDLE/a2l.safetensors         only with ``EnrollConfig.a2l_steps`` > 0 (off by default, see there): the
+                                   person's whole A2L (250 kB)
+
+Without A2L training, the base A2L's motion gain is re-measured on the person's own video (a scalar in meta.json,
+``EnrollConfig.calibrate_a2l_motion``): the backend then runs a copy of the base A2L at that gain, or at the
+model's own where that is lower (``EnrollConfig.a2l_gain_rule``, "lower_only" by default).
+
+The objective is the base model's own (``train.L2VObjective``: x0-prediction, mouth-weighted), on the same batches
+(``train.l2v_batch``), through the same loop (``train.train_loop``), so the adapter learns what the composite uses
+(the mouth interior). The last ``val_fraction`` of the video is held back: its loss is the validation figure.
+
+Nothing is written under BUNDLE until the end: the work (and the resumable run state) lives in ``BUNDLE.partial``,
+which is renamed to BUNDLE when the adapter is written. ``resume=True`` continues an interrupted run from there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint, media
+from ..audio import check_speech
+from ..avatar import face
+from ..avatar.adapters import A2L_FILE, ADAPTER_CONFIG_FILE, LORA_TARGETS, add_adapter, l2v_hash
+from ..avatar.prepare import (
+    ADAPTER_FILE,
+    DEFAULT_MAX_AVATAR_FRAMES,
+    Avatar,
+    aligned_crops,
+    load_avatar_frames,
+    model_hash,
+)
+from ..config import ModelConfig
+from ..errors import AudioError, FaceError, InputError
+from ..landmarks import register_to
+from ..latents import encode_images, mask_lower_face
+from ..mouth_prior import load_mouth_prior, shows_l2v
+from ..speaker import speaker_embedding
+from ..warp import most_closed_frame
+from .dataset import Clip
+from .latents import torch_encoder
+from .train import (
+    A2LObjective,
+    L2VObjective,
+    TrainConfig,
+    a2l_batch,
+    l2v_batch,
+    l2v_clip,
+    train_loop,
+    with_motion_gain,
+)
+
+RUN_PART = "l2v_lora"  # train_loop's run folders: BUNDLE.partial/runs/l2v_lora/ and runs/a2l/
+
+# Bad-input thresholds, measured with `python3 benchmarks/enroll_thresholds.py --seconds 20` on 12 single-person
+# clips of ../shared/data/clips (first 20 s of each; dlib) and on 54 spliced pairs (clip A's first half + clip B's
+# second half, two different people; the two Obama clips paired with each other left out):
+MIN_SPEECH_FRACTION = 0.3  # webrtcvad (mode 2) share of 30 ms frames with speech: talking clips 0.60-1.0
+MAX_MULTI_FACE_FRACTION = 0.2  # frames where dlib finds >= 2 usable faces: 0.0 in every single-person clip
+# Frames where dlib detects no face: 0.0 in 11 of the 12 clips, 0.31 in the 2.2 s lrs3 clip (small, soft face;
+# the tracker bridges those frames, but the crops there are guesses). dataset.MIN_FOUND_RATIO is 0.9 for training.
+MAX_LOST_FRACTION = 0.2
+# The two-halves checks run on videos of >= IDENTITY_CHECK_SECONDS (halves of >= 5 s; Resemblyzer is unsteady on
+# shorter ones). On the 8 clips of >= 10 s, the same person gave voice cosine 0.878-0.954 and shape drift
+# 0.010-0.049; the spliced pairs gave cosine 0.46-0.82 (0.94 when one half was a 1.1 s lrs3 clip) and drift
+# 0.026-0.106. "cosine < 0.85 or drift > 0.06" flags 51 of the 54 pairs (all 40 without the 2.2 s clip) and
+# none of the single-person clips.
+IDENTITY_CHECK_SECONDS = 10.0
+MIN_HALF_SPEAKER_COSINE = 0.85  # Resemblyzer embeddings of the two halves of the audio
+MAX_HALF_SHAPE_DRIFT = 0.06  # mean pose-free landmark shape of the two halves, in interocular distances
+VAL_SEED = 1234  # the validation loss uses the same noise and timesteps every time, so its curve is comparable
+VAL_BATCH = 32  # held-back samples per validation figure: with 8 it wandered +-5% between logs
+
+
+A2L_GAIN_RULES = ("person", "lower_only")  # EnrollConfig.a2l_gain_rule's values (see enrolled_motion_gain)
+
+
+def check_gain_rule(rule: str) -> None:
+    if rule not in A2L_GAIN_RULES:
+        raise InputError(
+            f"unknown A2L gain rule {rule!r} (EnrollConfig.a2l_gain_rule): use one of {', '.join(A2L_GAIN_RULES)}"
+        )
+
+
+@dataclass(frozen=True)
+class EnrollConfig:
+    """Every enrolment default in one place. The default budget fits a 2-core CPU: <= 15 min for 1-2 min video."""
+
+    minutes: float = 14.0  # wall-clock budget for the whole run (prepare + fit + write)
+    # The step count is what the budget allows at the measured step time, up to this. On edtalk_lieu_60s's first
+    # 70% the held-back loss stopped improving after ~300-600 steps (0.0216 -> 0.0185 at 810 steps; 0.0192 at 1768).
+    max_steps: int = 600
+    batch: int = 8
+    lr: float = 1e-3  # LoRA tolerates (and in a few hundred steps needs) a higher rate than full training
+    warmup_steps: int = 30
+    rank: int = 8
+    alpha: float = 8.0
+    mouth_loss_weight: float = 4.0  # as the default model's L2V was trained (configs/default.json)
+    # A2L: the person's own mouth motion for their own voice. Mouth landmark error comes from A2L (the composite
+    # warps the avatar's pixels to its landmarks; L2V paints only the inside of the lips). 0 steps = keep the base.
+    # Off by default: measured on edtalk_lieu_60s (personal protocol), 300 steps made mouth LMD 1.11x generic and
+    # psnr_mouth -0.4 dB (held-back A2L loss 0.431 -> 0.456; 100-600 steps and lr 1e-4..1e-3 were all worse).
+    a2l_steps: int = 0
+    a2l_batch: int = 16
+    a2l_lr: float = 3e-4
+    # Without A2L training: re-measure the base A2L's motion gain on the person's own video (no training, a scalar
+    # in meta.json). The generic gain makes some people move 1.7x as much as they do (docs/enroll.md).
+    calibrate_a2l_motion: bool = True
+    # The gain is this x std(real inner-lip gap) / std(predicted): the recipe the default model's own gain was
+    # measured with (configs/default.json's a2l.motion_target), now on the person instead of the training clips.
+    a2l_motion_target: float = 0.8
+    # Which gain the bundle runs (``enrolled_motion_gain``): "person" = the re-measured gain as it is;
+    # "lower_only" = the lower of the person's and the model's: the calibration may damp an over-driven mouth but
+    # never drive it harder than the model does. On 6 validation clips (docs/enroll.md, 2 held-out speakers) the
+    # person's gain was higher on 2, where "lower_only" scored better (mouth LMD 0.91x vs 0.92x generic and 0.99x
+    # vs 1.17x; psnr_mouth +0.20 and +0.86 dB over "person"); elsewhere the two rules are the same bundle.
+    a2l_gain_rule: str = "lower_only"
+    val_fraction: float = 0.1  # the video's last part, held back for the validation figure
+    min_seconds: float = 10.0  # shorter videos are refused: too few mouth shapes to fit
+    max_seconds: float = 180.0  # longer videos are cut: more than 3 min adds little and holds every frame in RAM
+    avatar_frames: int = DEFAULT_MAX_AVATAR_FRAMES  # the bundle's idle loop, from the video's start
+    threads: int = 1  # torch CPU threads (0 = torch's default)
+    seed: int = 0
+    log_every: int = 25
+    save_every: int = 50  # resume granularity, in steps
+    check_identity: bool = True  # the two-halves voice and face-shape checks (on videos >= IDENTITY_CHECK_SECONDS)
+
+    def __post_init__(self) -> None:
+        check_gain_rule(self.a2l_gain_rule)  # refused at once, not after minutes of preparation
+
+
+@dataclass
+class EnrolVideo:
+    """What the checks and the fit need from the video: all frames' crops, landmarks, and the audio."""
+
+    frames: list[np.ndarray]
+    landmarks: np.ndarray  # (T, 68, 2) image pixels
+    found: np.ndarray  # (T,) bool
+    faces: np.ndarray  # (T,) how many usable faces the detector saw
+    audio: np.ndarray  # 16 kHz, cut to T frames
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / 25.0
+
+    @property
+    def lost_fraction(self) -> float:
+        """Frames where the detector finds no face. (Not ``~found``: the tracker's refine step bridges lost frames
+        with the previous box, and on a blank frame still returns a plausible shape.)"""
+        return float(np.mean(self.faces == 0)) if len(self.faces) else 1.0
+
+    @property
+    def multi_face_fraction(self) -> float:
+        return float(np.mean(self.faces >= 2)) if len(self.faces) else 0.0
+
+
+class _CountingDetector:
+    """A landmark backend that also records how many faces (of usable size) each ``detect`` call saw."""
+
+    def __init__(self, backend: face.LandmarkBackend, min_face_px: float) -> None:
+        self.backend, self.min_face_px, self.counts = backend, min_face_px, []
+
+    def detect(self, image_rgb: np.ndarray) -> list[np.ndarray]:
+        faces = self.backend.detect(image_rgb)
+        self.counts.append(sum(_face_height(f) >= self.min_face_px for f in faces))
+        return faces
+
+    def refine(self, image_rgb: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
+        return self.backend.refine(image_rgb, previous)
+
+
+def _face_height(lms: np.ndarray) -> float:
+    """Eye-centre to mouth-centre distance, as ``face.check_face_size`` measures a face."""
+    return float(np.linalg.norm((lms[36:42].mean(0) + lms[42:48].mean(0)) / 2 - lms[48:68].mean(0)))
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def speech_fraction(audio_16k: np.ndarray) -> float:
+    """Share of 30 ms frames that webrtcvad (mode 2) calls speech."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # webrtcvad imports pkg_resources
+        import webrtcvad
+
+    vad = webrtcvad.Vad(2)
+    n = 480  # 30 ms at 16 kHz
+    pcm = (np.clip(audio_16k, -1, 1) * 32767).astype("<i2")
+    frames = [pcm[i : i + n].tobytes() for i in range(0, len(pcm) - n + 1, n)]
+    return float(np.mean([vad.is_speech(f, 16_000) for f in frames])) if frames else 0.0
+
+
+def shape_drift(landmarks: np.ndarray, found: np.ndarray) -> float:
+    """How far the mean face shape of the second half is from the first half's, in interocular distances.
+
+    Landmarks are registered (similarity on the stable points) onto the first found frame, so head pose and
+    distance cancel; averaging over many frames cancels speech. What is left is the face's own proportions.
+    """
+    lms = landmarks[found]
+    if len(lms) < 4:
+        return 0.0
+    registered = register_to(lms, lms[0])
+    half = len(registered) // 2
+    a, b = registered[:half].mean(0), registered[half:].mean(0)
+    interocular = float(np.linalg.norm(a[36:42].mean(0) - a[42:48].mean(0)))
+    return float(np.linalg.norm(a - b, axis=1).mean() / max(interocular, 1e-6))
+
+
+def speaker_cosine(audio_16k: np.ndarray) -> float:
+    """Cosine similarity of the Resemblyzer embeddings of the audio's two halves (1 = same voice)."""
+    half = len(audio_16k) // 2
+    a, b = speaker_embedding(audio_16k[:half]), speaker_embedding(audio_16k[half:])
+    if not a.any() or not b.any():
+        return 1.0  # too little speech in a half to tell: the speech checks speak for it
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def check_enrol_video(video: EnrolVideo, cfg: ModelConfig, ecfg: EnrollConfig, where: str) -> dict[str, float]:
+    """Refuse a video enrolment cannot use, saying why and what to record instead; returns the measured figures."""
+    if video.seconds < ecfg.min_seconds:
+        raise InputError(
+            f"{where} has {video.seconds:.1f} s of face with audio: enrolment needs at least {ecfg.min_seconds:.0f} s "
+            "of the person talking (1-2 minutes is best)."
+        )
+    check_speech(video.audio, cfg.audio, where)
+    figures = {"seconds": video.seconds, "speech_fraction": speech_fraction(video.audio)}
+    if figures["speech_fraction"] < MIN_SPEECH_FRACTION:
+        raise AudioError(
+            f"{where} has speech in only {figures['speech_fraction']:.0%} of its audio (need "
+            f"{MIN_SPEECH_FRACTION:.0%}): record the person talking, without long silences or music."
+        )
+    figures["multi_face_fraction"] = video.multi_face_fraction
+    if figures["multi_face_fraction"] > MAX_MULTI_FACE_FRACTION:
+        raise FaceError(
+            f"{where} shows several people ({figures['multi_face_fraction']:.0%} of frames have two or more faces): "
+            "enrol from a video of the one person alone in the frame."
+        )
+    figures["lost_fraction"] = video.lost_fraction
+    if figures["lost_fraction"] > MAX_LOST_FRACTION:
+        raise FaceError(
+            f"the face is lost in {figures['lost_fraction']:.0%} of {where}'s frames (at most "
+            f"{MAX_LOST_FRACTION:.0%}): record facing the camera, well lit, without covering the face."
+        )
+    if ecfg.check_identity and video.seconds >= IDENTITY_CHECK_SECONDS:
+        figures["speaker_cosine"] = speaker_cosine(video.audio)
+        figures["shape_drift"] = shape_drift(video.landmarks, video.found)
+        if figures["speaker_cosine"] < MIN_HALF_SPEAKER_COSINE or figures["shape_drift"] > MAX_HALF_SHAPE_DRIFT:
+            raise InputError(
+                f"{where} seems to show a different person in its second half (voice similarity "
+                f"{figures['speaker_cosine']:.2f}, need >= {MIN_HALF_SPEAKER_COSINE}; face-shape drift "
+                f"{figures['shape_drift']:.3f}, need <= {MAX_HALF_SHAPE_DRIFT}): enrol from a video of one person. "
+                "If it is one person (a head turning or tilting away for long can move the face shape), run again "
+                "with --no-identity-check."
+            )
+    return figures
+
+
+def read_enrol_video(
+    path: Path, cfg: ModelConfig, ecfg: EnrollConfig, backend: face.LandmarkBackend | None = None
+) -> EnrolVideo:
+    """All frames (up to ``max_seconds``), per-frame landmarks and face counts, and the audio cut to the frames."""
+    path = Path(path)
+    if media.is_image(path):
+        raise InputError(f"{path} is an image: enrolment needs a video of the person talking (1-2 minutes).")
+    audio = media.load_audio(path, cfg.audio.sample_rate)
+    frames = load_avatar_frames(path, cfg, max_frames=round(ecfg.max_seconds * cfg.audio.fps))
+    n = min(len(frames), len(audio) // cfg.audio.samples_per_frame)
+    frames = frames[:n]
+    counter = _CountingDetector(backend or face.make_backend("dlib", cfg=cfg.face), cfg.face.min_face_px)
+    if n:
+        lms, found = face.video_landmarks(frames, counter, cfg.face, str(path))
+    else:
+        lms, found = np.zeros((0, 68, 2), np.float32), np.zeros(0, bool)
+    return EnrolVideo(frames, lms, found, np.array(counter.counts[:n]), audio[: n * cfg.audio.samples_per_frame])
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+# (loading a bundle's adapter is runtime code: engine/avatar/adapters.py)
+
+
+def save_adapter(l2v: torch.nn.Module, folder: Path, rank: int, alpha: float, base_hash: str) -> None:
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    weights = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(l2v.unet).items()}
+    save_file(weights, str(Path(folder) / ADAPTER_FILE))
+    config = {"rank": rank, "alpha": alpha, "target_modules": list(LORA_TARGETS), "base_l2v_hash": base_hash}
+    (Path(folder) / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+
+def enrolled_motion_gain(person_gain: float, model_gain: float, rule: str) -> float:
+    """The motion gain an enrolled bundle runs, from the gain measured on the person and the model's own, by
+    ``EnrollConfig.a2l_gain_rule``."""
+    check_gain_rule(rule)
+    return person_gain if rule == "person" else min(person_gain, model_gain)
+
+
+def person_motion_gain(model_dir: Path, cfg: ModelConfig, clip: Clip, target: float) -> float:
+    """The base A2L's motion gain re-measured on the person's own clip (as ``facecast train a2l`` measures it on
+    its training clips): ``target`` x std(real inner-lip gap) / std(predicted)."""
+    a2l = checkpoint.load_part(model_dir, "a2l", cfg)  # a fresh copy: the measurement resets its gain
+    return with_motion_gain(cfg, a2l, [clip], {}, target).a2l.motion_gain
+
+
+# ---------------------------------------------------------------------------------------------- the fit
+
+
+class _SeededWhenEval:
+    """The training objective, but with fixed noise and timesteps when the model is in eval mode (validation)."""
+
+    def __init__(self, objective: L2VObjective) -> None:
+        self.objective = objective
+
+    def __call__(self, model: torch.nn.Module, batch: dict, cfg: ModelConfig, step: int) -> torch.Tensor:
+        if model.training:
+            return self.objective(model, batch, cfg, step)
+        with torch.random.fork_rng():
+            torch.manual_seed(VAL_SEED)
+            return self.objective(model, batch, cfg, step)
+
+
+def _seconds_per_step(model: torch.nn.Module, batch: dict, objective: L2VObjective, cfg: ModelConfig) -> float:
+    """Time a training step (forward + backward): the median of 3 after a warm-up one; the weights are not
+    changed. On a busy machine this is what the machine gives now, so the plan can fall short of the budget."""
+    model.train()
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        objective(model, batch, cfg, 0).backward()
+        times.append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    return float(np.median(times[1:])) * 1.1  # + the optimizer step and batch drawing
+
+
+def _clip(name: str, crops: np.ndarray, lms: np.ndarray, audio: np.ndarray, speaker: np.ndarray | None = None) -> Clip:
+    speaker = np.zeros(256, np.float32) if speaker is None else speaker
+    return Clip(name, crops, lms.astype(np.float32), audio, speaker, np.ones(len(crops), bool))
+
+
+def fit_a2l(
+    model_dir: Path, cfg: ModelConfig, ecfg: EnrollConfig, train: Clip, held: Clip, work: Path
+) -> tuple[torch.nn.Module, float, tuple[float, float]]:
+    """Fine-tune the whole (small) A2L on the person's landmarks; returns it, its motion gain measured on the
+    training part (as ``facecast train a2l`` does), and the held-back loss (base, fine-tuned)."""
+    tcfg = TrainConfig(
+        steps=ecfg.a2l_steps,
+        batch=ecfg.a2l_batch,
+        lr=ecfg.a2l_lr,
+        warmup_steps=min(20, ecfg.a2l_steps),
+        seed=ecfg.seed,
+        log_every=max(1, ecfg.a2l_steps // 6),
+        save_every=ecfg.save_every,
+        threads=ecfg.threads,
+        holdout=(),
+    )
+    a2l = checkpoint.load_part(model_dir, "a2l", cfg)
+    objective = A2LObjective(tcfg)
+    val = a2l_batch([held], cfg, replace(tcfg, batch=8), np.random.default_rng(VAL_SEED), {}, augment=False)
+    with torch.no_grad():
+        base_val = float(objective(a2l.eval(), val, cfg, 0))
+    cache: dict = {}
+    summary = train_loop(
+        "a2l", a2l, lambda rng: a2l_batch([train], cfg, tcfg, rng, cache), objective, cfg, tcfg, work, val
+    )
+    gain = with_motion_gain(cfg, a2l, [train], cache, ecfg.a2l_motion_target).a2l.motion_gain
+    return a2l.eval(), gain, (base_val, summary["history"][-1].get("val_loss") if summary["history"] else base_val)
+
+
+def fit_l2v_adapter(
+    model_dir: Path,
+    cfg: ModelConfig,
+    ecfg: EnrollConfig,
+    tcfg: TrainConfig,
+    clips: tuple[Clip, Clip],
+    work: Path,
+    resume: bool,
+    seconds_left: float,
+    log: Callable[[str], None],
+) -> tuple[torch.nn.Module, int, dict]:
+    """A LoRA adapter on L2V fitted to ``clips`` (train, validation: L2V clips of the person) in the ``seconds_left``
+    of the budget; returns L2V with the adapter, the planned steps and the training summary."""
+    train_clip, val_clip = clips
+    start = time.time()
+    l2v = add_adapter(checkpoint.load_part(model_dir, "l2v", cfg), ecfg.rank, ecfg.alpha)
+    objective = _SeededWhenEval(L2VObjective(cfg, ecfg.mouth_loss_weight))
+    val_batch = l2v_batch([val_clip], cfg, replace(tcfg, batch=VAL_BATCH), np.random.default_rng(VAL_SEED))
+    previous_run = work / "runs" / RUN_PART / "train_config.json"
+    if resume and previous_run.is_file():  # the same schedule as the interrupted run, so its LR curve continues
+        steps = json.loads(previous_run.read_text())["train"]["steps"]
+    else:
+        per_step = _seconds_per_step(l2v, l2v_batch([train_clip], cfg, tcfg, np.random.default_rng(0)), objective, cfg)
+        left = seconds_left - (time.time() - start) - 20  # 20 s for writing the bundle
+        steps = int(np.clip(left / per_step, 1, ecfg.max_steps))
+        log(f"{per_step:.2f} s a step: {steps} steps fit the {ecfg.minutes:g} min budget")
+    # The time limit is a safety net (train_loop saves and stops); the step count is what should end the run.
+    time_left = max(1.0, seconds_left - (time.time() - start) - 20)
+    tcfg = replace(tcfg, steps=steps, time_limit_s=time_left)
+
+    def next_batch(rng: np.random.Generator) -> dict:
+        return l2v_batch([train_clip], cfg, tcfg, rng)
+
+    summary = train_loop(RUN_PART, l2v, next_batch, objective, cfg, tcfg, work, val_batch)
+    return l2v, steps, summary
+
+
+def enroll(
+    video: Path,
+    out: Path,
+    model_dir: Path = checkpoint.DEFAULT_MODEL_DIR,
+    ecfg: EnrollConfig = EnrollConfig(),
+    resume: bool = False,
+    face_backend: face.LandmarkBackend | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Check ``video``, fit the adapter and write the bundle ``out``; returns a summary (also in meta.json)."""
+    start = time.time()
+    out, model_dir = Path(out), Path(model_dir)
+    work = out.with_name(out.name + ".partial")
+    if ecfg.threads:
+        torch.set_num_threads(ecfg.threads)
+    if out.exists() and not (out / "meta.json").is_file():  # never delete a folder that is not a bundle
+        raise InputError(f"{out} exists and is not an avatar bundle: give a new folder name for --out.")
+    cfg = checkpoint.load_config(model_dir)
+
+    # 1. the video, checked before anything is written
+    data = read_enrol_video(video, cfg, ecfg, face_backend)
+    figures = check_enrol_video(data, cfg, ecfg, str(video))
+    transforms, crops, lms_crop = aligned_crops(data.frames, data.landmarks, cfg)
+    log(f"{video}: {data.seconds:.1f} s, face found in {data.found.mean():.0%} of frames")
+
+    # 2. the avatar, as `facecast prepare` makes it, from the video's first frames
+    codec = checkpoint.load_part(model_dir, "autoencoder", cfg)
+    encode = torch_encoder(codec)
+    k = min(ecfg.avatar_frames, len(crops))
+    avatar = Avatar(
+        frames=np.stack(data.frames[:k]),
+        transforms=transforms[:k],
+        crops=crops[:k],
+        landmarks=lms_crop[:k].astype(np.float32),
+        latents=encode_images(encode, crops[:k]),
+        masked_latents=encode_images(encode, mask_lower_face(crops[:k], cfg)),
+        reference=(register_to(lms_crop[:k], lms_crop[0]).mean(0) if k > 1 else lms_crop[0]).astype(np.float32),
+        identity_index=most_closed_frame(lms_crop[:k]),
+        source=str(video),
+    )
+
+    # 3. the fit: train on the first part, validate on the held-back end
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    n_val = max(2, round(len(crops) * ecfg.val_fraction))
+    spf = cfg.audio.samples_per_frame
+    cut = len(crops) - n_val
+    tcfg = TrainConfig(
+        steps=ecfg.max_steps,
+        batch=ecfg.batch,
+        lr=ecfg.lr,
+        warmup_steps=ecfg.warmup_steps,
+        seed=ecfg.seed,
+        log_every=ecfg.log_every,
+        save_every=ecfg.save_every,
+        threads=ecfg.threads,
+        holdout=(),
+        mouth_loss_weight=ecfg.mouth_loss_weight,
+    )
+    # A model whose frames show no pixel of L2V's picture (the warp and its mouth prior draw the face) gains
+    # nothing from an L2V adapter: the person's A2L (or its motion gain) is the whole enrolment then.
+    fit_l2v = shows_l2v(cfg.face, load_mouth_prior(model_dir))
+    if fit_l2v:
+        train_clip = l2v_clip(codec, _clip("train", crops[:cut], lms_crop[:cut], data.audio[: cut * spf]), cfg, tcfg)
+        val_clip = l2v_clip(codec, _clip("val", crops[cut:], lms_crop[cut:], data.audio[cut * spf :]), cfg, tcfg)
+    data_audio = data.audio
+    del codec, data
+    a2l, a2l_gain, a2l_val, measured_gain = None, None, None, None
+    if ecfg.a2l_steps or ecfg.calibrate_a2l_motion:
+        speaker = speaker_embedding(data_audio[: cut * spf])
+        a2l_train = _clip("train", crops[:cut], lms_crop[:cut], data_audio[: cut * spf], speaker)
+    if ecfg.a2l_steps:
+        a2l_held = _clip("val", crops[cut:], lms_crop[cut:], data_audio[cut * spf :], speaker)
+        a2l, a2l_gain, a2l_val = fit_a2l(model_dir, cfg, ecfg, a2l_train, a2l_held, work)
+    elif ecfg.calibrate_a2l_motion:
+        measured_gain = person_motion_gain(model_dir, cfg, a2l_train, ecfg.a2l_motion_target)
+        a2l_gain = enrolled_motion_gain(measured_gain, cfg.a2l.motion_gain, ecfg.a2l_gain_rule)
+        log(
+            f"A2L motion gain on this person: {measured_gain:g} (the model's: {cfg.a2l.motion_gain:g}); "
+            f"runs at {a2l_gain:g} ({ecfg.a2l_gain_rule})"
+        )
+    l2v, steps, summary = None, 0, {"steps": 0, "history": []}
+    if fit_l2v:
+        l2v, steps, summary = fit_l2v_adapter(
+            model_dir,
+            cfg,
+            ecfg,
+            tcfg,
+            (train_clip, val_clip),
+            work,
+            resume,
+            ecfg.minutes * 60 - (time.time() - start),
+            log,
+        )
+    else:
+        log("this model shows no L2V picture (its mouth prior paints the mouth): no L2V adapter to fit")
+
+    # 4. the bundle: avatar + adapter, then the rename that makes it visible
+    avatar.save(work, model_hash(model_dir))
+    base_hash = l2v_hash(model_dir)
+    if fit_l2v:
+        save_adapter(l2v, work, ecfg.rank, ecfg.alpha, base_hash)
+    if a2l is not None:
+        checkpoint.save_part(a2l, work, "a2l")
+    history = summary["history"] or [{}]
+    report = {
+        "video": str(video),
+        "base_l2v_hash": base_hash,
+        "adapter": ADAPTER_FILE if fit_l2v else None,
+        "steps": summary["steps"],
+        "planned_steps": steps,
+        "train_frames": cut,
+        "val_frames": n_val,
+        "val_loss_first": history[0].get("val_loss"),
+        "val_loss_last": history[-1].get("val_loss"),
+        "a2l": A2L_FILE if a2l is not None else None,
+        "a2l_motion_gain": a2l_gain,  # the gain the bundle runs; None: the model's own gain (calibration off)
+        "person_a2l_motion_gain": measured_gain,  # measured on the person, before a2l_gain_rule
+        "base_a2l_motion_gain": cfg.a2l.motion_gain,
+        "a2l_val_loss": a2l_val,
+        "checks": figures,
+        "seconds": round(time.time() - start, 1),
+        "config": asdict(ecfg),
+    }
+    meta = json.loads((work / "meta.json").read_text())
+    meta["enrolment"] = report
+    (work / "meta.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(work / "runs", ignore_errors=True)  # the run state is only for resuming
+    if out.exists():
+        shutil.rmtree(out)
+    work.replace(out)
+    report["bundle_mb"] = round(sum(f.stat().st_size for f in out.iterdir()) / 1e6, 2)
+    report["adapter_mb"] = round((out / ADAPTER_FILE).stat().st_size / 1e6, 3) if fit_l2v else 0.0
+    return report
