@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Make a model folder whose A2L hears Whisper features (issue 19), ready for ``facecast train a2l``.
 
-The folder gets the base model's autoencoder and L2V (so ``facecast eval`` and ``eval-landmarks`` run on it), its
-config with ``a2l.audio_features = "whisper"`` and the given ``speech`` settings, and the speech encoder converted
-from the CTranslate2 ``model.bin`` (``benchmarks/whisper_encoder.py``). Then, per variant:
+The folder gets the base model's autoencoder, L2V and mouth prior (so ``facecast eval`` and ``eval-landmarks`` run
+on it as on the base model), its config with ``a2l.audio_features = "whisper"`` and the given ``speech`` settings,
+and the speech encoder converted from the CTranslate2 ``model.bin`` (``benchmarks/whisper_encoder.py``). Then, per
+variant:
 
     python benchmarks/whisper_a2l_variant.py runs/models/w1 --model-bin MODEL_BIN --window-frames 25 --every 1
     OMP_NUM_THREADS=1 facecast train a2l --data runs/data --out runs/models/w1 --config configs/default.json
@@ -19,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, load_config
+from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE
 from facecast.engine.whisper import convert_ctranslate2
 
 
@@ -46,6 +48,8 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     for part in ("autoencoder", "l2v"):
         shutil.copyfile(a.base / f"{part}.safetensors", a.out / f"{part}.safetensors")
+    if (a.base / MOUTH_PRIOR_FILE).is_file():  # so `facecast eval` renders the mouth as the base model does
+        shutil.copyfile(a.base / MOUTH_PRIOR_FILE, a.out / MOUTH_PRIOR_FILE)
     cfg.save(a.out / "config.json")
     if a.features == "whisper":
         convert_ctranslate2(a.model_bin, a.out, speech)
