@@ -159,6 +159,7 @@ class LipSyncSession:
         self._next_frame = 0
         self._samples_in = 0
         self._previous: np.ndarray | None = None
+        self._features_ms = 0.0  # feature work (ms) not yet shared among the frames it completes
 
     @property
     def latency_frames(self) -> int:
@@ -237,13 +238,19 @@ class LipSyncSession:
             self._a2l_steps += steps
         else:
             a2l_ms = 0.0
+        # The features are shared by the frames they complete, whichever push paid for them: with Whisper one push
+        # in K pays the encoder for a group of K frames, and the pushes before it complete none.
+        self._features_ms += features_ms
         frames = []
         while self._next_frame in self._disp and (limit is None or self._next_frame < limit):
             f = yield from self.render_steps(self._next_frame)
-            f.timings_ms.update(features=features_ms / max(1, whole), a2l=a2l_ms / max(1, steps))
             frames.append(f)
             del self._disp[self._next_frame]
             self._next_frame += 1
+        for f in frames:
+            f.timings_ms.update(features=self._features_ms / len(frames), a2l=a2l_ms / max(1, steps))
+        if frames:
+            self._features_ms = 0.0
         self._trim_mels()
         return frames
 

@@ -310,7 +310,8 @@ def test_an_overloaded_worker_renders_what_fits_and_shares_it_fairly(backend):
     rounds = 12
     outcomes = []
     for _ in range(rounds):  # one round at a time, every session with a frame due in each
-        futures = [lane.submit(frame_steps, i) for i, lane in enumerate(lanes)]
+        with worker.cond:  # all three before the worker takes a round (it could start on the first on a busy CPU)
+            futures = [lane.submit(frame_steps, i) for i, lane in enumerate(lanes)]
         outcomes.append([f.result(timeout=30) for f in futures])
     for lane in lanes:
         lane.shutdown()

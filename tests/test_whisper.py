@@ -256,3 +256,40 @@ def test_onnx_export_carries_the_speech_encoder_and_the_session_agrees(whisper_m
         frames = session.push_audio(audio) + session.finish()
         landmarks.append(np.stack([f.landmarks for f in frames]))
     np.testing.assert_allclose(landmarks[0], landmarks[1], atol=1e-3)
+
+
+def test_the_encoder_time_is_shared_by_the_frames_of_its_group_not_charged_to_each(whisper_model, monkeypatch):
+    """At every_frames = 2 one push pays the encoder for two frames: their ``features`` times add up to what the
+    encoder took, so a bench's per-frame figure is the real cost (it was charged to each frame of the group). The
+    session's clock is a fake one that only the encoder moves (20 ms a call), so nothing here depends on the CPU."""
+    import types
+
+    from conftest import ASSETS, speech_like
+
+    from facecast.engine import pipeline
+    from facecast.engine.avatar.prepare import prepare_avatar
+    from facecast.engine.pipeline import LipSyncSession
+    from facecast.export.backends.torch_backend import TorchBackend
+
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+
+    class TimedEncoder(Recording):
+        calls = 0
+
+        def speech_encoder(self, mel):
+            TimedEncoder.calls += 1
+            clock.now += 0.020
+            return self.inner.speech_encoder(mel)
+
+    backend = TimedEncoder(TorchBackend(whisper_model))
+    avatar = prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+    session = LipSyncSession(backend, backend.cfg, avatar, np.zeros(256, np.float32))
+    audio = speech_like(0.8, seed=5)
+    frames = []
+    for i in range(0, len(audio), 640):  # one video frame a push, as live
+        frames += session.push_audio(audio[i : i + 640])
+    frames += session.finish()
+    charged = sum(f.timings_ms["features"] for f in frames)
+    assert len(frames) == len(audio) // 640 and TimedEncoder.calls >= len(frames) // 2
+    assert charged == pytest.approx(20.0 * TimedEncoder.calls)  # every call's time, once
