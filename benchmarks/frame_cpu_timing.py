@@ -5,8 +5,10 @@
 The bundled avatar is driven by the bundled speech through the public request API (``engine.batching``): every
 frame's model answer is kept, then ``LipSyncSession.compose_crop`` (with the decoded rows already given, as a
 worker gives them), ``prepare_frame`` (the ``conditions`` stage) and ``crop.paste_back`` are timed over all of those
-frames, ``--repeats`` times; the best repeat's mean per frame is reported (ms), which is what the code costs with
-the least interference from other work on the CPU. Run it with another checkout's interpreter to compare versions.
+frames, ``--repeats`` times (for a model whose sessions make no L2V call, ``runs_l2v`` False: the composite of the
+warp and the mouth prior and the paste, over the frames the session made); the best repeat's mean per frame is
+reported (ms), which is what the code costs with the least interference from other work on the CPU. Run it with
+another checkout's interpreter to compare versions.
 """
 
 from __future__ import annotations
@@ -70,28 +72,38 @@ def main() -> None:
     cfg = backend.cfg
     audio = media.load_audio(DEFAULT_SPEECH, cfg.audio.sample_rate)[: int(args.seconds * cfg.audio.sample_rate)]
     session = LipSyncSession(backend, cfg, avatar, np.zeros(256, np.float32))
-    frames = captured_frames(session, audio, 4 * cfg.audio.samples_per_frame)
-    composed = [session.compose_crop(j.avatar_index, r.latent, j.landmarks, lower_face=r.lower_face) for j, r in frames]
-    avatars = [j.avatar_index for j, _ in frames]
-    # prepare_frame again needs frame n's landmarks: a session that keeps the avatar's (the same work per frame)
-    static = LipSyncSession(backend, cfg, avatar, np.zeros(256, np.float32), landmarks="static")
-    static_frames = captured_frames(static, audio, 4 * cfg.audio.samples_per_frame)
+    chunk = 4 * cfg.audio.samples_per_frame
+    # Per frame: (avatar frame, driving landmarks, L2V's latent and decoded rows, or None for a session that makes
+    # no L2V call: ``LipSyncSession.runs_l2v``, the composite is then the warp and the mouth prior alone).
+    if session.runs_l2v:
+        answered = captured_frames(session, audio, chunk)
+        items = [(j.avatar_index, j.landmarks, r.latent, r.lower_face) for j, r in answered]
+    else:
+        made = session.push_audio(audio) + session.finish()
+        items = [(f.avatar_index, f.landmarks, None, None) for f in made]
+
+    def compose(item: tuple) -> tuple[np.ndarray, np.ndarray]:
+        a, lms, latent, lower_face = item
+        return session.compose_crop(a, latent, lms, lower_face=lower_face)
+
+    composed = [compose(item) for item in items]
     report = {
-        "frames": len(frames),
-        "compose_crop_ms": best_mean_ms(
-            lambda f: session.compose_crop(f[0].avatar_index, f[1].latent, f[0].landmarks, lower_face=f[1].lower_face),
-            frames,
-            args.repeats,
-        ),
-        "prepare_frame_ms": best_mean_ms(
-            lambda f: static.prepare_frame(f[0].n, f[0].avatar_index), static_frames, args.repeats
-        ),
+        "frames": len(items),
+        "runs_l2v": session.runs_l2v,
+        "compose_crop_ms": best_mean_ms(compose, items, args.repeats),
         "paste_back_ms": best_mean_ms(
-            lambda i: crop.paste_back(avatar.frames[avatars[i]], *composed[i], avatar.transforms[avatars[i]]),
-            list(range(len(frames))),
+            lambda i: crop.paste_back(avatar.frames[items[i][0]], *composed[i], avatar.transforms[items[i][0]]),
+            list(range(len(items))),
             args.repeats,
         ),
     }
+    if session.runs_l2v:
+        # prepare_frame again needs frame n's landmarks: a session that keeps the avatar's (the same work per frame)
+        static = LipSyncSession(backend, cfg, avatar, np.zeros(256, np.float32), landmarks="static")
+        static_frames = captured_frames(static, audio, chunk)
+        report["prepare_frame_ms"] = best_mean_ms(
+            lambda f: static.prepare_frame(f[0].n, f[0].avatar_index), static_frames, args.repeats
+        )
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
