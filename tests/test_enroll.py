@@ -14,8 +14,8 @@ import pytest
 from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.engine import media
-from facecast.engine.avatar.adapters import A2L_FILE, ADAPTER_CONFIG_FILE
-from facecast.engine.avatar.prepare import ADAPTER_FILE, Avatar, check_backend, model_hash
+from facecast.engine.avatar.adapters import ADAPTER_CONFIG_FILE
+from facecast.engine.avatar.prepare import A2L_FILE, ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
 from facecast.engine.errors import AudioError, FaceError, InputError
 from facecast.engine.training import enroll as enroll_module

@@ -17,10 +17,9 @@ import torch
 from .. import checkpoint
 from ..config import ModelConfig
 from ..errors import InputError
-from .prepare import ADAPTER_FILE
+from .prepare import A2L_FILE, ADAPTER_FILE, enrolment_of, runs_own_a2l
 
 ADAPTER_CONFIG_FILE = "l2v_lora.json"
-A2L_FILE = "a2l.safetensors"  # the person's A2L: small (250 kB), so it is stored whole
 
 # Which UNet layers get adapters: attention projections, the transformer feed-forward and the ResNet convs.
 # The non-UNet parts of L2V (token encoders, the prior bottleneck) stay as trained on many people.
@@ -76,12 +75,11 @@ def enrolled_a2l(bundle: Path, cfg: ModelConfig, base: torch.nn.Module) -> torch
     (``a2l_steps`` > 0), else a copy of ``base`` (the loaded model's A2L, not touched) at the measured gain; None
     when the bundle has neither (the base runs as it is)."""
     bundle = Path(bundle)
-    gain = json.loads((bundle / "meta.json").read_text()).get("enrolment", {}).get("a2l_motion_gain")
+    if not runs_own_a2l(bundle):
+        return None
     if (bundle / A2L_FILE).is_file():
         a2l = checkpoint.load_part(bundle, "a2l", cfg)  # A2L_FILE is the part's own file name
-    elif gain is not None:
-        a2l = copy.deepcopy(base)
     else:
-        return None
-    a2l.cfg = replace(cfg.a2l, motion_gain=gain)
+        a2l = copy.deepcopy(base)
+    a2l.cfg = replace(cfg.a2l, motion_gain=(enrolment_of(bundle) or {}).get("a2l_motion_gain"))
     return a2l.eval()

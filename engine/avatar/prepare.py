@@ -24,6 +24,7 @@ from . import face
 
 BUNDLE_VERSION = 1
 ADAPTER_FILE = "l2v_lora.safetensors"  # in an enrolled bundle (``facecast enroll``): its L2V adapter
+A2L_FILE = "a2l.safetensors"  # in an enrolled bundle: the person's A2L (small, 250 kB: stored whole)
 DEFAULT_MAX_AVATAR_FRAMES = 250  # 10 s of idle video at 25 fps is plenty for a natural loop
 MAX_FRAME_PX = 1920  # larger video frames are downscaled once here, so pasting stays cheap
 
@@ -204,11 +205,23 @@ def has_adapter(bundle: Path) -> bool:
     return (Path(bundle) / ADAPTER_FILE).is_file()
 
 
-def is_enrolled(bundle: Path) -> bool:
-    """A ``facecast enroll`` bundle (its meta.json has an enrolment: an L2V adapter, a person's A2L or motion gain),
-    not a ``facecast prepare`` one."""
+def enrolment_of(bundle: Path) -> dict | None:
+    """The ``enrolment`` record of a ``facecast enroll`` bundle's meta.json; None for a ``facecast prepare``
+    bundle (or a folder without meta.json)."""
     meta = Path(bundle) / "meta.json"
-    return has_adapter(bundle) or (meta.is_file() and "enrolment" in json.loads(meta.read_text()))
+    return json.loads(meta.read_text()).get("enrolment") if meta.is_file() else None
+
+
+def is_enrolled(bundle: Path) -> bool:
+    """A ``facecast enroll`` bundle (an L2V adapter, a person's A2L or motion gain), not a ``facecast prepare`` one."""
+    return has_adapter(bundle) or enrolment_of(bundle) is not None
+
+
+def runs_own_a2l(bundle: Path) -> bool:
+    """Whether an enrolled bundle's sessions run an A2L other than the model's as it is: the person's own
+    (``A2L_FILE``) or the model's at the person's motion gain (``adapters.enrolled_a2l`` builds it)."""
+    enrolment = enrolment_of(bundle) or {}
+    return (Path(bundle) / A2L_FILE).is_file() or enrolment.get("a2l_motion_gain") is not None
 
 
 def check_backend(backend: object, bundle: Path | None) -> Path | None:

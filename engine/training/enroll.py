@@ -38,8 +38,9 @@ import torch
 from .. import checkpoint, media
 from ..audio import check_speech
 from ..avatar import face
-from ..avatar.adapters import A2L_FILE, ADAPTER_CONFIG_FILE, LORA_TARGETS, add_adapter, l2v_hash
+from ..avatar.adapters import ADAPTER_CONFIG_FILE, LORA_TARGETS, add_adapter, l2v_hash
 from ..avatar.prepare import (
+    A2L_FILE,
     ADAPTER_FILE,
     DEFAULT_MAX_AVATAR_FRAMES,
     Avatar,

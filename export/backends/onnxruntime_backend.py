@@ -112,10 +112,10 @@ class OnnxRuntimeBackend(GraphBackend):
 def enrolled_a2l_session(bundle: Path, manifest: Manifest, options: Any, providers: list) -> Any:
     """The ORT session of ``bundle``'s own A2L graph, checked against the export's model; None for a bundle that
     runs the model's A2L as it is (enrolled with neither an A2L nor a motion gain)."""
+    from facecast.engine.avatar.prepare import runs_own_a2l
     from facecast.engine.errors import InputError
 
-    meta = json.loads((bundle / "meta.json").read_text()).get("enrolment", {})
-    if meta.get("a2l") is None and meta.get("a2l_motion_gain") is None:
+    if not runs_own_a2l(bundle):
         return None
     info_path = bundle / ENROLLED_A2L_INFO
     if not (bundle / ENROLLED_A2L_GRAPH).is_file() or not info_path.is_file():
