@@ -36,7 +36,7 @@ def main() -> None:
         backend = TorchBackend(model)
         avatar = prepare_avatar(DEFAULT_AVATAR, backend.encode, backend.cfg)
         session = LipSyncSession(backend, backend.cfg, avatar, np.zeros(256, np.float32), landmarks="static")
-        # the session renders every frame too (L2V, decode); only its features and a2l stage times are read here
+        # the session renders every frame too; only its features and a2l stage times are read here
         stages = {"features": [], "a2l": []}
         for i in range(0, len(audio), 640):
             for f in session.push_audio(audio[i : i + 640]):

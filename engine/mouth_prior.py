@@ -249,11 +249,17 @@ def uncross_lips(lms_px: np.ndarray) -> np.ndarray:
     return out
 
 
+def interior_painter(face: FaceConfig, prior: MouthPrior | None) -> MouthPrior | None:
+    """The prior that paints the inside of the lips, or None where L2V's decoded picture paints it (no prior, or
+    ``face.interior_source = "l2v"``)."""
+    return prior if prior is not None and face.interior_source == "atlas" else None
+
+
 def shows_l2v(face: FaceConfig, prior: MouthPrior | None) -> bool:
     """Whether a model's frames show any pixel of L2V's picture. They do not when the warp draws the face and the
     prior paints the inside of the lips: then sessions make no L2V call (``LipSyncSession.runs_l2v``) and an
     enrolment has no L2V adapter to fit (``enroll.enroll``)."""
-    return not (face.warp_prior and prior is not None and face.interior_source == "atlas")
+    return not (face.warp_prior and interior_painter(face, prior) is not None)
 
 
 def load_mouth_prior(folder: Path) -> MouthPrior | None:

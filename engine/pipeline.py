@@ -124,7 +124,7 @@ class LipSyncSession:
             prior.talking_reference(avatar.reference, avatar.landmarks) if prior is not None else avatar.reference
         )
         # The learned mouth interior, or None: L2V's decoded painting is used inside the lips.
-        self.interior = prior if prior is not None and cfg.face.interior_source == "atlas" else None
+        self.interior = mouth_prior.interior_painter(cfg.face, prior)
         # When the warp draws the face and the prior paints the mouth, no pixel of L2V's picture is shown, and its
         # latent would only be the pose prior of the next L2V picture, not shown either: the session then makes
         # no L2V call at all (``warp_frame``), which is most of a frame's CPU (docs/benchmarks.md, "Headroom").
