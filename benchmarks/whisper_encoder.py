@@ -34,7 +34,7 @@ def check(model_bin: Path, wavs: list[Path]) -> dict:
 
     cfg = SpeechEncoderConfig()
     model = whisper.read_ctranslate2(model_bin)
-    ours = SpeechEncoder(cfg, blocks=4, final_norm=True)
+    ours = SpeechEncoder(cfg, blocks=4, final_norm=True, whole=True)
     ours.load_state_dict({k: torch.from_numpy(v) for k, v in whisper.encoder_tensors(model, 4, True).items()})
     ours.eval()
     ref = ctranslate2.models.Whisper(str(model_bin.parent), device="cpu", compute_type="float32", intra_threads=1)

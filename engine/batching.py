@@ -1,11 +1,11 @@
 """Model calls of many sessions as one batch: what a session asks the networks for, and the driver that answers.
 
 A session's per-frame work is written once, as a generator of ``ModelCall`` requests (``LipSyncSession``'s
-``*_steps`` methods): it prepares its inputs, yields an ``A2LCall`` or a ``FrameJob``, gets the model's answer back
-and finishes the frame itself. ``run_calls`` answers the requests of any number of such generators together,
-one batched backend call per kind of request and per DDIM step, so one session alone (``run_alone``) and K
-sessions on a shared worker run the same code. Every session's state (GRU state, previous latent, avatar) stays in
-the session; only the arrays of one call are stacked.
+``*_steps`` methods): it prepares its inputs, yields a ``SpeechCall``, an ``A2LCall`` or a ``FrameJob``, gets the
+model's answer back and finishes the frame itself. ``run_calls`` answers the requests of any number of such
+generators together, one batched backend call per kind of request and per DDIM step, so one session alone
+(``run_alone``) and K sessions on a shared worker run the same code. Every session's state (GRU state, previous
+latent, avatar) stays in the session; only the arrays of one call are stacked.
 
 A request that fails (one session's bad input) is retried alone, so its error reaches that session's generator
 and the others get their answers as if it had not been there.
@@ -42,6 +42,17 @@ class A2LCall:
 
 
 @dataclass
+class SpeechCall:
+    """One session's speech-encoder windows (``whisper.SpeechFeatureStream``); the answer is their tokens."""
+
+    mel: np.ndarray  # (windows, 80, F) Whisper log-mel, F the live window's log-mel frames (speech and pad)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("speech", self.mel.shape[2])  # windows of one length stack (live windows all have one length)
+
+
+@dataclass
 class FrameJob:
     """One frame's L2V denoising and decoding, prepared by its session; all arrays have batch 1."""
 
@@ -74,7 +85,7 @@ class FrameResult:
     batch: int  # frames in that call
 
 
-ModelCall = A2LCall | FrameJob
+ModelCall = SpeechCall | A2LCall | FrameJob
 NOT_RENDERED = None  # the answer to a FrameJob that the driver left out (``run_calls``' ``choose``): no frame
 Choose = Callable[[list[int], list[FrameJob]], list[int]]
 Steps = Generator[ModelCall, Any, Any]  # yields requests, is sent their answers, returns its result
@@ -106,6 +117,13 @@ def answer_a2l(backend: Backend, calls: list[A2LCall]) -> list[tuple[np.ndarray,
     return [(disp[i : i + 1], np.ascontiguousarray(state[:, i : i + 1])) for i in range(len(calls))]
 
 
+def answer_speech(backend: Backend, calls: list[SpeechCall]) -> list[np.ndarray]:
+    """One speech-encoder call for the windows of all ``calls``; per call: its windows' tokens."""
+    tokens = backend.speech_encoder(_stack([c.mel for c in calls]))
+    ends = np.cumsum([len(c.mel) for c in calls])
+    return [tokens[end - len(c.mel) : end] for c, end in zip(calls, ends, strict=True)]
+
+
 def answer_frames(backend: Backend, jobs: list[FrameJob]) -> list[FrameResult]:
     """Every DDIM step of all ``jobs`` (same schedule, row and weights) as one denoise call, then one decode call."""
     s, row = jobs[0].schedule, jobs[0].row
@@ -130,6 +148,8 @@ def answer_frames(backend: Backend, jobs: list[FrameJob]) -> list[FrameResult]:
 
 def answer(backend: Backend, calls: list[ModelCall]) -> list[Any]:
     """The answers to ``calls`` (all of one ``key``), in order."""
+    if isinstance(calls[0], SpeechCall):
+        return answer_speech(backend, calls)  # type: ignore[arg-type]
     if isinstance(calls[0], A2LCall):
         return answer_a2l(backend, calls)  # type: ignore[arg-type]
     return answer_frames(backend, calls)  # type: ignore[arg-type]

@@ -152,6 +152,12 @@ class SpeechEncoderConfig:
         return SAMPLES_PER_FRAME // (2 * self.hop_samples)
 
     @property
+    def output_tokens(self) -> int:
+        """Tokens the live encoder returns per window: those of the last ``every_frames + delay_frames`` frames
+        before the pad, all that a push or a flush reads."""
+        return (self.every_frames + self.delay_frames) * self.tokens_per_frame
+
+    @property
     def frame_dim(self) -> int:
         """A2L's input width per video frame: the frame's encoder tokens side by side."""
         return self.tokens_per_frame * self.width
@@ -229,10 +235,12 @@ class ModelConfig:
 
     @property
     def latency_frames(self) -> int:
-        """Frames of audio past frame n that must arrive before frame n can be made: A2L's lookahead, plus the
-        speech encoder's delay where A2L hears it."""
-        whisper = self.a2l.audio_features == "whisper"
-        return self.a2l.lookahead_frames + (self.speech.delay_frames if whisper else 0)
+        """Frames of audio past frame n that must arrive before frame n can be made: A2L's lookahead, plus, where
+        A2L hears the speech encoder, its delay and the wait for the end of n's group (the first frame of a group of
+        ``every_frames`` has its features only when the group's last frame has arrived)."""
+        if self.a2l.audio_features != "whisper":
+            return self.a2l.lookahead_frames
+        return self.a2l.lookahead_frames + self.speech.delay_frames + self.speech.every_frames - 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

@@ -143,11 +143,7 @@ class LipSyncSession:
         self.normaliser = RunningMeanNormaliser(self.cfg.audio)
         # A2L's input when it hears Whisper features (``A2LConfig.audio_features``): the encoder on a sliding
         # window, the same stream training ran over each clip; L2V's audio tokens stay log-mel.
-        self.speech = (
-            SpeechFeatureStream(self.cfg.speech, self.backend.speech_encoder)
-            if self.cfg.a2l.audio_features == "whisper"
-            else None
-        )
+        self.speech = SpeechFeatureStream(self.cfg.speech) if self.cfg.a2l.audio_features == "whisper" else None
         # Mel frames not yet grouped into a whole video frame: raw (for L2V's audio tokens) and normalised (A2L).
         self._mel_pending = np.zeros((0, 2, self.cfg.audio.n_mels), np.float32)
         self._frame_mels: deque[np.ndarray] = deque()  # per video frame (320,), from index self._mel_base
@@ -197,11 +193,11 @@ class LipSyncSession:
     def _advance_steps(self, chunk: np.ndarray, limit: int | None, final: bool = False) -> Steps:
         t0 = time.perf_counter()
         if self.speech is not None and not final:
-            a2l_in = self.speech.push(chunk)
+            a2l_in = yield from self.speech.push_steps(chunk)
         elif self.speech is not None:
             # End of speech: the frames of a group left unfinished, from the speech alone, then zero features for
             # the lookahead past the end, as training and ``eval-landmarks`` pad a clip (so they all agree).
-            a2l_in = self.speech.flush()
+            a2l_in = yield from self.speech.flush_steps()
             missing = self._samples_in // self.cfg.audio.samples_per_frame + self.cfg.a2l.lookahead_frames
             missing -= self._a2l_steps + len(a2l_in)
             a2l_in = np.concatenate([a2l_in, np.zeros((max(0, missing), a2l_in.shape[1]), np.float32)])
@@ -345,8 +341,9 @@ class LipSyncSession:
         if needed > 0.0:
             if self.interior is not None:
                 lit_by = skin if skin.sum() >= crop.MIN_SKIN_PIXELS else mask[box] > 0  # too little skin: the face
-                painted = self.interior.render_interior(lms, mouth_prior.skin_colour(base[box], lit_by), box,
-                                                        face.crop_px)
+                painted = self.interior.render_interior(
+                    lms, mouth_prior.skin_colour(base[box], lit_by), box, face.crop_px
+                )
             else:
                 painted = decoded()
             interior = warp.interior_mask(lms, face.crop_px, face.interior_grow_px, face.interior_feather_px)[box]

@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .batching import SpeechCall
 from .config import SAMPLE_RATE, SAMPLES_PER_FRAME, ModelConfig, SpeechEncoderConfig
 from .errors import WeightsError
 
@@ -255,8 +256,9 @@ def whisper_log_mel(audio: np.ndarray, cfg: SpeechEncoderConfig = SpeechEncoderC
 
 # ---------------------------------------------------------------------------------------------- the live stream
 
-Encode = Callable[[np.ndarray], np.ndarray]  # Whisper log-mel (B, 80, F) -> tokens (B, F // 2, width)
+Encode = Callable[[np.ndarray], np.ndarray]  # Whisper log-mel (B, 80, F) -> tokens (B, output_tokens, width)
 MAX_WINDOWS_PER_CALL = 32  # windows encoded in one batched call (bounds memory when a whole clip is pushed)
+SpeechSteps = Generator[SpeechCall, np.ndarray, np.ndarray]  # yields encoder calls, returns (frames, frame_dim)
 
 
 class SpeechFeatureStream:
@@ -267,9 +269,13 @@ class SpeechFeatureStream:
     start of speech, ``pad_frames`` of silence after it) and the group's frames get their tokens from that call:
     (frames, tokens_per_frame * width), oldest first. ``flush`` gives the frames not given yet at the end of speech
     from a window ending at the last whole frame.
+
+    ``push_steps`` / ``flush_steps`` ask for the encoder as ``SpeechCall`` requests (``engine.batching``), so a shared
+    model worker encodes the windows of all its sessions in one call; ``push`` / ``flush`` answer them with
+    ``encode``.
     """
 
-    def __init__(self, cfg: SpeechEncoderConfig, encode: Encode) -> None:
+    def __init__(self, cfg: SpeechEncoderConfig, encode: Encode | None = None) -> None:
         self.cfg, self.encode = cfg, encode
         self.reset()
 
@@ -280,7 +286,7 @@ class SpeechFeatureStream:
         self._frames_done = 0
         self._samples = 0
 
-    def _windows(self, ends_frames: list[int], take_frames: list[int], back_frames: list[int]) -> np.ndarray:
+    def _windows(self, ends_frames: list[int], take_frames: list[int], back_frames: list[int]) -> SpeechSteps:
         """Per window ending at frame ``ends_frames[i]`` (exclusive): the tokens of ``take_frames[i]`` frames that
         end ``back_frames[i]`` frames before the window's end."""
         cfg = self.cfg
@@ -291,11 +297,11 @@ class SpeechFeatureStream:
             audio = np.stack([self._audio[r - cfg.window_samples : r] for r in rows])
             pad = cfg.pad_frames * SAMPLES_PER_FRAME
             audio = np.pad(audio, ((0, 0), (0, pad)))
-            tokens = np.asarray(self.encode(whisper_log_mel(audio, cfg)), np.float32)
+            tokens = np.asarray((yield SpeechCall(whisper_log_mel(audio, cfg))), np.float32)
             n = cfg.tokens_per_frame
             batch = slice(i, i + MAX_WINDOWS_PER_CALL)
             for row, take, back in zip(tokens, take_frames[batch], back_frames[batch], strict=True):
-                end = row.shape[0] - (cfg.pad_frames + back) * n
+                end = row.shape[0] - back * n  # the encoder's tokens end where the window's speech ends
                 out.append(row[end - take * n : end].reshape(take, cfg.frame_dim))
         return np.concatenate(out) if out else np.zeros((0, cfg.frame_dim), np.float32)
 
@@ -305,7 +311,7 @@ class SpeechFeatureStream:
             self._audio = self._audio[keep_from - self._start :]
             self._start = keep_from
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
+    def push_steps(self, chunk: np.ndarray) -> SpeechSteps:
         """16 kHz float32 samples (any length) -> the features of the frames this chunk completed a group of."""
         chunk = np.asarray(chunk, np.float32).reshape(-1)
         self._audio = np.concatenate([self._audio, chunk])
@@ -313,21 +319,39 @@ class SpeechFeatureStream:
         k, d = self.cfg.every_frames, self.cfg.delay_frames
         whole = self._samples // SAMPLES_PER_FRAME
         ends = list(range(self._frames_done + k, whole - d + 1, k))  # group ends (exclusive frame index)
-        feats = self._windows([e + d for e in ends], [k] * len(ends), [d] * len(ends))
         if ends:
             self._frames_done = ends[-1]
-            self._trim()
+        feats = yield from self._windows([e + d for e in ends], [k] * len(ends), [d] * len(ends))
+        self._trim()
         return feats
 
-    def flush(self) -> np.ndarray:
+    def flush_steps(self) -> SpeechSteps:
         """End of speech: the features of the whole frames not yet given (fewer than ``every_frames``)."""
         whole = self._samples // SAMPLES_PER_FRAME
         if whole <= self._frames_done:
             return np.zeros((0, self.cfg.frame_dim), np.float32)
-        feats = self._windows([whole], [whole - self._frames_done], [0])
-        self._frames_done = whole
+        done, self._frames_done = self._frames_done, whole
+        feats = yield from self._windows([whole], [whole - done], [0])
         self._trim()
         return feats
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """``push_steps`` with this stream's own ``encode``."""
+        return self._answer(self.push_steps(chunk))
+
+    def flush(self) -> np.ndarray:
+        """``flush_steps`` with this stream's own ``encode``."""
+        return self._answer(self.flush_steps())
+
+    def _answer(self, steps: SpeechSteps) -> np.ndarray:
+        if self.encode is None:
+            raise ValueError("this SpeechFeatureStream has no encode: drive push_steps / flush_steps instead")
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self.encode(call.mel))
+        except StopIteration as stop:
+            return stop.value
 
 
 def clip_features(audio_16k: np.ndarray, cfg: SpeechEncoderConfig, encode: Encode) -> np.ndarray:

@@ -338,7 +338,7 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from facecast.export.onnx.export import ExportOptions, export_enrolled_a2l, export_model
 
-    options = ExportOptions(opset=args.opset, slim=not args.no_slim)
+    options = ExportOptions(opset=args.opset, slim=not args.no_slim, speech_int8=not args.speech_fp32)
     if args.avatar is not None:
         info = export_enrolled_a2l(args.avatar, args.model, options)
         if info is None:
@@ -394,6 +394,9 @@ def add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     sp.add_argument("--opset", type=int, default=17, help="ONNX opset (TensorRT 10 reads 9..24)")
     sp.add_argument("--no-slim", action="store_true", help="skip onnxslim")
+    sp.add_argument(
+        "--speech-fp32", action="store_true", help="keep the speech encoder in float32 (default: int8 MatMuls)"
+    )
     sp.set_defaults(func=cmd_export)
 
 

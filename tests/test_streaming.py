@@ -149,6 +149,19 @@ def test_render_policy_skips_frames_that_would_be_late_and_probes_again():
     assert policy.render_s < 0.150 and policy.should_render(0)
 
 
+def test_render_policy_on_a_worker_predicts_with_its_own_time_until_the_worker_has_measured_a_frame():
+    """A worker measures only the frames it chooses among (L2V calls); a warp-only session's frames are predicted
+    by their own render time, or every frame would look free and be rendered even when it can only come late."""
+    clock, fc = VirtualClock(100.0), FrameClock(100.0)
+    worker_cost = [0.0]
+    policy = RenderPolicy(fc, clock, 4, 1, probe_every_frames=50, frame_cost_s=lambda: worker_cost[0])
+    policy.rendered(0.150)
+    clock.advance_to(fc.time_of(2))
+    assert policy.predicted_s() == 0.150 and not policy.should_render(0)
+    worker_cost[0] = 0.010  # the worker's measured share of a round, once it has one, is what counts
+    assert policy.predicted_s() == 0.010 and policy.should_render(0)
+
+
 def test_display_shows_frames_at_most_max_late_ticks_late():
     from facecast.engine.pipeline import Frame
 

@@ -97,7 +97,7 @@ def test_convert_keeps_only_the_blocks_used_and_loads(tmp_path):
     mel = np.random.default_rng(1).standard_normal((2, 80, 40)).astype(np.float32)
     with torch.no_grad():
         tokens = encoder(torch.from_numpy(mel))
-    assert tokens.shape == (2, 20, TINY.width)
+    assert tokens.shape == (2, TINY.output_tokens, TINY.width)  # the last frame's tokens: all a push reads
     # the same weights read straight from the CTranslate2 variables give the same tokens
     from facecast.engine.models.speech import SpeechEncoder
 
@@ -156,8 +156,8 @@ def test_stream_chunked_equals_offline(every, pad, delay):
     end = (4 // every + 1) * every + delay
     padded = np.concatenate([np.zeros(cfg.window_samples, np.float32), audio])
     window = np.pad(padded[640 * end : 640 * end + cfg.window_samples], (0, 640 * pad))
-    tokens = encode(whisper.whisper_log_mel(window, cfg))[0]
-    back = (end - 1 - 4 + pad) * cfg.tokens_per_frame  # frames from frame 4 to the end of the padded window
+    tokens = encode(whisper.whisper_log_mel(window, cfg))[0]  # the last every + delay frames before the pad
+    back = (end - 1 - 4) * cfg.tokens_per_frame  # tokens after frame 4's in the window
     want = tokens[len(tokens) - back - 2 : len(tokens) - back].reshape(-1)
     assert np.allclose(offline[4], want, atol=1e-5)
 
@@ -240,7 +240,8 @@ def test_onnx_export_carries_the_speech_encoder_and_the_session_agrees(whisper_m
     from facecast.export.onnx.export import ExportOptions, export_model
     from facecast.export.onnx.manifest import load_manifest
 
-    export_model(whisper_model, tmp_path, options=ExportOptions(threads=1, slim=False), log=lambda s: None)
+    options = ExportOptions(threads=1, slim=False, speech_int8=False)
+    export_model(whisper_model, tmp_path, options=options, log=lambda s: None)
     manifest = load_manifest(tmp_path)
     assert manifest.speech is not None and manifest.speech.checks["parity"]["max_rel"] < 1e-4
     assert "speech_encoder.safetensors" in manifest.source_files
@@ -293,3 +294,61 @@ def test_the_encoder_time_is_shared_by_the_frames_of_its_group_not_charged_to_ea
     charged = sum(f.timings_ms["features"] for f in frames)
     assert len(frames) == len(audio) // 640 and TimedEncoder.calls >= len(frames) // 2
     assert charged == pytest.approx(20.0 * TimedEncoder.calls)  # every call's time, once
+
+
+def test_the_default_export_quantizes_the_speech_encoder_within_its_stated_tolerance(whisper_model, tmp_path):
+    """The exported encoder has int8 MatMuls (the default), checked on live windows of real speech against torch;
+    what it gives a session stays within that tolerance of torch's features."""
+    import onnx
+
+    from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from facecast.export.backends.torch_backend import TorchBackend
+    from facecast.export.onnx.export import ExportOptions, ParityTolerance, export_model, speech_check_windows
+    from facecast.export.onnx.manifest import load_manifest
+
+    export_model(whisper_model, tmp_path, options=ExportOptions(threads=1, slim=False), log=lambda s: None)
+    parity = load_manifest(tmp_path).speech.checks["parity"]
+    assert parity["int8"] and 0 < parity["max_rel"] <= ParityTolerance().int8
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "speech_encoder.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    torch_backend = TorchBackend(whisper_model)
+    ort = OnnxRuntimeBackend(tmp_path, providers=["CPUExecutionProvider"], threads=1)
+    mel = speech_check_windows(torch_backend.cfg)[:4]
+    want = torch_backend.speech_encoder(mel)
+    assert np.abs(ort.speech_encoder(mel) - want).max() <= ParityTolerance().int8 * np.abs(want).max()
+
+
+def test_sessions_on_one_worker_share_one_encoder_call_and_hear_what_they_hear_alone(whisper_model):
+    """Two sessions driven together (as the shared model worker drives them) encode their windows in one batched
+    call per push, and each gets exactly the frames it gets alone."""
+    from conftest import ASSETS, speech_like
+
+    from facecast.engine.avatar.prepare import prepare_avatar
+    from facecast.engine.batching import run_calls
+    from facecast.engine.pipeline import LipSyncSession
+    from facecast.export.backends.torch_backend import TorchBackend
+
+    class Counting(Recording):
+        batches: list[int] = []
+
+        def speech_encoder(self, mel):
+            Counting.batches.append(len(mel))
+            return self.inner.speech_encoder(mel)
+
+    backend = Counting(TorchBackend(whisper_model))
+    avatar = prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+    audios = [speech_like(0.6, seed=5), speech_like(0.6, seed=6)]
+
+    def session() -> LipSyncSession:
+        return LipSyncSession(backend, backend.cfg, avatar, np.zeros(256, np.float32))
+
+    alone = [np.stack([f.landmarks for f in session().push_audio(a)]) for a in audios]
+    Counting.batches.clear()
+    together, frames = [session(), session()], [[], []]
+    for i in range(0, len(audios[0]), 640):  # one video frame a push, as live
+        outcomes = run_calls(backend, [s.push_audio_steps(a[i : i + 640]) for s, a in zip(together, audios)])
+        for made, outcome in zip(frames, outcomes, strict=True):
+            made += outcome.value
+    assert Counting.batches and set(Counting.batches) == {2}  # each call held a window of both sessions
+    for made, want in zip(frames, alone, strict=True):
+        np.testing.assert_allclose(np.stack([f.landmarks for f in made]), want, atol=1e-5)

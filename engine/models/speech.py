@@ -29,22 +29,34 @@ class Block(nn.Module):
         self.ffn_in = nn.Linear(width, 4 * width)
         self.ffn_out = nn.Linear(4 * width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, queries: slice = slice(None)) -> torch.Tensor:
+        """(B, T, C) -> (B, T', C): the tokens ``queries`` selects, each attending to all T tokens. The last block
+        needs only the tokens A2L reads: its queries, attention output and FFN run on those alone."""
         b, t, c = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        h, d = self.heads, c // self.heads
+        # The fused projection for every token (queries are sliced after it: sliced weights would keep
+        # onnxruntime's int8 quantizer from seeing the MatMul's weights as constants).
+        q, k, v = self.qkv(self.attn_norm(x)).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
+        q = q[:, :, queries]
         # Written out rather than scaled_dot_product_attention so the ONNX graph is plain MatMul/Softmax.
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // self.heads), dim=-1)
-        x = x + self.attn_out((weights @ v).transpose(1, 2).reshape(b, t, c))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+        x = x[:, queries] + self.attn_out((weights @ v).transpose(1, 2).reshape(b, -1, c))
         return x + self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x))))
 
 
 class SpeechEncoder(nn.Module):
-    """Whisper log-mel (B, 80, F) -> (B, F // 2, width): the residual stream after ``blocks`` blocks (before the
-    encoder's final LayerNorm, unless ``final_norm``: only the check against CTranslate2's full encoder uses it)."""
+    """Whisper log-mel of a live window (B, 80, F) -> (B, ``cfg.output_tokens``, width): the residual stream after
+    ``blocks`` blocks at the tokens A2L reads, the last ones of the window before its silent pad
+    (``SpeechEncoderConfig.pad_frames``).
 
-    def __init__(self, cfg: SpeechEncoderConfig, blocks: int | None = None, final_norm: bool = False) -> None:
+    ``whole``: every token of any length of log-mel, (B, F // 2, width), before the encoder's final LayerNorm unless
+    ``final_norm`` (the checks against CTranslate2's encoder and the linear probes use it)."""
+
+    def __init__(
+        self, cfg: SpeechEncoderConfig, blocks: int | None = None, final_norm: bool = False, whole: bool = False
+    ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.whole = cfg, whole
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.width, 3, padding=1)
         self.conv2 = nn.Conv1d(cfg.width, cfg.width, 3, stride=2, padding=1)
         self.register_buffer("positions", torch.zeros(cfg.max_positions, cfg.width))
@@ -55,6 +67,10 @@ class SpeechEncoder(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
         x = x + self.positions[: x.shape[1]]
-        for block in self.blocks:
-            x = block(x)
-        return self.final_norm(x) if self.final_norm is not None else x
+        end = x.shape[1] - self.cfg.pad_frames * self.cfg.tokens_per_frame
+        kept = slice(None) if self.whole else slice(end - self.cfg.output_tokens, end)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kept if i == len(self.blocks) - 1 else slice(None))
+        if self.whole and self.final_norm is not None:
+            x = self.final_norm(x)
+        return x

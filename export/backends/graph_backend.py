@@ -32,6 +32,9 @@ class GraphBackend:
 
     name = "graphs"
     max_batch: int | None = None  # most items one call of a dynamic-batch graph may take (None: any)
+    # CPU threads of the speech encoder's onnxruntime session (None: physical cores). It runs every frame of every
+    # session and the model thread waits for it, so it takes the cores the rest of the frame uses.
+    cpu_threads: int | None = None
 
     def __init__(self, export_dir: Path) -> None:
         self.export_dir = Path(export_dir)
@@ -115,10 +118,10 @@ class GraphBackend:
                 f"{self.export_dir} has no {SPEECH_GRAPH}.onnx but its A2L hears Whisper features: export the model "
                 "again with `facecast export`."
             )
-        if self._speech_session is None:  # one window per session every few frames: CPU, one thread, as speaker's
+        if self._speech_session is None:
             ort = import_onnxruntime()
-            path = str(self.export_dir / spec.file)
-            self._speech_session = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])
+            path, options = str(self.export_dir / spec.file), session_options(self.cpu_threads)
+            self._speech_session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         feeds = {spec.inputs[0].name: np.ascontiguousarray(mel, np.float32)}
         return self._speech_session.run([spec.outputs[0].name], feeds)[0]
 

@@ -80,8 +80,12 @@ class RenderPolicy:
         return False
 
     def predicted_s(self) -> float:
-        """How long the next frame is expected to take (0 before anything was measured: render and measure)."""
-        return self.frame_cost_s() if self.frame_cost_s is not None else self.render_s
+        """How long the next frame is expected to take (0 before anything was measured: render and measure).
+
+        A worker measures only the frames it chooses among (L2V calls); a frame drawn without one (the warp and its
+        mouth prior: ``LipSyncSession.runs_l2v``) never waits for a round, so its session's own time predicts it."""
+        shared = self.frame_cost_s() if self.frame_cost_s is not None else 0.0
+        return shared or self.render_s
 
     def rendered(self, seconds: float) -> None:
         self.render_s += self.smoothing * (seconds - self.render_s) if self.render_s else seconds
