@@ -121,15 +121,18 @@ class SpeechEncoderConfig:
     heads: int = 6
     max_positions: int = 1500  # Whisper's 30 s of positional encodings
     # Encoder blocks kept and run: the output after this many (of tiny.en's 4). A linear probe of the lip opening
-    # peaked after block 2 (issue 19); the blocks after it are not shipped.
-    blocks: int = 2
+    # peaked after block 2, but A2L's GRU did better on 3 (held-out opening correlation 0.542 -> 0.557,
+    # docs/quality.md); the blocks after it are not shipped.
+    blocks: int = 3
     # The live window: the encoder hears the last ``window_frames`` video frames of audio (zeros before the start),
     # recomputed every ``every_frames`` frames; each call gives the features of the frames since the last call.
-    window_frames: int = 25  # 1 s
-    every_frames: int = 1
+    # The shipped model: a 2 s window every 2 frames (1 s did worse, 4 s no better; K = 2 halves the encoder's cost
+    # for one more frame of latency, ``ModelConfig.latency_frames``).
+    window_frames: int = 50  # 2 s
+    every_frames: int = 2
     # Silence appended after the window's end, in frames: Whisper was trained on speech followed by padding, never on
     # speech cut off mid-word at the window's edge. Costs encoder time, not latency (the silence is not waited for).
-    pad_frames: int = 0
+    pad_frames: int = 25  # 1 s: +0.02 of held-out opening correlation (2 s did no better)
     # Frame n's tokens come from the window ending ``delay_frames`` after it, so the encoder's attention hears that
     # much of what follows (a token at the window's very edge hears nothing after it). This is lookahead: the
     # session waits ``A2LConfig.lookahead_frames + delay_frames`` frames (``ModelConfig.latency_frames``).

