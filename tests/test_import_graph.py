@@ -7,9 +7,9 @@ imports training code there still drags it in when that function runs. pyproject
 
 Three kinds of module:
 - **training, evaluation and benchmark** (``OFF_RUNTIME``): training, its data and enrolment (``engine/training/``:
-  enrolment fits adapters; loading them is ``engine/avatar/adapters.py``, runtime), evaluation
-  (``engine/evaluation/``), and all measurement: ``streaming/benchmark/`` and the scripts in ``benchmarks/``. They
-  may import the runtime, and each other.
+  enrolment fits adapters; loading them is ``engine/avatar/adapters.py``, runtime), evaluation and the quality
+  studies (``engine/evaluation/``, ``engine/evaluation/studies/``), and speed and cost measurement
+  (``streaming/benchmark/``). They may import the runtime, and each other.
 - **entry points** (``ENTRY_POINTS``): the command line dispatches to every command, so it may import both sides.
 - **runtime**: everything else (the frame pipeline, avatars, the models, export and the backends, streaming and
   its integrations). A runtime module imports only runtime modules.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,24 +36,25 @@ OFF_RUNTIME = re.compile(
         facecast\.engine\.training(\..+)?
       | facecast\.engine\.evaluation(\..+)?
       | facecast\.streaming\.benchmark(\..+)?
-      | benchmarks\..+
     )$""",
     re.VERBOSE,
 )
 ENTRY_POINTS = {"facecast.cli"}
-SCRIPT_FOLDERS = ("benchmarks",)  # not packages: their scripts import facecast.*, and nothing imports them
+# Where measurement code lives: quality (evaluation and its studies) and speed/cost (benchmark). No other place.
+MEASUREMENT_PACKAGES = (
+    "facecast.engine.evaluation",
+    "facecast.engine.evaluation.studies",
+    "facecast.streaming.benchmark",
+)
 
 
 def project_modules() -> dict[str, Path]:
-    """Installed module name -> source file, from pyproject's package-dir (plus the benchmark scripts)."""
+    """Installed module name -> source file, from pyproject's package-dir."""
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     modules = {}
     for package, folder in setuptools["package-dir"].items():
         for path in sorted((REPO / folder).glob("*.py")):
             modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
-    for folder in SCRIPT_FOLDERS:
-        for path in sorted((REPO / folder).glob("*.py")):
-            modules[f"{folder}.{path.stem}"] = path
     return modules
 
 
@@ -140,7 +142,25 @@ def _graph() -> dict[str, dict[str, int]]:
     assert "facecast.engine.checkpoint" in graph["facecast.export.backends.torch_backend"]
     assert "facecast.engine.audio" in graph["facecast.engine.evaluation.evaluate"]  # relative import, two dots
     assert any(OFF_RUNTIME.match(m) for m in graph) and sum(not OFF_RUNTIME.match(m) for m in graph) > 30
+    for package in MEASUREMENT_PACKAGES:  # walked, with their modules, and all off the runtime path
+        assert OFF_RUNTIME.match(package) and sum(m.startswith(package + ".") for m in graph) >= 2, package
     return graph
+
+
+def test_every_source_file_is_in_a_walked_package() -> None:
+    """Every tracked Python file outside tests/ and examples/ (scripts that use the package) sits in a folder that
+    pyproject's package-dir maps, so the walk sees it (and an install ships it): no script folder beside the packages
+    (measurement code lives in MEASUREMENT_PACKAGES), and no sub-package forgotten in pyproject.toml."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True)
+    folders = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    stray = [
+        name
+        for name in tracked.stdout.split()
+        if not name.startswith(("tests/", "examples/")) and str(Path(name).parent) not in folders
+    ]
+    assert not stray, "Python files outside the packages pyproject.toml maps:\n" + "\n".join(stray)
 
 
 def test_no_import_loops() -> None:
@@ -161,8 +181,10 @@ def test_the_checks_can_fail() -> None:
     assert cycles({"a": {"b"}, "b": set()}) == []
     planted = {
         "facecast.export.backends.torch_backend": {"facecast.engine.training.enroll": 3},
-        "facecast.cli": {"benchmarks.x": 1},
+        "facecast.engine.pipeline": {"facecast.engine.evaluation.studies.render_fidelity": 7},
+        "facecast.cli": {"facecast.streaming.benchmark.device_check": 1},
     }
     assert runtime_imports_off_runtime(planted) == [
-        "facecast.export.backends.torch_backend imports facecast.engine.training.enroll (line 3)"
+        "facecast.engine.pipeline imports facecast.engine.evaluation.studies.render_fidelity (line 7)",
+        "facecast.export.backends.torch_backend imports facecast.engine.training.enroll (line 3)",
     ]

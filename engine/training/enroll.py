@@ -70,9 +70,9 @@ from .train import (
 
 RUN_PART = "l2v_lora"  # train_loop's run folders: BUNDLE.partial/runs/l2v_lora/ and runs/a2l/
 
-# Bad-input thresholds, measured with `python3 benchmarks/enroll_thresholds.py --seconds 20` on 12 single-person
-# clips of ../shared/data/clips (first 20 s of each; dlib) and on 54 spliced pairs (clip A's first half + clip B's
-# second half, two different people; the two Obama clips paired with each other left out):
+# Bad-input thresholds, measured with `python3 -m facecast.engine.evaluation.studies.enroll_thresholds --seconds 20`
+# on 12 single-person clips of ../shared/data/clips (first 20 s of each; dlib) and on 54 spliced pairs (clip A's first
+# half + clip B's second half, two different people; the two Obama clips paired with each other left out):
 MIN_SPEECH_FRACTION = 0.3  # webrtcvad (mode 2) share of 30 ms frames with speech: talking clips 0.60-1.0
 MAX_MULTI_FACE_FRACTION = 0.2  # frames where dlib finds >= 2 usable faces: 0.0 in every single-person clip
 # Frames where dlib detects no face: 0.0 in 11 of the 12 clips, 0.31 in the 2.2 s lrs3 clip (small, soft face;

@@ -14,12 +14,14 @@ included), K sessions on one shared model worker (batched) and on one thread eac
 25 new pictures/s with p95 <= 200 ms is measured, not derived (``phase_sessions``; torch on CUDA, onnxruntime on
 the CPU). On a CPU it runs a shorter sweep and says what it skipped.
 
-    python3 benchmarks/device_check.py --out DIR [--seconds-budget 240] [--quick]
+    python3 -m facecast.streaming.benchmark.device_check --out DIR [--seconds-budget 240] [--quick]
+    python3 streaming/benchmark/device_check.py --out DIR [...]     # from a plain checkout
 
 Writes DIR/device_check.json (machine, every timing, derived figures) after each phase, and prints a table.
-It runs from a plain checkout: when ``facecast.engine`` is not importable (the repository not pip-installed), it
-maps the package folders as pyproject.toml's [tool.setuptools] package-dir does (FACECAST_FORCE_PATH_IMPORT=1
-forces that, to test it). Its imports are torch, numpy, safetensors and diffusers (through the model classes).
+It runs from a plain checkout, as a file (its module-level imports are the standard library's): when
+``facecast.engine`` is not importable (the repository not pip-installed), it maps the package folders as
+pyproject.toml's [tool.setuptools] package-dir does (FACECAST_FORCE_PATH_IMPORT=1 forces that, to test it). Its
+imports are torch, numpy, safetensors and diffusers (through the model classes).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # streaming/benchmark/ -> the repository
 FRAME_MS = 40.0  # 25 fps
 HEADROOM_MS = 20.0  # one batched call may take half the frame budget
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Train L2V on a GPU host that has torch + CUDA but no facecast install, no PyAV/dlib and no network.
-# Needs beside the repository: .whl/ (diffusers and its missing requirements, see benchmarks/device_check.py's
-# notes) and a pack of the training clips (`facecast pack-data runs/data --out PACK --max-frames 400`).
-#   usage: benchmarks/device_train_l2v.sh PACK OUT_DIR [RUN_CONFIG]
+# Needs beside the repository: .whl/ (diffusers and its missing requirements, see device_check.py's notes, beside
+# this script) and a pack of the training clips (`facecast pack-data runs/data --out PACK --max-frames 400`).
+#   usage: streaming/benchmark/device_train_l2v.sh PACK OUT_DIR [RUN_CONFIG]
 # Writes OUT_DIR/model (config.json, autoencoder + l2v weights, l2v.train.json) and OUT_DIR/train.log; the
 # autoencoder is the bundled default's, since L2V works in its latent space.
 set -euo pipefail
 pack=$1 out=$2 config=${3:-configs/gpu.json}
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 site=/tmp/facecast-site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$repo"/.whl/*.whl
 # The package layout that pyproject.toml's package-dir mapping gives an install: facecast.engine -> engine/, ...

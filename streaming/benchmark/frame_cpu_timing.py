@@ -1,6 +1,7 @@
 """CPU time of the per-frame work around the networks: the composite, the conditions and the paste, per frame.
 
-    python benchmarks/frame_cpu_timing.py [--backend onnxruntime --export exports/default] [--seconds 6] [--json F]
+    python -m facecast.streaming.benchmark.frame_cpu_timing [--backend onnxruntime --export exports/default]
+        [--seconds 6] [--json F]
 
 The bundled avatar is driven by the bundled speech through the public request API (``engine.batching``): every
 frame's model answer is kept, then ``LipSyncSession.compose_crop`` (with the decoded rows already given, as a

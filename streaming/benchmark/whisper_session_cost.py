@@ -1,8 +1,8 @@
-#!/usr/bin/env python3
 """What A2L's audio features cost inside a live session: the session's own per-frame ``features`` and ``a2l``
 stage times (engine/pipeline.py), for model folders side by side, fed the same speech in 40 ms chunks.
 
-    OMP_NUM_THREADS=1 python benchmarks/whisper_session_cost.py runs/models/logmel runs/models/w50k1 --seconds 10
+    OMP_NUM_THREADS=1 python -m facecast.streaming.benchmark.whisper_session_cost runs/models/logmel \
+        runs/models/w50k1 --seconds 10
 """
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Do phone labels from pocketsphinx's bundled English model predict the mouth opening better than the mel?
 
 Issue 9 / docs/quality.md: A2L's held-out inner-lip opening correlation is 0.37, and mouth LMD <= 0.8x static
@@ -25,8 +24,9 @@ It also times the live decoder per 40 ms frame on one thread (``--time-clip``).
 
 Needs ``pip install pocketsphinx`` (BSD; 5.1.1 bundles the en-us model and phone LM); not a facecast dependency.
 
-    OMP_NUM_THREADS=1 python benchmarks/a2l_phone_features.py --data runs/data --cache runs/phone_cache \
-        --variants mel offline "offline;lw=1" causal:1 causal:2 --cmninit-from-train --json runs/phones.json
+    OMP_NUM_THREADS=1 python -m facecast.engine.evaluation.studies.a2l_phone_features --data runs/data \
+        --cache runs/phone_cache --variants mel offline "offline;lw=1" causal:1 causal:2 --cmninit-from-train \
+        --json runs/phones.json
 """
 
 from __future__ import annotations

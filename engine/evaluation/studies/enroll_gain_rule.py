@@ -6,7 +6,8 @@ records the gain measured on the person), then score the last 30% with the gener
 the L2V adapter is the same and the difference is the gain's alone; when the person's gain is already the lower,
 "lower_only" is the very same bundle and its scores are reused.
 
-    OMP_NUM_THREADS=1 python3 benchmarks/enroll_gain_rule.py CLIP.mp4 [...] --enroll-minutes 3 --out DIR
+    OMP_NUM_THREADS=1 python3 -m facecast.engine.evaluation.studies.enroll_gain_rule CLIP.mp4 [...] \
+        --enroll-minutes 3 --out DIR
     (--no-identity-check for a one-person clip whose head pose trips the two-halves shape check)
 """
 

@@ -4,7 +4,7 @@ For each single-person clip (its first ``SECONDS``): speech fraction, share of f
 share of frames with the face lost, and the two-halves checks (voice cosine, face-shape drift). Then the same
 two-halves checks on spliced pairs (clip A's first half + clip B's second half: a different person).
 
-    python3 benchmarks/enroll_thresholds.py [--seconds 20] > thresholds.json
+    python3 -m facecast.engine.evaluation.studies.enroll_thresholds [--seconds 20] > thresholds.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from facecast.engine.config import ModelConfig
 from facecast.engine.training.enroll import EnrollConfig, read_enrol_video, shape_drift, speaker_cosine, speech_fraction
 
-CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clips"
+CLIPS = Path(__file__).resolve().parents[4] / "shared" / "data" / "clips"  # ../shared/data/clips beside the checkout
 SINGLE = (
     "edtalk_lieu_60s.mp4",
     "vox_lia_obama.mp4",
@@ -38,7 +38,7 @@ SINGLE = (
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=20.0)
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Mouths of one portrait driven by one speech clip, for several models side by side, 3x enlarged.
 
-    python benchmarks/portrait_mouth_sheet.py --out docs/quality/astronaut_mouths.png \
+    python -m facecast.engine.evaluation.studies.portrait_mouth_sheet --out docs/quality/astronaut_mouths.png \
         --model "before=runs/old_nowarp" --model "now=engine/weights/default"
 
 Defaults: the bundled astronaut and speech. Each --model is LABEL=MODEL_DIR (its config.json decides the

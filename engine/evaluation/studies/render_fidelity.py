@@ -1,7 +1,8 @@
 """Does the picture open as far as A2L asks? One avatar (any mouth, open or shut) with one speech clip.
 
-    python benchmarks/render_fidelity.py [--avatar engine/assets/astronaut.jpg] [--audio engine/assets/speech.wav]
-        [--model engine/weights/default] [--steps 1] [--max-frames 150] [--sheet fidelity.png]
+    python -m facecast.engine.evaluation.studies.render_fidelity [--avatar engine/assets/astronaut.jpg]
+        [--audio engine/assets/speech.wav] [--model engine/weights/default] [--steps 1] [--max-frames 150]
+        [--sheet fidelity.png]
 
 The portrait protocol's measurement (``facecast eval --protocol portrait``, which scores only closed-mouth stills)
 on any one avatar: per frame, the driving landmarks' inner-lip opening against the one dlib finds on the rendered
@@ -45,8 +46,13 @@ def main() -> None:
     print(json.dumps({"avatar": args.avatar.name, "model": str(args.model), **{k: scores[k] for k in keys}}, indent=1))
     if args.sheet is not None:
         widest = np.sort(np.argsort(-driving, kind="stable")[: pcfg.sheet_frames])
-        print(mouth_sheet([(args.avatar.stem, mouth_crops(crops[widest], avatar.landmarks[0]))], args.sheet,
-                          frames=pcfg.sheet_frames))
+        print(
+            mouth_sheet(
+                [(args.avatar.stem, mouth_crops(crops[widest], avatar.landmarks[0]))],
+                args.sheet,
+                frames=pcfg.sheet_frames,
+            )
+        )
 
 
 if __name__ == "__main__":

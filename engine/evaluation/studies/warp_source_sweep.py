@@ -1,6 +1,6 @@
 """Which frame the warp takes its lower face from: a sweep of the settings of ``warp.pick_sources``.
 
-    python benchmarks/warp_source_sweep.py --clips runs/heldout [--max-frames 100] [--json F]
+    python -m facecast.engine.evaluation.studies.warp_source_sweep --clips runs/heldout [--max-frames 100] [--json F]
 
 Each clip becomes its own avatar (as in ``facecast eval``'s reconstruct protocol) and every frame is composited
 with its true landmarks and the autoencoder's own copy of its latent as the painted interior, which is the same

