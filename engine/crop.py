@@ -105,7 +105,10 @@ MIN_SKIN_PIXELS = 100
 
 
 def match_colours(
-    image: np.ndarray, reference: np.ndarray, region: np.ndarray, min_pixels: int = MIN_SKIN_PIXELS,
+    image: np.ndarray,
+    reference: np.ndarray,
+    region: np.ndarray,
+    min_pixels: int = MIN_SKIN_PIXELS,
     contrast: bool = True,
 ) -> np.ndarray:
     """Per-channel gain and offset taking ``image``'s colour statistics over ``region`` to ``reference``'s.

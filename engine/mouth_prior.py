@@ -97,8 +97,13 @@ def unroll(image: np.ndarray, lms_px: np.ndarray, rows: int, cols: int, depth_px
     out = np.empty((2, rows, cols, 3), np.float32)
     for half, offset in ((UPPER, upper[None] + depth[:, None]), (LOWER, lower[None] - depth[:, None])):
         pts = origin + (u * width)[None, :, None] * along + offset[..., None] * across
-        sampled = cv2.remap(image, pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32),
-                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        sampled = cv2.remap(
+            image,
+            pts[..., 0].astype(np.float32),
+            pts[..., 1].astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        ).astype(np.float32)
         sampled[depth[:, None] > half_gap[None]] = np.nan
         out[half] = sampled
     return out

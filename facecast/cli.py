@@ -266,8 +266,15 @@ def _eval_portraits(args: argparse.Namespace, backend: object, out: Path) -> Non
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_safe(report), indent=2))
-    keys = ["render_slope", "render_corr", "opening_std", "real_opening_std", "motion_vs_real", "detail_ratio",
-            "sync_corr"]
+    keys = [
+        "render_slope",
+        "render_corr",
+        "opening_std",
+        "real_opening_std",
+        "motion_vs_real",
+        "detail_ratio",
+        "sync_corr",
+    ]
     table = Table("avatar", "speech", *keys, title="portrait protocol (closed-mouth stills, unseen speech)")
     rows = [*report["avatars"].items(), ("mean", {**report["mean"], "speech": ""})]
     for name, s in rows:

@@ -485,8 +485,17 @@ def with_prior(tiny_model: Path, folder: Path) -> Path:
     from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE, MouthPrior
 
     shutil.copytree(tiny_model, folder)
-    MouthPrior(np.zeros((37, 2), np.float32), 0.0, 0.1, 0.1, np.full((1, 2, 4, 8, 3), 0.2, np.float32), 0.1,
-               np.array([0.1], np.float32), np.array([10]), np.ones(3, np.float32)).save(folder / MOUTH_PRIOR_FILE)
+    MouthPrior(
+        np.zeros((37, 2), np.float32),
+        0.0,
+        0.1,
+        0.1,
+        np.full((1, 2, 4, 8, 3), 0.2, np.float32),
+        0.1,
+        np.array([0.1], np.float32),
+        np.array([10]),
+        np.ones(3, np.float32),
+    ).save(folder / MOUTH_PRIOR_FILE)
     return folder
 
 

@@ -113,8 +113,14 @@ def _talking_clip(name: str, portrait, frames: int = 60, seed: int = 0) -> Clip:
         cv2.fillPoly(img, [np.round(lm[INNER_LIP]).astype(np.int32)], (0, 0, 0))
         crops.append(img)
         lms.append(lm)
-    return Clip(name, np.stack(crops), np.stack(lms), np.zeros(frames * 640, np.float32), np.zeros(256, np.float32),
-                np.ones(frames, bool))
+    return Clip(
+        name,
+        np.stack(crops),
+        np.stack(lms),
+        np.zeros(frames * 640, np.float32),
+        np.zeros(256, np.float32),
+        np.ones(frames, bool),
+    )
 
 
 def test_the_prior_learns_a_dark_inside_and_the_rest_offset_from_talking_clips(portrait):
@@ -245,7 +251,12 @@ def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(back
     b = backend_with_prior
     # The bundled face smiles (open mouth): accept it here so the protocol's path runs end to end.
     report = evaluate_portraits(
-        clips, None, b, steps=1, max_frames=16, pcfg=PortraitConfig(closed_opening=1.0),
+        clips,
+        None,
+        b,
+        steps=1,
+        max_frames=16,
+        pcfg=PortraitConfig(closed_opening=1.0),
         mouth_png=tmp_path / "mouths.png",
     )
     assert set(report["avatars"]) == {"a_first_frame", "b_first_frame"}
@@ -262,8 +273,13 @@ def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backen
     from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
     from facecast.export.onnx.export import ExportOptions, export_model
 
-    export_model(backend_with_prior.model_dir, tmp_path, options=ExportOptions(threads=1, slim=False),
-                 log=lambda s: None, dynamic_batch=False)
+    export_model(
+        backend_with_prior.model_dir,
+        tmp_path,
+        options=ExportOptions(threads=1, slim=False),
+        log=lambda s: None,
+        dynamic_batch=False,
+    )
     assert (tmp_path / MOUTH_PRIOR_FILE).is_file()
     ort = OnnxRuntimeBackend(tmp_path)
     assert ort.mouth_prior is not None

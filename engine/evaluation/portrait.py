@@ -59,8 +59,12 @@ def render_fidelity(driving: np.ndarray, rendered: np.ndarray) -> tuple[float, f
 
 
 def closed_avatars(
-    portraits: list[Path], clips: list[Path], backend: Backend, pcfg: PortraitConfig,
-    face_backend: face.LandmarkBackend, skipped: dict[str, str],
+    portraits: list[Path],
+    clips: list[Path],
+    backend: Backend,
+    pcfg: PortraitConfig,
+    face_backend: face.LandmarkBackend,
+    skipped: dict[str, str],
 ) -> list[tuple[str, Avatar]]:
     """(name, one-frame avatar) for every still whose mouth is closed; the rest go to ``skipped`` with why."""
     cfg = backend.cfg
@@ -90,12 +94,18 @@ def _detected_opening(crops: np.ndarray, face_backend: face.LandmarkBackend) -> 
 
 
 def score_portrait(
-    avatar: Avatar, audio: np.ndarray, real_std: float, backend: Backend, steps: int,
-    face_backend: face.LandmarkBackend, pcfg: PortraitConfig,
+    avatar: Avatar,
+    audio: np.ndarray,
+    real_std: float,
+    backend: Backend,
+    steps: int,
+    face_backend: face.LandmarkBackend,
+    pcfg: PortraitConfig,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Scores of one still driven by ``audio``, its rendered crops (T, 256, 256, 3) and driving openings (T,)."""
-    session = LipSyncSession(backend, backend.cfg, avatar, speaker_embedding(audio, backend.speaker_partials),
-                             InferenceConfig(steps=steps))
+    session = LipSyncSession(
+        backend, backend.cfg, avatar, speaker_embedding(audio, backend.speaker_partials), InferenceConfig(steps=steps)
+    )
     frames = []
     run_session(session, audio, frames.append)
     crops = np.stack([f.crop for f in frames])
@@ -138,11 +148,16 @@ def evaluate_portraits(
     """The portrait protocol's report (per avatar and mean); with ``mouth_png``, the sheet of the widest frames."""
     cfg = backend.cfg
     clips = [Path(clips_dir)] if Path(clips_dir).is_file() else find_videos(Path(clips_dir))
-    portraits = sorted(p for p in Path(portraits_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
-        portraits_dir is not None) else []
+    portraits = (
+        sorted(p for p in Path(portraits_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if (portraits_dir is not None)
+        else []
+    )
     if len(clips) < 2 and not portraits:
-        raise FacecastError(f"the portrait protocol needs 2 or more clips in {clips_dir} (or --portraits): one "
-                            "clip's speech drives another's face")
+        raise FacecastError(
+            f"the portrait protocol needs 2 or more clips in {clips_dir} (or --portraits): one "
+            "clip's speech drives another's face"
+        )
     face_backend = face.make_backend("dlib", cfg=cfg.face)
     skipped: dict[str, str] = {}
     speech = []  # (clip, audio, the real talker's opening std, real mouths (T, 96, 96, 3), real openings (T,))
@@ -158,8 +173,15 @@ def evaluate_portraits(
             continue
         n = min(real.num_frames, len(audio) // cfg.audio.samples_per_frame)
         real_open = mouth_opening(real.landmarks[:n])
-        speech.append((clip, audio[: n * cfg.audio.samples_per_frame], float(real_open.std()),
-                       mouth_crops(real.crops[:n], real.landmarks[:n]), real_open))
+        speech.append(
+            (
+                clip,
+                audio[: n * cfg.audio.samples_per_frame],
+                float(real_open.std()),
+                mouth_crops(real.crops[:n], real.landmarks[:n]),
+                real_open,
+            )
+        )
     if not speech:
         raise FacecastError(f"no clip in {clips_dir} has both speech and a face: {skipped}")
     avatars = closed_avatars(portraits, [s[0] for s in speech], backend, pcfg, face_backend, skipped)

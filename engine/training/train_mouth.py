@@ -71,8 +71,11 @@ def mouths_of(
         textures.append(unroll(image, lms, tcfg.rows, tcfg.cols, tcfg.depth * float(interocular(lms))) / level)
         skins.append(skin / level)
     if not textures:
-        return (np.zeros(0, np.float32), np.zeros((0, 2, tcfg.rows, tcfg.cols, 3), np.float32),
-                np.zeros((0, 3), np.float32))
+        return (
+            np.zeros(0, np.float32),
+            np.zeros((0, 2, tcfg.rows, tcfg.cols, 3), np.float32),
+            np.zeros((0, 3), np.float32),
+        )
     return np.asarray(openings, np.float32), np.stack(textures).astype(np.float32), np.stack(skins)
 
 
@@ -132,7 +135,9 @@ def rest_offset_of(clip: Clip, tcfg: MouthTrainConfig) -> tuple[np.ndarray, floa
 
 
 def build_prior(
-    clips: list[Clip], tcfg: MouthTrainConfig = MouthTrainConfig(), face: FaceConfig = FaceConfig(),
+    clips: list[Clip],
+    tcfg: MouthTrainConfig = MouthTrainConfig(),
+    face: FaceConfig = FaceConfig(),
     l2v: L2VConfig = L2VConfig(),
 ) -> MouthPrior:
     openings, textures, skins, rests = [], [], [], []

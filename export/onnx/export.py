@@ -483,8 +483,11 @@ def export_enrolled_a2l(bundle: Path, model_dir: Path, options: ExportOptions = 
     _export_graph(module, example_inputs(cfg, "a2l_step", 1, rng), path, "a2l_step", options.opset, True)
     onnx.checker.check_model(str(path), full_check=True)
     parity = check_parity("a2l_step", path, module, cfg, 1, options, fp16=False, dynamic_batch=True)
-    info = {"base_a2l_hash": checkpoint.file_hash(model_dir / "a2l.safetensors"), "parity": parity,
-            "tools": _tool_versions()}
+    info = {
+        "base_a2l_hash": checkpoint.file_hash(model_dir / "a2l.safetensors"),
+        "parity": parity,
+        "tools": _tool_versions(),
+    }
     (bundle / ENROLLED_A2L_INFO).write_text(json.dumps(info, indent=2))
     return info
 
