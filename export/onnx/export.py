@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 import time
 import warnings
@@ -568,9 +569,15 @@ def quantize_speech(
     fp32 = path.with_suffix(".fp32.onnx")
     path.replace(fp32)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer logs advice on pre-processing that does not apply here
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
     finally:
         fp32.unlink(missing_ok=True)
     mel = speech_check_windows(cfg)

@@ -22,6 +22,7 @@ from rich.table import Table
 from facecast.engine.backend import Backend
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, load_config
 from facecast.engine.errors import DependencyError
+from facecast.engine.system import cpu_name
 from facecast.export.backends import BACKENDS
 from facecast.export.onnx.manifest import is_export_dir, load_manifest
 
@@ -230,17 +231,8 @@ def machine_info() -> dict[str, Any]:
     """CPU, GPU, Python and torch of this machine, for a bench report."""
     import torch
 
-    cpu = platform.processor()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "python": platform.python_version(),

@@ -1,69 +1,91 @@
-"""What Whisper tiny.en's encoder for A2L (issue 19) costs per live call: Whisper log-mel, the encoder in torch and
-in onnxruntime, on one window, one thread, for a few window lengths (median ms). The encoder is converted and
-checked with ``python -m facecast.engine.evaluation.studies.whisper_encoder``.
+"""What Whisper tiny.en's encoder under A2L (issue 19) costs per live call, as the runtime runs it: Whisper log-mel
+of one live window (``SpeechEncoderConfig.window_frames`` + ``pad_frames``), then the exported
+``speech_encoder.onnx`` in onnxruntime with the runtime's session options, float32 and int8 (the export's default),
+on 1 and 2 threads, for 1 window and for 2 (two sessions batched by the shared model worker). Median ms per call,
+and a session's share of one core (one call every ``every_frames`` frames of 40 ms). The encoder is converted with
+``facecast convert-whisper`` and checked with ``python -m facecast.engine.evaluation.studies.whisper_encoder``.
 
-    OMP_NUM_THREADS=1 python -m facecast.streaming.benchmark.whisper_encoder_cost --model DIR [--windows 25 50 100]
+    python -m facecast.streaming.benchmark.whisper_encoder_cost [--model DIR] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from facecast.engine import whisper
+from facecast.engine.bundled import DEFAULT_SPEECH
+from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, load_config
+from facecast.engine.config import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from facecast.engine.media import load_audio
+from facecast.engine.system import cpu_name
+from facecast.export.backends.ort_session import import_onnxruntime, session_options
+from facecast.export.onnx.export import ExportOptions, export_speech
 
 
-def bench(model_dir: Path, windows: list[int], repeats: int) -> dict:
-    """Median ms of one live call (one window): Whisper log-mel, the encoder in torch and in onnxruntime (the
-    export's speech_encoder.onnx, made here in a temporary folder), all on one thread."""
-    import tempfile
+def _median_ms(fn, repeats: int) -> float:
+    for _ in range(3):  # warm-up: first calls allocate
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return round(float(np.median(times)), 2)
 
-    import onnxruntime as ort
 
-    cfg = whisper.load_config_speech(model_dir)
-    encoder = whisper.load_speech_encoder(model_dir, cfg)
-    rng = np.random.default_rng(0)
-    out = {}
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    for frames in windows:
-        audio = rng.standard_normal((1, frames * 640)).astype(np.float32) * 0.1
-        mel = whisper.whisper_log_mel(audio, cfg)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = f"{tmp}/speech_encoder.onnx"
-            torch.onnx.export(encoder, (torch.from_numpy(mel),), path, dynamo=False, opset_version=17)
-            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        times = {"mel": [], "encoder_torch": [], "encoder_onnxruntime": []}
-        for _ in range(repeats + 2):
-            t0 = time.perf_counter()
-            mel = whisper.whisper_log_mel(audio, cfg)
-            t1 = time.perf_counter()
-            with torch.no_grad():
-                encoder(torch.from_numpy(mel))
-            t2 = time.perf_counter()
-            session.run(None, {name: mel})
-            t3 = time.perf_counter()
-            times["mel"].append((t1 - t0) * 1e3)
-            times["encoder_torch"].append((t2 - t1) * 1e3)
-            times["encoder_onnxruntime"].append((t3 - t2) * 1e3)
-        out[f"{frames * 40} ms"] = {k: round(float(np.median(v[2:])), 2) for k, v in times.items()}
-    return {"threads": torch.get_num_threads(), "blocks": cfg.blocks, "median_ms": out}
+def bench(model_dir: Path, repeats: int) -> dict:
+    cfg = load_config(model_dir)
+    speech = cfg.speech
+    window = speech.window_samples
+    audio = load_audio(DEFAULT_SPEECH, SAMPLE_RATE)[: 2 * window]
+    windows = np.stack([audio[:window], audio[window : 2 * window]])
+    padded = np.pad(windows, ((0, 0), (0, speech.pad_frames * SAMPLES_PER_FRAME)))
+    mel = whisper.whisper_log_mel(padded, speech)
+    report: dict = {
+        "cpu": cpu_name(),
+        "machine": platform.machine(),
+        "window_ms": speech.window_frames * 1000 // FPS,
+        "pad_ms": speech.pad_frames * 1000 // FPS,
+        "blocks": speech.blocks,
+        "every_frames": speech.every_frames,
+        "log_mel_ms": _median_ms(lambda: whisper.whisper_log_mel(padded[:1], speech), repeats),
+        "encoder_ms": {},
+    }
+    ort = import_onnxruntime()
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, int8 in (("float32", False), ("int8", True)):
+            out = Path(tmp) / kind
+            out.mkdir()
+            spec = export_speech(model_dir, cfg, out, ExportOptions(speech_int8=int8, threads=1))
+            for threads in (1, 2):
+                session = ort.InferenceSession(
+                    str(out / spec.file), session_options(threads), providers=["CPUExecutionProvider"]
+                )
+                for batch in (1, 2):
+                    ms = _median_ms(lambda s=session, b=batch: s.run(None, {"mel": mel[:b]}), repeats)
+                    report["encoder_ms"][f"{kind} threads={threads} windows={batch}"] = ms
+    call_ms = report["log_mel_ms"] + report["encoder_ms"]["int8 threads=1 windows=1"]
+    report["core_share_per_session"] = round(call_ms / (speech.every_frames * 1000 / FPS), 3)
+    return report
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--windows", type=int, nargs="+", default=[25, 50, 100], help="window lengths in video frames")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="a model folder whose A2L hears Whisper")
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    torch.set_num_threads(1)
-    print(json.dumps(bench(a.model, a.windows, a.repeats), indent=2))
+    report = bench(a.model, a.repeats)
+    print(json.dumps(report, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

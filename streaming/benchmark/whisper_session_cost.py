@@ -18,6 +18,7 @@ from facecast.engine.avatar.prepare import prepare_avatar
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
 from facecast.engine.media import load_audio
 from facecast.engine.pipeline import LipSyncSession
+from facecast.engine.system import cpu_name
 from facecast.export.backends.torch_backend import TorchBackend
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(1)
     speech = load_audio(DEFAULT_SPEECH)
     audio = np.tile(speech, int(np.ceil(a.seconds * 16000 / len(speech))))[: int(a.seconds * 16000)]
-    out = {"cpu": _cpu(), "load_average": os.getloadavg()}
+    out = {"cpu": cpu_name(), "load_average": os.getloadavg()}
     for model in a.models:
         backend = TorchBackend(model)
         avatar = prepare_avatar(DEFAULT_AVATAR, backend.encode, backend.cfg)
@@ -50,13 +51,6 @@ def main() -> None:
             **{f"{k}_ms_per_frame_p95": round(float(np.percentile(v, 95)), 2) for k, v in stages.items()},
         }
     print(json.dumps(out, indent=2))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ import cv2
 import dlib
 import numpy as np
 
+from facecast.engine.system import cpu_name
+
 # --------------------------------------------------------------------------------------
 # MediaPipe face mesh (468 / 478 points) -> iBUG 68 points.
 #
@@ -414,11 +416,7 @@ def versions() -> dict:
             pass
     v["dlib_module"] = getattr(dlib, "__version__", None)
     v["cv2_module"] = cv2.__version__
-    try:
-        with open("/proc/cpuinfo") as fh:
-            v["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
-    except OSError:
-        v["cpu"] = None
+    v["cpu"] = cpu_name()
     v["cpu_count"] = os.cpu_count()
     return v
 
