@@ -15,6 +15,7 @@ from conftest import ASSETS, moving_face_video, speech_like, write_wav
 
 from facecast.engine import media
 from facecast.engine.avatar.adapters import ADAPTER_CONFIG_FILE
+from facecast.engine.avatar.frames_video import FRAMES_VIDEO_FILE
 from facecast.engine.avatar.prepare import A2L_FILE, ADAPTER_FILE, Avatar, check_backend, model_hash
 from facecast.engine.checkpoint import file_hash
 from facecast.engine.errors import AudioError, FaceError, InputError
@@ -76,7 +77,8 @@ def backend_reference(backend) -> np.ndarray:
 
 def test_bundle_holds_the_avatar_and_a_small_adapter(bundle: tuple[Path, dict], tiny_model: Path) -> None:
     out, report = bundle
-    assert {p.name for p in out.iterdir()} == {"avatar.npz", "meta.json", ADAPTER_FILE, ADAPTER_CONFIG_FILE, A2L_FILE}
+    files = {"avatar.npz", FRAMES_VIDEO_FILE, "meta.json", ADAPTER_FILE, ADAPTER_CONFIG_FILE, A2L_FILE}
+    assert {p.name for p in out.iterdir()} == files
     assert not out.with_name(out.name + ".partial").exists()
     avatar = Avatar.load(out, model_hash(tiny_model))
     assert avatar.num_frames == 75 and avatar.crops.shape == (75, 256, 256, 3)

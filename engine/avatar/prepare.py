@@ -21,8 +21,12 @@ from ..landmarks import STABLE, fit_similarity, register_to
 from ..latents import EncodeFn, encode_images, mask_lower_face
 from ..warp import most_closed_frame, pick_sources
 from . import face
+from .frames_video import FRAMES_VIDEO_FILE, FramesVideoConfig, read_frames_video, write_frames_video
 
-BUNDLE_VERSION = 1
+# 2: a video avatar's frames are a video beside avatar.npz (``frames_video``) and its crops are re-derived at load;
+# version 1 bundles (every array in avatar.npz) still load. Version 1 code refuses version 2 bundles by this number.
+BUNDLE_VERSION = 2
+READABLE_BUNDLE_VERSIONS = (1, 2)
 ADAPTER_FILE = "l2v_lora.safetensors"  # in an enrolled bundle (``facecast enroll``): its L2V adapter
 A2L_FILE = "a2l.safetensors"  # in an enrolled bundle: the person's A2L (small, 250 kB: stored whole)
 DEFAULT_MAX_AVATAR_FRAMES = 250  # 10 s of idle video at 25 fps is plenty for a natural loop
@@ -81,27 +85,40 @@ class Avatar:
         k = n % period
         return k if k < t else period - k
 
-    def save(self, folder: Path, model_hash: str) -> Path:
+    def save(self, folder: Path, model_hash: str, video: FramesVideoConfig = FramesVideoConfig()) -> Path:
+        """Write the bundle: ``avatar.npz`` and ``meta.json``, and for a video avatar ``frames.mp4``.
+
+        A video avatar's frames go to a video (``video``: 92 -> 2.3 MB for 250 frames of 640×360) and its crops are
+        not stored: ``load`` warps them from the decoded frames with the stored transforms, as ``aligned_crops``
+        made them (30 MB saved). A portrait keeps its frame and crop in avatar.npz, losslessly."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        # Compressed: 115 -> 71 MB for 10 s of video, for ~0.7 s more to load (bundles load once, at startup).
-        # np.load reads compressed and uncompressed bundles alike, so older bundles still load.
-        np.savez_compressed(
-            folder / "avatar.npz",
-            frames=self.frames,
-            transforms=self.transforms,
-            crops=self.crops,
-            landmarks=self.landmarks,
-            latents=self.latents,
-            masked_latents=self.masked_latents,
-            reference=self.reference,
-        )
+        arrays = {
+            "transforms": self.transforms,
+            "landmarks": self.landmarks,
+            "latents": self.latents,
+            "masked_latents": self.masked_latents,
+            "reference": self.reference,
+        }
+        frames_video = None
+        if self.num_frames >= video.min_frames:
+            write_frames_video(folder / FRAMES_VIDEO_FILE, self.frames, video)
+            frames_video = {"file": FRAMES_VIDEO_FILE, "codec": video.codec, "pix_fmt": video.pix_fmt, "crf": video.crf}
+        else:
+            arrays.update(frames=self.frames, crops=self.crops)
+            (folder / FRAMES_VIDEO_FILE).unlink(missing_ok=True)  # a stale one from an earlier save into this folder
+        # Compressed: the latents (float32) are most of what is left; np.load reads compressed and uncompressed
+        # bundles alike, so older bundles still load.
+        np.savez_compressed(folder / "avatar.npz", **arrays)
         meta = {
             "version": BUNDLE_VERSION,
             "model_hash": model_hash,
             "source": self.source,
             "identity_index": self.identity_index,
             "frames": self.num_frames,
+            "frame_size": list(self.frames.shape[1:3]),  # (H, W) pixels
+            "crop_px": int(self.crops.shape[1]),
+            "frames_video": frames_video,  # None: frames and crops are in avatar.npz
         }
         (folder / "meta.json").write_text(json.dumps(meta, indent=2))
         return folder
@@ -115,7 +132,7 @@ class Avatar:
                 f"{folder} is not an avatar bundle: make one with `facecast prepare --avatar IMAGE --out {folder}`."
             )
         meta = json.loads(meta_path.read_text())
-        if meta.get("version") != BUNDLE_VERSION:
+        if meta.get("version") not in READABLE_BUNDLE_VERSIONS:
             raise InputError(f"avatar bundle {folder} is from another facecast version: prepare it again.")
         if model_hash is not None and meta.get("model_hash") != model_hash:
             raise InputError(
@@ -123,6 +140,17 @@ class Avatar:
             )
         with np.load(folder / "avatar.npz") as z:
             arrays = {k: z[k] for k in z.files}
+        if "frames" not in arrays:  # a version 2 video avatar: frames from its video, crops warped from them
+            # The crops then match the frames they are pasted back into; prepare's (which the stored latents were
+            # encoded from) differ from them only by the video's loss (>= 45 dB PSNR on a real clip, docs/enroll.md).
+            video = meta.get("frames_video") or {}
+            shape = (int(meta["frames"]), *map(int, meta["frame_size"]))
+            frames = read_frames_video(folder / video.get("file", FRAMES_VIDEO_FILE), shape)
+            size = int(meta["crop_px"])
+            arrays["frames"] = frames
+            arrays["crops"] = np.stack(
+                [crop.warp_to_crop(f, m, size) for f, m in zip(frames, arrays["transforms"], strict=True)]
+            )
         return cls(**arrays, identity_index=meta["identity_index"], source=meta.get("source", ""))
 
 

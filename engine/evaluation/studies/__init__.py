@@ -4,6 +4,7 @@ evaluation (tests/test_import_graph.py); they may import training and evaluation
 measurements are in ``facecast.streaming.benchmark``.
 
 - ``a2l_phone_features``: how much phone labels (pocketsphinx) and the mel tell about the mouth opening (issue 9).
+- ``bundle_size``: an old avatar bundle against the same avatar saved now (frames video): size, load time, PSNR.
 - ``compare_face_landmarks``: dlib against MediaPipe's face mesh, 68 points, on clips and portraits.
 - ``enroll_gain_rule``: the A2L motion-gain rules of enrolment compared in the personal protocol.
 - ``enroll_thresholds``: the figures behind enrolment's bad-input thresholds, on ../shared/data/clips.
