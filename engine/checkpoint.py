@@ -19,6 +19,17 @@ if TYPE_CHECKING:
 
 PARTS = ("autoencoder", "a2l", "l2v")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+# The bundled models, by the name ``--model`` also takes. "logmel" is the default's previous A2L, which hears
+# log-mel instead of Whisper's encoder: weaker lips (held-out opening correlation 0.37 against 0.57) but no encoder
+# to run, for a CPU too slow or too busy to run Whisper in real time (docs/benchmarks.md). Its other parts are the
+# default's (the same files, stored once by git).
+BUNDLED_MODELS = {"default": DEFAULT_MODEL_DIR, "logmel": Path(__file__).parent / "weights" / "logmel"}
+
+
+def model_folder(name_or_path: str) -> Path:
+    """``--model``'s value: a folder, or the name of a bundled model (``BUNDLED_MODELS``) where no such folder is."""
+    path = Path(name_or_path)
+    return BUNDLED_MODELS[name_or_path] if not path.exists() and name_or_path in BUNDLED_MODELS else path
 
 
 def build(part: str, cfg: ModelConfig) -> torch.nn.Module:

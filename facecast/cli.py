@@ -18,12 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facecast.engine.bundled import DEFAULT_AVATAR, DEFAULT_SPEECH
-from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
+from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, model_folder
 from facecast.engine.errors import FacecastError, InputError
 from facecast.export.backends import BACKENDS
 from facecast.streaming.config import AVATAR_IDENTITY, LiveConfig, ServerConfig
 
 console = Console(stderr=True)  # progress to stderr, so stdout carries only the result
+
+MODEL_HELP = "model folder, or a bundled model's name: default, or logmel (no speech encoder, for a slow CPU)"
 
 
 def _log(text: str) -> None:
@@ -394,7 +396,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def add_export(subparsers: argparse._SubParsersAction) -> None:
     sp = subparsers.add_parser("export", help="model folder -> ONNX graphs for the onnxruntime / tensorrt backends")
-    sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
+    sp.add_argument("--model", type=model_folder, default=DEFAULT_MODEL_DIR, help=MODEL_HELP)
     sp.add_argument("--out", type=Path, help="export folder to write")
     sp.add_argument(
         "--avatar",
@@ -509,7 +511,7 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
     sp = bench_subparsers.add_parser("stream", help=BENCH_STREAM, description=BENCH_STREAM)
     sp.add_argument("--avatar", type=Path, default=d.avatar, help="portrait, idle video or prepared bundle")
     sp.add_argument("--audio", type=Path, default=d.audio, help="speech, looped as the talker")
-    sp.add_argument("--model", type=Path, default=d.model, help="model folder (default: the bundled model)")
+    sp.add_argument("--model", type=model_folder, default=d.model, help=MODEL_HELP)
     sp.add_argument("--export", type=Path, default=None, help="export folder for onnxruntime (default: a temp export)")
     sp.add_argument(
         "--backend", type=backend_names, default=d.backends, help=f"comma-separated, from {','.join(BACKENDS)}"
@@ -563,9 +565,10 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--avatar", type=Path, default=DEFAULT_AVATAR, help="portrait, idle video or prepared bundle")
     sp.add_argument(
         "--model",
-        type=Path,
+        type=model_folder,
         default=DEFAULT_MODEL_DIR,
-        help="model folder for torch, export folder for onnxruntime/tensorrt (default: the bundled model)",
+        help="model folder for torch, export folder for onnxruntime/tensorrt, or a bundled model's name (default, "
+        "logmel: no speech encoder, for a slow CPU)",
     )
     sp.add_argument("--backend", default="torch", choices=BACKENDS)
     sp.add_argument("--device", default="cpu", help="torch device for the torch backend (cpu, cuda)")
@@ -611,7 +614,12 @@ def add_livekit_worker(subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--agent-identity", default=None, help="the agent whose speech to show (default: the first)")
     sp.add_argument("--identity", default=AVATAR_IDENTITY, help="this worker's participant identity")
     sp.add_argument("--avatar", type=Path, default=DEFAULT_AVATAR, help="portrait, idle video or bundle")
-    sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model (or export) folder")
+    sp.add_argument(
+        "--model",
+        type=model_folder,
+        default=DEFAULT_MODEL_DIR,
+        help="model (or export) folder, or a bundled model's name (default, logmel)",
+    )
     sp.add_argument("--backend", default="torch", choices=BACKENDS)
     sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     sp.add_argument("--steps", type=int, default=LiveConfig.steps, help="DDIM steps per frame")
@@ -625,9 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)"
-        )
+        sp.add_argument("--model", type=model_folder, default=DEFAULT_MODEL_DIR, help=MODEL_HELP)
         sp.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
         sp.add_argument("--device", default="cpu", help="torch device for the torch backend (cpu, cuda)")
 
@@ -663,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--minutes", type=float, default=None, help="time budget for the whole run (default 14)")
     sp.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --out")
     sp.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
-    sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: the bundled model)")
+    sp.add_argument("--model", type=model_folder, default=DEFAULT_MODEL_DIR, help=MODEL_HELP)
     sp.add_argument(
         "--no-identity-check",
         action="store_true",

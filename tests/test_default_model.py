@@ -6,7 +6,7 @@ from conftest import ASSETS
 
 from facecast.engine import media
 from facecast.engine.avatar import prepare as avatar_mod
-from facecast.engine.checkpoint import DEFAULT_MODEL_DIR, PARTS
+from facecast.engine.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL_DIR, PARTS, load_config, model_folder
 from facecast.engine.config import InferenceConfig
 from facecast.engine.evaluation import metrics
 from facecast.engine.generate import run_session
@@ -24,12 +24,25 @@ def backend():
     return TorchBackend(DEFAULT_MODEL_DIR)
 
 
-def test_bundled_model_is_complete_and_small():
-    files = [DEFAULT_MODEL_DIR / f"{p}.safetensors" for p in PARTS] + [DEFAULT_MODEL_DIR / "config.json"]
+@pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))
+def test_bundled_models_are_complete_and_small(name):
+    folder = BUNDLED_MODELS[name]
+    files = [folder / f"{p}.safetensors" for p in PARTS] + [folder / "config.json"]
     assert all(f.is_file() for f in files)
-    shipped = [f for f in DEFAULT_MODEL_DIR.iterdir() if f.is_file()]  # the speech encoder and mouth prior too
+    shipped = [f for f in folder.iterdir() if f.is_file()]  # the speech encoder and mouth prior too
     assert sum(f.stat().st_size for f in shipped) < 50 * 2**20
-    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+    assert (folder / "MODEL_CARD.md").is_file()
+    assert model_folder(name) == folder  # `--model logmel` finds it
+
+
+def test_the_logmel_model_differs_from_the_default_only_in_its_a2l():
+    """It is the fallback for a slow CPU: the same face, lips driven without the speech encoder."""
+    default, logmel = (load_config(BUNDLED_MODELS[n]) for n in ("default", "logmel"))
+    assert default.a2l.audio_features == "whisper" and logmel.a2l.audio_features == "logmel"
+    assert (default.autoencoder, default.l2v, default.face) == (logmel.autoencoder, logmel.l2v, logmel.face)
+    for part in ("autoencoder", "l2v", "mouth"):
+        same = (BUNDLED_MODELS[n] / f"{part}.safetensors" for n in ("default", "logmel"))
+        assert len({f.read_bytes() for f in same}) == 1
 
 
 def test_mouth_moves_with_speech_and_rests_in_silence(backend):
