@@ -155,15 +155,21 @@ def a2l_clip(
     return cache[clip.name]
 
 
-def cached_a2l_features(clips: list[Clip], cfg: ModelConfig, encode: Encode, model_dir: Path) -> dict:
-    """``a2l_clip``'s cache entries for ``clips`` with Whisper features, kept in ``MODEL/runs/a2l_features/KEY/``
-    (KEY: the speech config and encoder file), so variants and resumed runs do not rerun the encoder."""
+def a2l_features_key(cfg: ModelConfig, model_dir: Path) -> str:
+    """The name of the folder ``cached_a2l_features`` keeps Whisper features in: a hash of the speech config and
+    the encoder file, so any model folder with the same encoder finds (and can share) the same features."""
     from ..whisper import SPEECH_PART
 
     key = json.dumps(asdict(cfg.speech), sort_keys=True) + checkpoint.file_hash(
         Path(model_dir) / f"{SPEECH_PART}.safetensors"
     )
-    folder = Path(model_dir) / "runs" / "a2l_features" / hashlib.sha256(key.encode()).hexdigest()[:12]
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def cached_a2l_features(clips: list[Clip], cfg: ModelConfig, encode: Encode, model_dir: Path) -> dict:
+    """``a2l_clip``'s cache entries for ``clips`` with Whisper features, kept in ``MODEL/runs/a2l_features/KEY/``
+    (KEY: the speech config and encoder file), so variants and resumed runs do not rerun the encoder."""
+    folder = Path(model_dir) / "runs" / "a2l_features" / a2l_features_key(cfg, model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "key.json").write_text(json.dumps(asdict(cfg.speech)))
     out = {}
