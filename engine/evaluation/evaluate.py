@@ -81,6 +81,7 @@ class Scorers:
     syncnet: object | None = None  # engine.syncnet.SyncNetScorer
     lpips: object | None = None  # engine.perceptual.LPIPS
     fid: object | None = None  # engine.perceptual.FrechetDistance
+    sync_expert: object | None = None  # engine.evaluation.sync_expert.SyncExpertOnAudio (facecast train sync)
 
 
 def mouth_boxes(lms: np.ndarray, size: int = MOUTH_BOX_PX, crop_px: int = 256) -> np.ndarray:
@@ -154,12 +155,26 @@ def score_system(
     if scorers.syncnet is not None:
         s = scorers.syncnet.score(fake, audio)
         out.update(lse_c=float(s["lse_c"]), lse_d=float(s["lse_d"]), lse_offset_frames=float(s["offset_frames"]))
+    if scorers.sync_expert is not None:
+        out.update(expert_scores(scorers.sync_expert, fake, fake_lms, audio))
     if scorers.lpips is not None:
         from .perceptual import tlp
 
         out["lpips_face"] = float(scorers.lpips(real, fake).mean())
         out["tlp"] = tlp(scorers.lpips, fake, real)
     return out
+
+
+def expert_scores(expert: object, crops: np.ndarray, lms: np.ndarray, audio: np.ndarray) -> dict[str, float]:
+    """The sync expert's offset (frames, positive = mouth lags), confidence and min distance, its mouth strips cut
+    at ``lms`` (landmarks detected on these very crops)."""
+    s = expert.score(crops, lms, audio)
+    return {
+        "expert_offset_frames": float(s["offset_frames"]),
+        "expert_confidence": float(s["confidence"]),
+        "expert_min_dist": float(s["min_dist"]),
+        "expert_dist_at_0": float(s["dist_at_0"]),
+    }
 
 
 def one_shot(avatar: Avatar) -> Avatar:
@@ -247,6 +262,8 @@ def evaluate_clip(
         "opening_std": metrics.opening_std(real_lms),
         "mouth_laplacian_var": float(metrics.laplacian_variance(real_mouth).mean()),
     }
+    if scorers.sync_expert is not None:
+        scores["real"].update(expert_scores(scorers.sync_expert, real, real_lms, audio))
     systems["real"] = real
     return scores, systems, corners
 
@@ -462,6 +479,13 @@ def _notes(ecfg: EvalConfig, scorers: Scorers) -> list[str]:
         notes.append("one-shot: head motion differs from the real video, so frame-wise metrics include pose error")
     if scorers.syncnet is None:
         notes.append("LSE-C/LSE-D not computed: pass --syncnet-weights syncnet_v2.model")
+    if scorers.sync_expert is not None:
+        notes.append(
+            "expert_*: our sync expert (facecast train sync) on 5-frame windows over offsets -15..15: "
+            "expert_offset_frames (positive = mouth lags audio), expert_confidence = median - min of the mean "
+            "distance curve (LSE-C style), expert_min_dist its minimum (LSE-D style, unit embeddings, 0..2), "
+            "expert_dist_at_0 its value at offset 0"
+        )
     if scorers.lpips is None:
         notes.append("LPIPS/tLP not computed: pass --lpips-backbone and --lpips-linear")
     if scorers.fid is None:
