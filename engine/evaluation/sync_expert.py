@@ -8,11 +8,11 @@ serves both. Two towers map a 5-frame window (0.2 s, as SyncNet) to L2-normalise
   of the aligned 256² face crop, stacked as 5 channels of a small 2-D conv net;
 * audio: the same 5 frames' tokens (5, 768), a per-frame linear layer then a 1-D conv over the 5 frames.
 
-Scoring a clip reuses ``syncnet.offset_distances`` / ``syncnet.sync_scores`` (window i of video against audio
-windows i-15 .. i+15, distances averaged over windows): ``min_dist`` is the curve's minimum (LSE-D style),
-``confidence`` its median minus minimum (LSE-C style), ``offset_frames`` positive when the mouth lags the audio,
-the sign of ``metrics.sync_correlation``. Distances are between unit vectors (0..2), so the values are on this
-expert's own scale, not the published SyncNet's.
+Scoring a clip reuses ``syncnet.offset_distances`` / ``syncnet.sync_scores``: window i of video against audio
+windows i-15 .. i+15, distances averaged over the windows whose 31 audio windows all lie inside the clip.
+``min_dist`` is the curve's minimum (LSE-D style), ``confidence`` its median minus minimum (LSE-C style),
+``offset_frames`` positive when the mouth lags the audio, the sign of ``metrics.sync_correlation``. Distances are
+between unit vectors (0..2), so the values are on this expert's own scale, not the published SyncNet's.
 """
 
 from __future__ import annotations
@@ -161,13 +161,22 @@ class SyncExpertScorer:
     def score_strips(self, strips: np.ndarray, features: np.ndarray, vshift: int = VSHIFT) -> dict:
         """Offset/confidence of (T, MOUTH_H, MOUTH_W) uint8 mouth strips against (T, audio_dim) features."""
         video_emb, audio_emb = self.embed(np.ascontiguousarray(strips), np.ascontiguousarray(features, np.float32))
-        lse = sync_scores(offset_distances(video_emb, audio_emb, vshift), vshift)
+        n = video_emb.shape[0]
+        if n <= 2 * vshift:
+            raise InputError(
+                f"scoring offsets ±{vshift} needs more than {2 * vshift + WINDOW_FRAMES - 1} frames, got {n + 4}."
+            )
+        # Only the windows whose every offset lands on real audio: syncnet.py pads the audio beyond the clip with
+        # zero embeddings, and a unit embedding is at distance 1 from zero, about the in-sync distance, so padded
+        # windows would pull the curve's ends (offsets ±15) down towards a false minimum.
+        dists = offset_distances(video_emb, audio_emb, vshift)[vshift : n - vshift]
+        lse = sync_scores(dists, vshift)
         return {
             "offset_frames": lse["offset_frames"],
             "confidence": lse["lse_c"],
             "min_dist": lse["lse_d"],
             "dist_at_0": lse["mean_dists"][vshift],  # as given: how far from in sync the clip is without a shift
-            "n_windows": int(video_emb.shape[0]),
+            "n_windows": int(dists.shape[0]),
             "mean_dists": lse["mean_dists"],  # mean_dists[k]: offset vshift - k
         }
 
