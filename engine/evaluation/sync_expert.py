@@ -214,7 +214,7 @@ class SyncExpertOnAudio:
         from ..whisper import SPEECH_PART, load_speech_encoder, torch_encode
 
         scorer = SyncExpertScorer.from_dir(folder)
-        model_dir = Path(speech_model or scorer.meta["speech_model"])
+        model_dir = checkpoint.model_folder(str(speech_model or scorer.meta["speech_model"]))  # a path or "default"
         encoder = model_dir / f"{SPEECH_PART}.safetensors"
         if not encoder.is_file():
             raise WeightsError(f"the sync expert hears the speech encoder of {model_dir}, which has no {encoder.name}.")
