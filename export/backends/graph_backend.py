@@ -32,9 +32,10 @@ class GraphBackend:
 
     name = "graphs"
     max_batch: int | None = None  # most items one call of a dynamic-batch graph may take (None: any)
-    # CPU threads of the speech encoder's onnxruntime session (None: physical cores). It runs every frame of every
-    # session and the model thread waits for it, so it takes the cores the rest of the frame uses.
-    cpu_threads: int | None = None
+    # CPU threads of the speech encoder's onnxruntime session. One: in a session, driven as the live worker drives
+    # it, two threads made a tick no faster (1 session 12.6 vs 14.6 ms, 2 sessions 25.4 vs 26.5 ms, quiet, Intel
+    # Xeon, 2 cores; docs/benchmarks.md), and a second thread must wait for a core that a busy machine has given away.
+    speech_threads: int = 1
 
     def __init__(self, export_dir: Path) -> None:
         self.export_dir = Path(export_dir)
@@ -120,7 +121,7 @@ class GraphBackend:
             )
         if self._speech_session is None:
             ort = import_onnxruntime()
-            path, options = str(self.export_dir / spec.file), session_options(self.cpu_threads)
+            path, options = str(self.export_dir / spec.file), session_options(self.speech_threads)
             self._speech_session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         feeds = {spec.inputs[0].name: np.ascontiguousarray(mel, np.float32)}
         return self._speech_session.run([spec.outputs[0].name], feeds)[0]

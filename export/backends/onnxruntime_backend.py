@@ -62,7 +62,6 @@ class OnnxRuntimeBackend(GraphBackend):
         cache_dir: Path | None = None,
     ) -> None:
         super().__init__(export_dir)
-        self.cpu_threads = threads
         ort = import_onnxruntime()
         chosen = choose_providers(providers)
         cache = Path(cache_dir) if cache_dir else default_cache_dir().with_name("onnxruntime-tensorrt")
