@@ -580,16 +580,17 @@ def quantize_speech(
             root.setLevel(level)
     finally:
         fp32.unlink(missing_ok=True)
-    mel = speech_check_windows(cfg)
-    got = _ort_session(path, options.threads).run(None, {"mel": mel})[0]
-    parity = {**_errors(got, reference(mel)), "tolerance_rel": options.tolerance.int8, "int8": True}
-    if not parity["max_rel"] <= options.tolerance.int8:
-        raise ExportParityError(
-            f"{SPEECH_GRAPH}: the int8 graph differs from torch by {parity['max_rel']:.3g} of the output's peak on "
-            f"speech (tolerance {options.tolerance.int8:g}). Export with --speech-fp32, or report this message."
-        )
-    inputs, outputs = _specs(path)
-    return GraphSpec(path.name, checkpoint.file_hash(path), inputs, outputs, {"parity": parity})
+    return _checked_spec(
+        path,
+        "mel",
+        speech_check_windows(cfg),
+        reference,
+        options.tolerance.int8,
+        options.threads,
+        f"{SPEECH_GRAPH}: the int8 graph on speech",
+        "Export with --speech-fp32, or report this message.",
+        int8=True,
+    )
 
 
 def _export_any_batch(
@@ -620,12 +621,37 @@ def _export_any_batch(
             dynamic_axes={input_name: {0: axis}, output_name: {0: axis}},
         )
     onnx.checker.check_model(str(path), full_check=True)
-    got = _ort_session(path, options.threads).run([output_name], {input_name: check})[0]
-    parity = {**_errors(got, reference(check)), "tolerance_rel": options.tolerance.fp32}
-    if not parity["max_rel"] <= options.tolerance.fp32:
+    return _checked_spec(
+        path,
+        input_name,
+        check,
+        reference,
+        options.tolerance.fp32,
+        options.threads,
+        f"{graph}: ONNX Runtime",
+        f"Do not use {path}: try another --opset, or report this message.",
+    )
+
+
+def _checked_spec(
+    path: Path,
+    input_name: str,
+    check: np.ndarray,
+    reference: Callable[[np.ndarray], np.ndarray],
+    tolerance: float,
+    threads: int | None,
+    what: str,
+    advice: str,
+    **notes: object,
+) -> GraphSpec:
+    """The GraphSpec of a one-input, one-output graph whose output on ``check`` is within ``tolerance`` of the
+    output's peak of ``reference`` (torch); ExportParityError with ``advice`` otherwise."""
+    got = _ort_session(path, threads).run(None, {input_name: check})[0]
+    parity = {**_errors(got, reference(check)), "tolerance_rel": tolerance, **notes}
+    if not parity["max_rel"] <= tolerance:
         raise ExportParityError(
-            f"{graph}: ONNX Runtime differs from torch by {parity['max_rel']:.3g} of the output's peak "
-            f"(tolerance {options.tolerance.fp32:g}). Do not use {path}: try another --opset, or report this message."
+            f"{what} differs from torch by {parity['max_rel']:.3g} of the output's peak (tolerance {tolerance:g}). "
+            + advice
         )
     inputs, outputs = _specs(path)
     return GraphSpec(path.name, checkpoint.file_hash(path), inputs, outputs, {"parity": parity})

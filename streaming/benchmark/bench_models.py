@@ -7,6 +7,7 @@ encode of a 256² crop, and a frame = ``steps`` UNet calls + one decode. Times a
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -76,7 +77,16 @@ def unavailable_reason(name: str) -> str | None:
     return f"unknown backend {name!r}: choose from {', '.join(BACKENDS)}"
 
 
-def _time(fn: Callable[[], object], repeats: int, warmup: int) -> tuple[float, float, int]:
+def print_report(report: dict[str, Any], json_path: Path | None) -> None:
+    """A measurement's JSON on stdout, and in ``json_path`` when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if json_path is not None:
+        Path(json_path).write_text(text + "\n")
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int) -> tuple[float, float, int]:
+    """Median and p95 ms of ``repeats`` calls after ``warmup`` untimed ones, and the count."""
     for _ in range(warmup):  # first calls allocate and (TensorRT, CUDA) pick kernels
         fn()
     ms = []
@@ -215,7 +225,7 @@ def _run(
                 backend = _make_backend(name, model_dir, folder, options.threads)
                 providers = getattr(backend, "providers", providers)
                 for item, fn in _workload(backend, cfg, batch, options.steps, options.seed).items():
-                    median, p95, runs = _time(fn, options.repeats, options.warmup)
+                    median, p95, runs = time_calls(fn, options.repeats, options.warmup)
                     rows.append(Row(name, batch, item, round(median, 3), round(p95, 3), runs))
                     log(f"{name:<12} batch {batch} {item:<14} median {median:8.2f} ms  p95 {p95:8.2f} ms")
     return rows, exports, providers

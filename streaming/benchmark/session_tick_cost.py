@@ -8,7 +8,6 @@ them (``engine.batching.run_calls``), with the speech encoder's onnxruntime sess
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from facecast.engine.media import load_audio
 from facecast.engine.pipeline import LipSyncSession
 from facecast.engine.system import cpu_name
 from facecast.export.backends import load_backend
+from facecast.streaming.benchmark.bench_models import print_report
 
 WARM_TICKS = 10  # first ticks allocate: not counted
 
@@ -59,10 +59,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    report = tick_costs(a.export, a.seconds)
-    print(json.dumps(report, indent=2))
-    if a.json:
-        a.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(tick_costs(a.export, a.seconds), a.json)
 
 
 if __name__ == "__main__":

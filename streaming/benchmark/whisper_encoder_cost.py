@@ -11,10 +11,8 @@ and a session's share of one core (one call every ``every_frames`` frames of 40 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +25,13 @@ from facecast.engine.media import load_audio
 from facecast.engine.system import cpu_name
 from facecast.export.backends.ort_session import import_onnxruntime, session_options
 from facecast.export.onnx.export import ExportOptions, export_speech
+from facecast.streaming.benchmark.bench_models import print_report, time_calls
+
+WARMUP_CALLS = 3  # first calls allocate
 
 
 def _median_ms(fn, repeats: int) -> float:
-    for _ in range(3):  # warm-up: first calls allocate
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return round(float(np.median(times)), 2)
+    return round(time_calls(fn, repeats, WARMUP_CALLS)[0], 2)
 
 
 def bench(model_dir: Path, repeats: int) -> dict:
@@ -82,10 +76,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    report = bench(a.model, a.repeats)
-    print(json.dumps(report, indent=2))
-    if a.json:
-        a.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(bench(a.model, a.repeats), a.json)
 
 
 if __name__ == "__main__":
