@@ -201,6 +201,22 @@ def test_compute_too_slow_for_the_clock_is_reported_with_its_cost(virtual, backe
     assert fps["miss_by"] == pytest.approx(25 - v["generated_fps_while_speaking"], abs=0.01)
     assert verdict["costliest_stage"] == "unet" and verdict["costliest_stage_ms"] == pytest.approx(100.0)
     assert "unet" in verdict["summary"] and "new pictures/s" in verdict["summary"]
+    assert "fewer --steps" in verdict["summary"]  # and what to try
+
+
+def test_a_verdict_that_misses_on_the_speech_encoder_points_to_the_model_without_one():
+    from facecast.streaming.benchmark.stream_bench import _summary_line
+
+    check = {"target": 25.0, "measured": 10.3, "ok": False, "miss_by": 14.7}
+    result = {
+        "checks": {"generated_fps": check},
+        "frame_ms": 33.0,
+        "budget_ms": 40.0,
+        "costliest_stage": "features",
+        "costliest_stage_ms": 17.6,
+        "e2e_parts_p50_ms": None,
+    }
+    assert "--model logmel" in _summary_line(result, 1)
 
 
 @pytest.mark.parametrize("worker", [WORKER_OWN, WORKER_SHARED])

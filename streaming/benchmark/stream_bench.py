@@ -275,6 +275,12 @@ def verdict(v: dict[str, Any], targets: Targets, timed: bool) -> dict[str, Any]:
     return result
 
 
+# What to try when a stage is what makes the frame miss the clock (the verdict's summary says it).
+STAGE_ADVICE = {
+    "features": "the speech encoder: --model logmel runs none (the same face, the log-mel A2L)",
+    "unet": "fewer --steps, or a GPU",
+}
+
 _CHECK_NAMES = {
     "delivered_fps": "frames out/s",
     "generated_fps": "new pictures/s",
@@ -298,6 +304,8 @@ def _summary_line(result: dict[str, Any], sessions: int) -> str:
                 f": a frame takes {result['frame_ms']:.1f} ms of model time against {result['budget_ms']:.0f} ms"
                 f"{shared}, most in {result['costliest_stage']} ({result['costliest_stage_ms']:.1f} ms)"
             )
+            if result["costliest_stage"] in STAGE_ADVICE:
+                text += f"; {STAGE_ADVICE[result['costliest_stage']]}"
         parts = result["e2e_parts_p50_ms"]
         if k == "e2e_p95_ms" and parts:
             text += (
