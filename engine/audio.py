@@ -13,17 +13,59 @@ from .config import AudioConfig
 from .errors import AudioError
 
 
+def mel_filters(
+    sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float = 0.0, fmax_hz: float | None = None, htk: bool = False
+) -> np.ndarray:
+    """Triangular mel filters with Slaney's equal-area norm, (n_mels, n_fft // 2 + 1) float32: what
+    ``librosa.filters.mel(..., htk=htk, norm="slaney")`` gives (tests/test_audio.py checks it to 1e-6).
+
+    Written out because importing librosa takes 0.6-1.1 s, which every fresh process (a server, a bench) paid
+    before its first frame: the log-mel here, Whisper's and Resemblyzer's speaker mels all need only this."""
+    fmax_hz = sample_rate / 2 if fmax_hz is None else fmax_hz
+    if htk:
+
+        def hz_to_mel(f: np.ndarray) -> np.ndarray:
+            return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
+
+        def mel_to_hz(m: np.ndarray) -> np.ndarray:
+            return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
+
+    else:  # Slaney: linear below 1 kHz, logarithmic above
+        f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
+
+        def hz_to_mel(f: np.ndarray) -> np.ndarray:
+            f = np.asarray(f, np.float64)
+            log = min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep
+            return np.where(f >= min_log_hz, log, f / f_sp)
+
+        def mel_to_hz(m: np.ndarray) -> np.ndarray:
+            m = np.asarray(m, np.float64)
+            return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    fft_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    mel_hz = mel_to_hz(np.linspace(hz_to_mel(fmin_hz), hz_to_mel(fmax_hz), n_mels + 2))
+    gaps = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None]
+    lower = -ramps[:-2] / gaps[:-1, None]
+    upper = ramps[2:] / gaps[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
 def mel_filterbank(cfg: AudioConfig) -> np.ndarray:
-    """Triangular mel filters on the HTK mel scale with Slaney's equal-area norm, shape (n_mels, n_fft // 2 + 1).
+    """The log-mel's filters: HTK mel scale, Slaney's equal-area norm, (n_mels, n_fft // 2 + 1)."""
+    return mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin_hz, cfg.fmax_hz, htk=True)
 
-    librosa is imported here, not with the module: it takes a second or more to import, and the runtime needs it
-    only once a session makes features (Resemblyzer's speaker mels import it too)."""
-    import librosa.filters
 
-    return librosa.filters.mel(
-        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz,
-        htk=True, norm="slaney", dtype=np.float32,
-    )  # fmt: skip
+def centred_power_spectrum(x: np.ndarray, n_fft: int, hop: int, pad_mode: str) -> np.ndarray:
+    """|STFT|² of each row of ``x`` (B, samples) with a periodic Hann window, frames centred on multiples of
+    ``hop`` (the signal padded by n_fft // 2 each side, ``pad_mode`` as numpy's): (B, 1 + samples // hop, bins)."""
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    half = n_fft // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode=pad_mode)
+    frames = 1 + x.shape[1] // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    return (np.abs(np.fft.rfft(padded[:, idx] * window, axis=-1)) ** 2).astype(np.float32)
 
 
 class MelExtractor:

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .audio import centred_power_spectrum, mel_filters
 from .errors import DependencyError
 
 SPEAKER_DIM = 256
@@ -72,8 +73,6 @@ def _trim_long_silences(wav: np.ndarray) -> np.ndarray:
 
 def partial_mels(wav: np.ndarray) -> np.ndarray:
     """Preprocessed speech -> (N, PARTIAL_FRAMES, MEL_BANDS) float32 mel partials (power, not log), zero-padded."""
-    import librosa
-
     n_frames = int(np.ceil((len(wav) + 1) / MEL_HOP_SAMPLES))
     frame_step = int(np.round(SAMPLE_RATE / PARTIALS_PER_SECOND / MEL_HOP_SAMPLES))
     starts = list(range(0, max(1, n_frames - PARTIAL_FRAMES + frame_step + 1), frame_step))
@@ -83,10 +82,10 @@ def partial_mels(wav: np.ndarray) -> np.ndarray:
     end = (starts[-1] + PARTIAL_FRAMES) * MEL_HOP_SAMPLES
     if end >= len(wav):
         wav = np.pad(wav, (0, end - len(wav)), "constant")
-    mel = librosa.feature.melspectrogram(
-        y=wav, sr=SAMPLE_RATE, n_fft=MEL_WINDOW_SAMPLES, hop_length=MEL_HOP_SAMPLES, n_mels=MEL_BANDS
-    )
-    mel = mel.astype(np.float32).T
+    # librosa.feature.melspectrogram(y=wav, sr=16000, n_fft=400, hop_length=160, n_mels=40), as Resemblyzer computes
+    # it: zero-padded centred frames, power, Slaney mel filters (tests/test_audio.py checks it against librosa)
+    power = centred_power_spectrum(np.asarray(wav, np.float32)[None], MEL_WINDOW_SAMPLES, MEL_HOP_SAMPLES, "constant")
+    mel = power[0] @ mel_filters(SAMPLE_RATE, MEL_WINDOW_SAMPLES, MEL_BANDS).T
     return np.array([mel[s : s + PARTIAL_FRAMES] for s in starts])
 
 

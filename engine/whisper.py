@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import centred_power_spectrum, mel_filters
 from .batching import SpeechCall
 from .config import SAMPLE_RATE, SAMPLES_PER_FRAME, ModelConfig, SpeechEncoderConfig
 from .errors import WeightsError
@@ -211,27 +212,11 @@ def load_speech_encoder(model_dir: Path, cfg: SpeechEncoderConfig):  # torch mod
 
 def slaney_mel_filters(cfg: SpeechEncoderConfig = SpeechEncoderConfig()) -> np.ndarray:
     """librosa.filters.mel(sr=16000, n_fft=400, n_mels=80) (Slaney scale and area norm), as Whisper uses:
-    (n_mels, n_fft // 2 + 1). Written out so the runtime does not import librosa."""
-    f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
-
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        f = np.asarray(f, np.float64)
-        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
-
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-    fft_hz = np.linspace(0, SAMPLE_RATE / 2, cfg.n_fft // 2 + 1)
-    mel_hz = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(SAMPLE_RATE / 2), cfg.n_mels + 2))
-    gaps = np.diff(mel_hz)
-    ramps = mel_hz[:, None] - fft_hz[None]
-    lower = -ramps[:-2] / gaps[:-1, None]
-    upper = ramps[2:] / gaps[1:, None]
-    weights = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
-    return weights.astype(np.float32)
+    (n_mels, n_fft // 2 + 1)."""
+    return mel_filters(SAMPLE_RATE, cfg.n_fft, cfg.n_mels)
 
 
-_FILTERS: dict[SpeechEncoderConfig, tuple[np.ndarray, np.ndarray]] = {}
+_FILTERS: dict[SpeechEncoderConfig, np.ndarray] = {}
 
 
 def whisper_log_mel(audio: np.ndarray, cfg: SpeechEncoderConfig = SpeechEncoderConfig()) -> np.ndarray:
@@ -241,15 +226,9 @@ def whisper_log_mel(audio: np.ndarray, cfg: SpeechEncoderConfig = SpeechEncoderC
     frame dropped, log10 of the mel power floored at 1e-10, then at (max - 8) per signal, then (x + 4) / 4."""
     x = np.atleast_2d(np.asarray(audio, np.float32))
     if cfg not in _FILTERS:
-        window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(cfg.n_fft) / cfg.n_fft)).astype(np.float32)
-        _FILTERS[cfg] = (window, slaney_mel_filters(cfg))
-    window, filters = _FILTERS[cfg]
-    half = cfg.n_fft // 2
-    padded = np.pad(x, ((0, 0), (half, half)), mode="reflect")
-    frames = x.shape[1] // cfg.hop_samples
-    idx = np.arange(cfg.n_fft)[None, :] + cfg.hop_samples * np.arange(frames)[:, None]
-    power = np.abs(np.fft.rfft(padded[:, idx] * window, axis=-1)) ** 2  # (B, frames, bins)
-    log = np.log10(np.maximum(power.astype(np.float32) @ filters.T, 1e-10))
+        _FILTERS[cfg] = slaney_mel_filters(cfg)
+    power = centred_power_spectrum(x, cfg.n_fft, cfg.hop_samples, "reflect")[:, :-1]  # (B, frames, bins)
+    log = np.log10(np.maximum(power @ _FILTERS[cfg].T, 1e-10))
     log = np.maximum(log, log.max(axis=(1, 2), keepdims=True) - 8.0)
     return np.ascontiguousarray(((log + 4.0) / 4.0).transpose(0, 2, 1), np.float32)
 
