@@ -53,7 +53,7 @@ class Backend(Protocol):
 
     def speech_encoder(self, mel: np.ndarray) -> np.ndarray:
         """Whisper's first encoder blocks (``engine/whisper.py``), for models whose A2L hears them: Whisper log-mel
-        (B, 80, F) -> tokens (B, F // 2, 384)."""
+        of live windows (B, 80, F) -> the tokens A2L reads (B, ``SpeechEncoderConfig.output_tokens``, 384)."""
         ...
 
     def denoise(

@@ -21,7 +21,7 @@ from facecast.engine.errors import WeightsError
 from facecast.engine.mouth_prior import MouthPrior, load_mouth_prior
 from facecast.engine.speaker import resemblyzer_partials
 
-from ..onnx.manifest import BATCH_AXES, CONFIG, SPEECH_GRAPH, Manifest, TensorSpec, load_manifest
+from ..onnx.manifest import BATCH_AXES, CONFIG, SPEECH_GRAPH, GraphSpec, Manifest, TensorSpec, load_manifest
 from .ort_session import import_onnxruntime, session_options
 
 log = logging.getLogger("facecast.export")
@@ -43,8 +43,7 @@ class GraphBackend:
         self.cfg: ModelConfig = ModelConfig.load(self.export_dir / CONFIG)
         self.autoencoder_hash: str = self.manifest.source_files["autoencoder.safetensors"]
         self.mouth_prior: MouthPrior | None = load_mouth_prior(self.export_dir)
-        self._speaker_session: Any = None  # onnxruntime.InferenceSession, made on first use
-        self._speech_session: Any = None  # the same, for Whisper's encoder blocks
+        self._cpu_sessions: dict[str, Any] = {}  # side graph -> onnxruntime.InferenceSession, made on first use
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], weights: Weights = None) -> list[np.ndarray]:
         """One call of one graph with exactly its static shapes; outputs in manifest order. ``weights``: an
@@ -105,12 +104,7 @@ class GraphBackend:
         if spec is None:
             log.warning("%s has no %s.onnx (an older export): Resemblyzer runs in torch", self.export_dir, "speaker")
             return resemblyzer_partials()(mels)
-        if self._speaker_session is None:  # a few calls per talker: CPU, one thread, beside the rest
-            ort = import_onnxruntime()
-            path = str(self.export_dir / spec.file)
-            self._speaker_session = ort.InferenceSession(path, session_options(1), providers=["CPUExecutionProvider"])
-        feeds = {spec.inputs[0].name: np.ascontiguousarray(mels, np.float32)}
-        return self._speaker_session.run([spec.outputs[0].name], feeds)[0]
+        return self._run_on_cpu(spec, mels, threads=1)  # a few calls per talker: one thread, beside the rest
 
     def speech_encoder(self, mel: np.ndarray) -> np.ndarray:
         spec = self.manifest.speech
@@ -119,12 +113,17 @@ class GraphBackend:
                 f"{self.export_dir} has no {SPEECH_GRAPH}.onnx but its A2L hears Whisper features: export the model "
                 "again with `facecast export`."
             )
-        if self._speech_session is None:
-            ort = import_onnxruntime()
-            path, options = str(self.export_dir / spec.file), session_options(self.speech_threads)
-            self._speech_session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        feeds = {spec.inputs[0].name: np.ascontiguousarray(mel, np.float32)}
-        return self._speech_session.run([spec.outputs[0].name], feeds)[0]
+        return self._run_on_cpu(spec, mel, threads=self.speech_threads)
+
+    def _run_on_cpu(self, spec: GraphSpec, x: np.ndarray, threads: int) -> np.ndarray:
+        """A one-input, one-output side graph (the speaker's and the speech encoder's) on onnxruntime's CPU
+        provider, whatever runtime runs the four main graphs; its session is made on the first call."""
+        if spec.file not in self._cpu_sessions:
+            ort, path = import_onnxruntime(), str(self.export_dir / spec.file)
+            session = ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
+            self._cpu_sessions[spec.file] = session
+        feeds = {spec.inputs[0].name: np.ascontiguousarray(x, np.float32)}
+        return self._cpu_sessions[spec.file].run([spec.outputs[0].name], feeds)[0]
 
     def a2l_state_shape(self) -> tuple[int, ...]:
         return (self.cfg.a2l.layers, 1, self.cfg.a2l.state_width)
