@@ -7,16 +7,20 @@ The signal is taken as zero before its start.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .config import AudioConfig
 from .errors import AudioError
 
 
+@lru_cache(maxsize=8)
 def mel_filters(
     sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float = 0.0, fmax_hz: float | None = None, htk: bool = False
 ) -> np.ndarray:
-    """Triangular mel filters with Slaney's equal-area norm, (n_mels, n_fft // 2 + 1) float32: what
+    """Triangular mel filters with Slaney's equal-area norm, (n_mels, n_fft // 2 + 1) float32, read-only and made
+    once per setting (every session's log-mel, Whisper's windows, each speaker embedding ask again): what
     ``librosa.filters.mel(..., htk=htk, norm="slaney")`` gives (tests/test_audio.py checks it to 1e-6).
 
     Written out because importing librosa takes 0.6-1.1 s, which every fresh process (a server, a bench) paid
@@ -49,7 +53,9 @@ def mel_filters(
     lower = -ramps[:-2] / gaps[:-1, None]
     upper = ramps[2:] / gaps[1:, None]
     weights = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
-    return weights.astype(np.float32)
+    weights = weights.astype(np.float32)
+    weights.setflags(write=False)  # shared by every caller through the cache
+    return weights
 
 
 def mel_filterbank(cfg: AudioConfig) -> np.ndarray:

@@ -216,19 +216,14 @@ def slaney_mel_filters(cfg: SpeechEncoderConfig = SpeechEncoderConfig()) -> np.n
     return mel_filters(SAMPLE_RATE, cfg.n_fft, cfg.n_mels)
 
 
-_FILTERS: dict[SpeechEncoderConfig, np.ndarray] = {}
-
-
 def whisper_log_mel(audio: np.ndarray, cfg: SpeechEncoderConfig = SpeechEncoderConfig()) -> np.ndarray:
     """Whisper's log-mel of each row of ``audio`` (B, samples) or of one signal: (B, 80, samples // 160).
 
     As ``whisper.audio.log_mel_spectrogram``: centred STFT with reflect padding, periodic Hann window, the last
     frame dropped, log10 of the mel power floored at 1e-10, then at (max - 8) per signal, then (x + 4) / 4."""
     x = np.atleast_2d(np.asarray(audio, np.float32))
-    if cfg not in _FILTERS:
-        _FILTERS[cfg] = slaney_mel_filters(cfg)
     power = centred_power_spectrum(x, cfg.n_fft, cfg.hop_samples, "reflect")[:, :-1]  # (B, frames, bins)
-    log = np.log10(np.maximum(power @ _FILTERS[cfg].T, 1e-10))
+    log = np.log10(np.maximum(power @ slaney_mel_filters(cfg).T, 1e-10))
     log = np.maximum(log, log.max(axis=(1, 2), keepdims=True) - 8.0)
     return np.ascontiguousarray(((log + 4.0) / 4.0).transpose(0, 2, 1), np.float32)
 
