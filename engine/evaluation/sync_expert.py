@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import build_dataclass
 from ..errors import InputError, WeightsError
 from .syncnet import VSHIFT, offset_distances, sync_scores
 
@@ -135,7 +136,7 @@ class SyncExpertScorer:
                 f"no sync expert in {folder} ({EXPERT_FILE} + {CONFIG_FILE}): run `facecast train sync`."
             )
         meta = json.loads(config.read_text())
-        cfg = SyncExpertConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["expert"].items()})
+        cfg = build_dataclass(SyncExpertConfig, meta["expert"])
         net = SyncExpert(cfg)
         net.load_state_dict(load_file(str(weights)))
         return cls(net, meta)
@@ -151,11 +152,9 @@ class SyncExpertScorer:
             )
         v, a = [], []
         for s in range(0, n, self.batch_size):
-            idx = range(s, min(n, s + self.batch_size))
-            v.append(self.net.embed_video(torch.stack([torch.from_numpy(strips[i : i + WINDOW_FRAMES]) for i in idx])))
-            a.append(
-                self.net.embed_audio(torch.stack([torch.from_numpy(features[i : i + WINDOW_FRAMES]) for i in idx]))
-            )
+            count = min(n, s + self.batch_size) - s
+            v.append(self.net.embed_video(windows(strips[s:], count)))
+            a.append(self.net.embed_audio(windows(features[s:], count)))
         return torch.cat(v), torch.cat(a)
 
     def score_strips(self, strips: np.ndarray, features: np.ndarray, vshift: int = VSHIFT) -> dict:
