@@ -36,6 +36,11 @@ def warp_to_crop(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndar
     return cv2.warpAffine(image, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def warp_frames_to_crop(frames: list[np.ndarray] | np.ndarray, transforms: np.ndarray, size: int) -> np.ndarray:
+    """Each frame warped by its image->crop transform (T, 2, 3): the (T, size, size, 3) crops."""
+    return np.stack([warp_to_crop(f, m, size) for f, m in zip(frames, transforms, strict=True)])
+
+
 def to_crop_coords(lms: np.ndarray, transform: np.ndarray) -> np.ndarray:
     return (lms @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
 

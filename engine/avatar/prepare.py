@@ -146,11 +146,8 @@ class Avatar:
             video = meta.get("frames_video") or {}
             shape = (int(meta["frames"]), *map(int, meta["frame_size"]))
             frames = read_frames_video(folder / video.get("file", FRAMES_VIDEO_FILE), shape)
-            size = int(meta["crop_px"])
             arrays["frames"] = frames
-            arrays["crops"] = np.stack(
-                [crop.warp_to_crop(f, m, size) for f, m in zip(frames, arrays["transforms"], strict=True)]
-            )
+            arrays["crops"] = crop.warp_frames_to_crop(frames, arrays["transforms"], int(meta["crop_px"]))
         return cls(**arrays, identity_index=meta["identity_index"], source=meta.get("source", ""))
 
 
@@ -184,7 +181,7 @@ def aligned_crops(
     (T, 256, 256, 3) and the landmarks in crop pixels (T, 68, 2)."""
     transforms = np.stack([crop.crop_transform(lm, cfg.face) for lm in lms])
     transforms = crop.smooth_transforms(transforms, cfg.face.smooth_frames)
-    crops = np.stack([crop.warp_to_crop(f, m, cfg.face.crop_px) for f, m in zip(frames, transforms, strict=True)])
+    crops = crop.warp_frames_to_crop(frames, transforms, cfg.face.crop_px)
     lms_crop = np.stack([crop.to_crop_coords(lm, m) for lm, m in zip(lms, transforms, strict=True)])
     return transforms, crops, lms_crop
 

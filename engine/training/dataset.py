@@ -46,9 +46,10 @@ def prepare_clip(
     video: Path, out: Path, cfg: ModelConfig, backend: LandmarkBackend, max_frames: int | None = None
 ) -> dict:
     # Imported here: reading a prepared dataset (below) must not need PyAV, dlib or Resemblyzer.
-    from .. import crop, media
+    from .. import media
     from ..audio import check_speech
     from ..avatar import face
+    from ..avatar.prepare import aligned_crops
     from ..speaker import speaker_embedding
 
     audio = media.load_audio(video, cfg.audio.sample_rate)
@@ -57,11 +58,7 @@ def prepare_clip(
     n = min(len(frames), len(audio) // cfg.audio.samples_per_frame)
     frames = frames[:n]
     lms, found = face.video_landmarks(frames, backend, cfg.face, str(video))
-    transforms = crop.smooth_transforms(
-        np.stack([crop.crop_transform(lm, cfg.face) for lm in lms]), cfg.face.smooth_frames
-    )
-    crops = np.stack([crop.warp_to_crop(f, m, cfg.face.crop_px) for f, m in zip(frames, transforms, strict=True)])
-    lms_crop = np.stack([crop.to_crop_coords(lm, m) for lm, m in zip(lms, transforms, strict=True)])
+    _, crops, lms_crop = aligned_crops(frames, lms, cfg)  # as an avatar is prepared
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "crops.npy", crops)
     np.save(out / "landmarks.npy", lms_crop)
