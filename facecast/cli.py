@@ -734,7 +734,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", type=Path, required=True)
     sp.add_argument("--out", type=Path, required=True, help="model folder to train into (sync: the expert's folder)")
     sp.add_argument(
-        "--model", type=Path, default=None, help="sync: the model whose speech encoder (Whisper) the expert hears"
+        "--model",
+        type=model_folder,
+        default=None,
+        help="sync: the model whose speech encoder (Whisper) the expert hears: a folder or a bundled model's name",
     )
     sp.add_argument(
         "--features-cache",
