@@ -269,7 +269,7 @@ def test_the_portrait_protocol_scores_stills_driven_by_another_clips_speech(back
         evaluate_portraits(clips, None, b, steps=1, max_frames=16, pcfg=strict)
 
 
-def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backend_with_prior, tmp_path):
+def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backend_with_prior, portrait, tmp_path):
     from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
     from facecast.export.onnx.export import ExportOptions, export_model
 
@@ -281,9 +281,14 @@ def test_the_prior_travels_with_the_export_and_onnxruntime_paints_with_it(backen
         dynamic_batch=False,
     )
     assert (tmp_path / MOUTH_PRIOR_FILE).is_file()
-    ort = OnnxRuntimeBackend(tmp_path)
+    ort = OnnxRuntimeBackend(tmp_path, threads=1)
     assert ort.mouth_prior is not None
     assert np.array_equal(ort.mouth_prior.textures, backend_with_prior.mouth_prior.textures)
+    # the warp and the prior draw every frame: the UNet's and the decoder's sessions are never even made
+    session = LipSyncSession(ort, ort.cfg, portrait, np.zeros(256, np.float32), InferenceConfig(steps=1))
+    frames = session.push_audio(speech_like(0.6)) + session.finish()
+    assert frames and not session.runs_l2v
+    assert "a2l_step" in ort.loaded_graphs and not {"denoise", "decode"} & set(ort.loaded_graphs)
 
 
 def test_a_session_whose_picture_l2v_never_shows_skips_l2v_and_shows_the_same_frames(backend_with_prior, portrait):
