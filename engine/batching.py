@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,8 +174,22 @@ def _advance(gen: Steps, send: Any = None, error: BaseException | None = None) -
     return request, Outcome()
 
 
+def _advance_all(
+    gens: list[Steps], sends: dict[int, tuple[Any, BaseException | None]], pool: Executor | None
+) -> dict[int, tuple[ModelCall | None, Outcome]]:
+    """``_advance`` each ``gens[i]`` with ``sends[i]``; on ``pool`` side by side when there are several."""
+    if pool is None or len(sends) < 2:
+        return {i: _advance(gens[i], *sent) for i, sent in sends.items()}
+    futures = {i: pool.submit(_advance, gens[i], *sent) for i, sent in sends.items()}
+    return {i: f.result() for i, f in futures.items()}
+
+
 def run_calls(
-    backend: Backend, gens: list[Steps], max_batch: int | None = None, choose: Choose | None = None
+    backend: Backend,
+    gens: list[Steps],
+    max_batch: int | None = None,
+    choose: Choose | None = None,
+    pool: Executor | None = None,
 ) -> list[Outcome]:
     """Drive ``gens`` to their ends, answering their requests in batches of at most ``max_batch`` (None: all).
 
@@ -182,11 +197,14 @@ def run_calls(
     A batch whose call fails is answered one request at a time, so only the failing session gets the error.
     ``choose(ids, jobs)``: which of the FrameJobs waiting together (``gens`` indices ``ids``) are rendered; the
     others are answered ``NOT_RENDERED`` (None: all are rendered).
+
+    ``pool``: threads on which the sessions' own work between two requests (log-mel, warp, composite: numpy and
+    OpenCV, which let go of the GIL) runs side by side, one generator per thread; the backend calls stay on the
+    calling thread. Each generator touches only its own session, so the outcomes are those of running them in turn.
     """
     outcomes = [Outcome() for _ in gens]
     waiting: dict[int, ModelCall] = {}
-    for i, gen in enumerate(gens):
-        request, outcomes[i] = _advance(gen)
+    for i, (request, outcomes[i]) in _advance_all(gens, {i: (None, None) for i in range(len(gens))}, pool).items():
         if request is not None:
             waiting[i] = request
     while waiting:
@@ -204,8 +222,7 @@ def run_calls(
                 chunk = members[start : start + size]
                 answered |= _answer_isolated(backend, [waiting[i] for i in chunk], chunk)
         waiting = {}
-        for i, (result, error) in answered.items():
-            request, outcomes[i] = _advance(gens[i], result, error)
+        for i, (request, outcomes[i]) in _advance_all(gens, answered, pool).items():
             if request is not None:
                 waiting[i] = request
     return outcomes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 from dataclasses import dataclass
@@ -79,3 +80,10 @@ def cpu_name() -> str:
         )
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def physical_cores() -> int:
+    """Physical cores: hyper-threads share one core's FPUs, so more threads than cores only adds contention."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1

@@ -524,6 +524,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
         viewers=args.viewers,
         device=args.device,
         threads=args.threads,
+        session_threads=args.session_threads,
         processing_frames=args.processing_frames,
         max_late_frames=args.max_late_frames,
     )
@@ -572,6 +573,13 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--seconds", type=float, default=d.seconds, help="audio seconds per variant (default 20)")
     sp.add_argument("--viewers", type=int, default=d.viewers, help="VP8 encoders per session without --webrtc")
     sp.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: theirs)")
+    sp.add_argument(
+        "--session-threads",
+        type=int,
+        default=None,
+        help="shared worker: threads for the sessions' own work (warp, composite) side by side (default: physical "
+        "cores; 1: in turn)",
+    )
     sp.add_argument("--processing-frames", type=int, default=d.processing_frames, help="render budget in ticks")
     sp.add_argument("--max-late-frames", type=int, default=d.max_late_frames)
     sp.add_argument("--json", type=Path, default=None, help="write the full report here")

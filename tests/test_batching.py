@@ -108,9 +108,15 @@ def assert_same_frames(got, want):
     assert diff.max() <= 2 and diff.mean() < 0.01
 
 
-def test_sessions_batched_by_run_calls_give_the_frames_each_gives_alone(backend, portrait):
+@pytest.mark.parametrize("threads", [1, 3], ids=["in turn", "side by side"])
+def test_sessions_batched_by_run_calls_give_the_frames_each_gives_alone(backend, portrait, threads):
+    """One batched call per request kind; the sessions' own work in turn or on a pool of threads (the worker's
+    ``session_threads``): each gets the frames it makes alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from facecast.engine.batching import run_calls
 
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
     sessions = [make_session(backend, portrait, i) for i in range(3)]
     calls: list[int] = []
     denoise = backend.denoise
@@ -118,10 +124,10 @@ def test_sessions_batched_by_run_calls_give_the_frames_each_gives_alone(backend,
     try:
         got = [{} for _ in sessions]
         for start in range(0, len(sessions[0][1]), CHUNK):
-            outcomes = run_calls(backend, [s.push_audio_steps(a[start : start + CHUNK]) for s, a in sessions])
-            for g, o in zip(got, outcomes, strict=True):
+            steps = [s.push_audio_steps(a[start : start + CHUNK]) for s, a in sessions]
+            for g, o in zip(got, run_calls(backend, steps, pool=pool), strict=True):
                 g.update({f.index: f.crop for f in o.value})
-        for g, o in zip(got, run_calls(backend, [s.finish_steps() for s, _ in sessions]), strict=True):
+        for g, o in zip(got, run_calls(backend, [s.finish_steps() for s, _ in sessions], pool=pool), strict=True):
             g.update({f.index: f.crop for f in o.value})
     finally:
         backend.denoise = denoise

@@ -6,12 +6,10 @@ parity check and ``facecast bench models``; it imports no backend, so none of th
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import psutil
-
 from facecast.engine.errors import DependencyError
+from facecast.engine.system import physical_cores
 
 
 def import_onnxruntime():  # the onnxruntime module
@@ -23,11 +21,6 @@ def import_onnxruntime():  # the onnxruntime module
             "(or onnxruntime-gpu, `pip install 'facecast[gpu]'`, for CUDA and TensorRT)."
         ) from e
     return onnxruntime
-
-
-def physical_cores() -> int:
-    """Physical cores: hyper-threads share one core's FPUs, so more intra-op threads than cores only adds contention."""
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def session_options(threads: int | None = None) -> Any:  # onnxruntime.SessionOptions

@@ -232,7 +232,7 @@ def _run(
 
 
 def _ort_threads() -> int:
-    from facecast.export.backends.ort_session import physical_cores
+    from facecast.engine.system import physical_cores
 
     return physical_cores()
 

@@ -75,6 +75,7 @@ class StreamBenchOptions:
     viewers: int = 1  # bench VP8 encoders per session when not --webrtc
     device: str = "cpu"
     threads: int | None = None  # torch and onnxruntime CPU threads; None: each library's default
+    session_threads: int | None = None  # the shared worker's WorkerConfig.session_threads (None: its default)
     processing_frames: int = LiveConfig.processing_frames
     max_late_frames: int = LiveConfig.max_late_frames
     cold_max_s: float = 10.0  # the cold start ends at the first generated frame, or after this much audio
@@ -115,12 +116,13 @@ def _engines(
     worker: str = WORKER_SHARED,
 ) -> list[LiveEngine]:
     from ..live.engine import LiveEngine
-    from ..live.model_worker import ModelWorker
+    from ..live.model_worker import ModelWorker, WorkerConfig
 
     live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
     extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
     if worker == WORKER_SHARED:
-        extra["worker"] = ModelWorker(backend, clock=harness.clock)  # else each engine makes its own
+        config = WorkerConfig(session_threads=options.session_threads)
+        extra["worker"] = ModelWorker(backend, config, clock=harness.clock)  # else each engine makes its own
     return [LiveEngine(backend, avatar, live, harness.clock, **extra) for _ in range(sessions)]
 
 
@@ -349,6 +351,7 @@ def build_report(
             "viewers": 0 if options.webrtc else options.viewers,
             "device": options.device,
             "threads": options.threads,
+            "session_threads": options.session_threads,
             "processing_frames": options.processing_frames,
             "max_late_frames": options.max_late_frames,
         },

@@ -38,12 +38,13 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from facecast.engine.backend import Backend
 from facecast.engine.batching import FrameJob, run_calls
+from facecast.engine.system import physical_cores
 
 from .clock import Clock, MonotonicClock
 
@@ -56,6 +57,10 @@ class WorkerConfig:
     # Weight of the newest round in the moving average of one frame's cost (its share of a round's time): a few
     # rounds, so that it follows a change in load but not one slow round.
     cost_smoothing: float = 0.2
+    # Threads on which a round's sessions do their own work between model calls (Whisper's log-mel, the warp and
+    # the composite) side by side (``engine.batching.run_calls``' pool); None: one per physical core, 1: in turn
+    # on the model thread.
+    session_threads: int | None = None
 
 
 @dataclass
@@ -151,6 +156,8 @@ class ModelWorker:
         self._thread: threading.Thread | None = None
         self._rotation = 0
         self._lanes_made = 0
+        threads = config.session_threads or physical_cores()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-sessions") if threads > 1 else None
 
     def join(self) -> Lane:
         """A new session's lane; starts the thread if it is not running."""
@@ -286,6 +293,7 @@ class ModelWorker:
             [gen for _, _, gen in steps],
             self.config.max_batch,
             choose=lambda ids, jobs: [ids[j] for j in self._choose([lanes[i] for i in ids], jobs)],
+            pool=self._pool,
         )
         frames = self.counters.frames_rendered - rendered
         if frames and self._first_choice_s is not None:
