@@ -527,6 +527,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
         session_threads=args.session_threads,
         processing_frames=args.processing_frames,
         max_late_frames=args.max_late_frames,
+        catch_up_frames=None if args.catch_up_frames < 0 else args.catch_up_frames,
     )
     report = run_bench(options, log=_log)
     report["command"] = _command_line()
@@ -582,6 +583,12 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
     )
     sp.add_argument("--processing-frames", type=int, default=d.processing_frames, help="render budget in ticks")
     sp.add_argument("--max-late-frames", type=int, default=d.max_late_frames)
+    sp.add_argument(
+        "--catch-up-frames",
+        type=int,
+        default=d.catch_up_frames,
+        help="blocks past the render budget a model may lag before it drops them and restarts (-1: never)",
+    )
     sp.add_argument("--json", type=Path, default=None, help="write the full report here")
     sp.add_argument("--plot", type=Path, default=None, help="write latency over time + histogram here (PNG)")
     sp.set_defaults(func=cmd_bench_stream, fast=False)

@@ -24,6 +24,12 @@ class LiveConfig:
     # Slower set-ups (torch, more steps) skip more pictures at 2: give them 3.
     processing_frames: int = 2
     max_late_frames: int = 0  # a frame may go out this many ticks late; one that would be later is not rendered
+    # A model that falls this many blocks further behind than the render budget (processing_frames +
+    # max_late_frames) drops the blocks waiting for it and starts the utterance afresh at the newest one: their
+    # frames could no longer be shown, and their speech-encoder and A2L work, which no skip saves, kept a model
+    # that had fallen behind from ever catching up (two Whisper sessions on a busy 2-core machine made 1-2 new
+    # pictures a second). None: never (a ticker that waits for its model never needs to).
+    catch_up_frames: int | None = 2
     jitter_ms: int = 60  # each source buffers this much before it plays, so packet jitter does not cut the audio
     live_backlog_ms: int = 300  # a live source (mic, browser) further ahead than this is trimmed (clock drift)
     speech_rms: float = 0.01  # a 40 ms block louder than this (about -40 dBFS) counts as speech
@@ -46,6 +52,15 @@ class LiveConfig:
             raise ValueError("processing_frames must be at least 1: rendering takes time")
         if self.steps < 1:
             raise ValueError("steps must be at least 1")
+        if self.catch_up_frames is not None and self.catch_up_frames < 0:
+            raise ValueError("catch_up_frames must be at least 0 (or None: never catch up)")
+
+    @property
+    def catch_up_backlog(self) -> int | None:
+        """Blocks of the current utterance waiting for the model at which it catches up (None: never)."""
+        if self.catch_up_frames is None or self.wait_for_model:
+            return None
+        return self.processing_frames + self.max_late_frames + self.catch_up_frames
 
 
 @dataclass(frozen=True)

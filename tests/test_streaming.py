@@ -327,6 +327,76 @@ class SlowBackend:
         return getattr(self.inner, name)
 
 
+async def drive_on_virtual_time(engine, clock, queue, out, seconds: float, on_step=None) -> None:
+    """Move virtual time in 10 ms steps; the ticker and the (blocked) model thread each run when their time comes,
+    exactly as on a real clock, but independent of this machine's speed. ``on_step(t)`` runs before each step."""
+    for step in range(round(100 * seconds)):
+        if on_step is not None:
+            on_step(step / 100)
+        clock.advance_to(engine.frames.start_s + step / 100)
+        for _ in range(20_000):  # bounded: a hang fails the test instead of blocking the run
+            await asyncio.sleep(0.0005)
+            due = engine.frames.frame_at(clock.now()) + 1
+            worker_quiet = engine.jobs.backlog == 0 or clock.blocked == 1
+            if engine.counters.ticks >= due and worker_quiet:
+                break
+        else:
+            raise AssertionError("the engine did not settle")
+        while not queue.empty():
+            out.append(queue.get_nowait())
+
+
+class SlowA2L(SlowBackend):
+    """The tiny backend, but each A2L call (which no skipped frame saves) takes ``seconds`` of virtual time."""
+
+    def denoise(self, *args):
+        return self.inner.denoise(*args)
+
+    def a2l(self, *args, **kwargs):
+        self.clock.block_for(self.seconds)
+        return self.inner.a2l(*args, **kwargs)
+
+
+@pytest.mark.parametrize("catch_up", [True, False], ids=["catches up", "never catches up"])
+def test_a_model_too_slow_for_its_audio_drops_its_backlog_and_renders_again_once_it_can(backend, portrait, catch_up):
+    """Work that no skip saves (A2L, the speech encoder) slower than the audio: without catching up, the blocks
+    pile up and every later frame is late; catching up keeps the backlog bounded, and once the model is fast again
+    new pictures come back within a few ticks, not after the whole backlog."""
+
+    async def main():
+        clock = VirtualClock()
+        slow = SlowA2L(backend, clock, seconds=0.060)  # 60 ms per 40 ms block of audio
+        config = live_config(hangover_frames=40, catch_up_frames=2 if catch_up else None)
+        engine = LiveEngine(slow, portrait, config, clock=clock)
+        queue = engine.subscribe()
+        await engine.start()
+        engine.open_source("talker", live=False).write(speech_like(6.0, seed=5))
+        out: list = []
+        fast_from_s = 3.0
+
+        def speed_up(t: float) -> None:
+            if t >= fast_from_s:
+                slow.seconds = 0.020  # faster than the audio again, but a backlog drains only 20 ms a tick
+
+        try:
+            await drive_on_virtual_time(engine, clock, queue, out, seconds=5.0, on_step=speed_up)
+        finally:
+            clock.release()
+            await engine.stop()
+        fast_from = engine.frames.frame_at(engine.frames.start_s + fast_from_s)
+        return engine.stats(), out, fast_from
+
+    stats, out, fast_from = asyncio.run(main())
+    back = [o.index for o in out if o.fresh and o.index >= fast_from]
+    if catch_up:
+        assert stats["catch_ups"] > 0 and stats["max_backlog"] <= LiveConfig(catch_up_frames=2).catch_up_backlog + 2
+        # new pictures again within the engine's own delay (plus a few ticks), not after the backlog
+        assert back and back[0] - fast_from <= stats["delay_frames"] + 6
+    else:
+        assert stats["catch_ups"] == 0 and stats["max_backlog"] > 20
+        assert not back or back[0] - fast_from > stats["delay_frames"] + 6
+
+
 def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait):
     async def main():
         clock = VirtualClock()
@@ -348,20 +418,7 @@ def test_drop_policy_keeps_latency_fixed_when_compute_is_slow(backend, portrait)
         return engine, out
 
     async def drive(engine, clock, queue, out):
-        # Move virtual time in 10 ms steps; the ticker and the (blocked) model thread each run when their time
-        # comes, exactly as on a real clock, but independent of this machine's speed.
-        for step in range(4 * 90):
-            clock.advance_to(engine.frames.start_s + step / 100)
-            for _ in range(20_000):  # bounded: a hang fails the test instead of blocking the run
-                await asyncio.sleep(0.0005)
-                due = engine.frames.frame_at(clock.now()) + 1
-                worker_quiet = engine.jobs.backlog == 0 or clock.blocked == 1
-                if engine.counters.ticks >= due and worker_quiet:
-                    break
-            else:
-                raise AssertionError("the engine did not settle")
-            while not queue.empty():
-                out.append(queue.get_nowait())
+        await drive_on_virtual_time(engine, clock, queue, out, seconds=3.6)
 
     watcher = Recorder()
     engine, out = asyncio.run(main())

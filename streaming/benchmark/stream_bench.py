@@ -78,6 +78,7 @@ class StreamBenchOptions:
     session_threads: int | None = None  # the shared worker's WorkerConfig.session_threads (None: its default)
     processing_frames: int = LiveConfig.processing_frames
     max_late_frames: int = LiveConfig.max_late_frames
+    catch_up_frames: int | None = LiveConfig.catch_up_frames
     cold_max_s: float = 10.0  # the cold start ends at the first generated frame, or after this much audio
     targets: Targets = field(default_factory=Targets)
 
@@ -106,6 +107,16 @@ class Harness:
 # ------------------------------------------------------------------------------------------ runs
 
 
+def live_config(options: StreamBenchOptions, steps: int) -> LiveConfig:
+    """The engines' settings for a run at ``steps`` DDIM steps, with the bench's scheduling options."""
+    return LiveConfig(
+        steps=steps,
+        processing_frames=options.processing_frames,
+        max_late_frames=options.max_late_frames,
+        catch_up_frames=options.catch_up_frames,
+    )
+
+
 def _engines(
     backend: Backend,
     avatar: Avatar,
@@ -118,7 +129,7 @@ def _engines(
     from ..live.engine import LiveEngine
     from ..live.model_worker import ModelWorker, WorkerConfig
 
-    live = LiveConfig(steps=steps, processing_frames=options.processing_frames, max_late_frames=options.max_late_frames)
+    live = live_config(options, steps)
     extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}
     if worker == WORKER_SHARED:
         config = WorkerConfig(session_threads=options.session_threads)
@@ -354,6 +365,7 @@ def build_report(
             "session_threads": options.session_threads,
             "processing_frames": options.processing_frames,
             "max_late_frames": options.max_late_frames,
+            "catch_up_frames": options.catch_up_frames,
         },
         "targets": asdict(options.targets),
         "cold": cold,
@@ -470,9 +482,7 @@ async def _interrupt(
     """Barge-in on the first backend: interrupt -> idle mouth (streaming/benchmark/interrupt_run.py)."""
     from .interrupt_run import measure_interrupt
 
-    live = LiveConfig(
-        steps=options.steps[0], processing_frames=options.processing_frames, max_late_frames=options.max_late_frames
-    )
+    live = live_config(options, options.steps[0])
     r = await measure_interrupt(backend, avatar, audio, live, harness.clock, harness.driver, harness.timed)
     log(
         f"interrupt -> idle mouth: {r['interrupt_to_idle_frames']} frame(s), {r['interrupt_to_idle_ms']} ms "

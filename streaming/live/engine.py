@@ -259,6 +259,7 @@ class LiveEngine:
             "model_errors": self.counters.model_errors,
             "backlog": self.jobs.backlog,
             "max_backlog": self.counters.max_backlog,
+            "catch_ups": self.counters.catch_ups,
             "steps": self.inference.steps,
             "avatar": self.avatar.source,
             **self.mixer.stats(),

@@ -30,6 +30,7 @@ class EngineCounters:
     jumped: int = 0  # ticks left out after the event loop was stalled for longer than max_burst_frames
     model_errors: int = 0
     max_backlog: int = 0  # most model jobs ever waiting at once
+    catch_ups: int = 0  # times the model fell so far behind that its waiting blocks were dropped (catch_up_frames)
     interrupts: int = 0  # barge-ins (LiveEngine.interrupt)
 
 
@@ -45,20 +46,24 @@ class ModelJobs:
     def reset(self) -> None:
         self.epoch = 0  # bumped by new_epoch(): older jobs and frames are then ignored
         self.backlog = 0  # jobs submitted and not finished
+        self.behind = 0  # jobs of the current epoch submitted and not finished
         self.caught_up = asyncio.Event()  # set while the backlog is 0 (what a ticker with wait_for_model waits for)
         self.caught_up.set()
 
     def new_epoch(self) -> None:
         self.epoch += 1
+        self.behind = 0
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self.lane is None:
             return
         fut = asyncio.get_running_loop().run_in_executor(self.lane, fn, *args)
         self.backlog += 1
+        self.behind += 1
         self.caught_up.clear()
         self.counters.max_backlog = max(self.counters.max_backlog, self.backlog)
-        fut.add_done_callback(self._done)
+        epoch = self.epoch
+        fut.add_done_callback(lambda f: self._done(f, epoch))
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the model thread after everything submitted before it (or inline when stopped)."""
@@ -66,8 +71,10 @@ class ModelJobs:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.lane, fn, *args)
 
-    def _done(self, fut: asyncio.Future[Any]) -> None:
+    def _done(self, fut: asyncio.Future[Any], epoch: int) -> None:
         self.backlog -= 1
+        if epoch == self.epoch:
+            self.behind -= 1
         if self.backlog <= 0:  # (below 0 only for a job of before the last restart)
             self.caught_up.set()
         if fut.cancelled():

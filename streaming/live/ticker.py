@@ -103,6 +103,25 @@ class Ticker:
         if not task.cancelled() and task.exception() is not None:  # a bug: say so loudly, the stream has stopped
             log.error("the output clock stopped", exc_info=task.exception())
 
+    def _catch_up(self, k: int) -> bool:
+        """Whether the model is so far behind that the blocks waiting for it are dropped and the utterance starts
+        afresh at block k (``LiveConfig.catch_up_frames``). The dropped blocks' frames go out as the last picture
+        (the display repeats it), as skipped frames do."""
+        limit, jobs = self.config.catch_up_backlog, self.runner.jobs
+        if limit is None or jobs.behind < limit:
+            return False
+        jobs.new_epoch()
+        self.counters.catch_ups += 1
+        if self.counters.catch_ups == 1 or self.counters.catch_ups % 50 == 0:
+            log.warning(
+                "the model is %d blocks behind: dropped them and restarted the speech at block %d (%d times so far; "
+                "the CPU cannot keep up: fewer sessions, `--model logmel`, or a faster machine)",
+                limit,
+                k,
+                self.counters.catch_ups,
+            )
+        return True
+
     def tick(self, k: int) -> None:
         assert self.frames is not None
         self.k = k
@@ -114,7 +133,8 @@ class Ticker:
         rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
         step = self.gate.step(k, rms)
         if step.feed:
-            self.runner.submit_block(block, k if step.begin else None, step.end)
+            begin = k if step.begin or self._catch_up(k) else None
+            self.runner.submit_block(block, begin, step.end)
         elif self.runner.speaker.talker_gone(k, self.gate.last_end):
             self.runner.reset_speaker()  # a long silence: whoever speaks next may be someone else
         lane = self.runner.jobs.lane
