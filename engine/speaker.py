@@ -18,6 +18,7 @@ import numpy as np
 
 from .audio import centred_power_spectrum, mel_filters
 from .errors import DependencyError
+from .vad import speech_frames
 
 SPEAKER_DIM = 256
 _MIN_SAMPLES = 16_000  # Resemblyzer needs about a second of speech for a stable embedding
@@ -53,15 +54,8 @@ def preprocess_speech(audio_16k: np.ndarray) -> np.ndarray:
 def _trim_long_silences(wav: np.ndarray) -> np.ndarray:
     from scipy.ndimage import binary_dilation
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # webrtcvad imports pkg_resources, which warns
-        import webrtcvad
-
     wav = wav[: len(wav) - len(wav) % VAD_WINDOW_SAMPLES]
-    pcm = np.round(wav * INT16_MAX).astype("<i2").tobytes()
-    vad = webrtcvad.Vad(mode=3)
-    step = VAD_WINDOW_SAMPLES * 2  # bytes
-    voiced = np.array([vad.is_speech(pcm[i : i + step], sample_rate=SAMPLE_RATE) for i in range(0, len(pcm), step)])
+    voiced = speech_frames(np.round(wav * INT16_MAX).astype("<i2"), VAD_WINDOW_SAMPLES, mode=3)
     width = VAD_SMOOTHING_WINDOWS
     padded = np.concatenate((np.zeros((width - 1) // 2), voiced, np.zeros(width // 2)))
     sums = np.cumsum(padded, dtype=float)

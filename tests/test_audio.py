@@ -136,3 +136,24 @@ def test_speaker_embedding_is_resemblyzers_own():
         assert np.array_equal(preprocess_speech(audio), theirs)
         ours, want = speaker_embedding(audio), encoder.embed_utterance(theirs).astype(np.float32)
         np.testing.assert_allclose(ours, want, rtol=0, atol=1e-6)  # unit vectors: 1e-6 of their length
+
+
+def test_voice_activity_is_webrtcvads_own_frame_by_frame():
+    """engine/vad.py calls webrtcvad's extension directly (its module imports pkg_resources): same answers."""
+    import warnings
+
+    from conftest import speech_like
+
+    from facecast.engine.vad import speech_frames
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import webrtcvad
+
+    pcm = np.round(np.concatenate([np.zeros(8000), speech_like(2.0)]) * 20000).astype("<i2")
+    for frame, mode in ((480, 2), (480, 3), (160, 1)):
+        got = speech_frames(pcm, frame, mode)
+        vad = webrtcvad.Vad(mode)
+        data = pcm.tobytes()
+        want = [vad.is_speech(data[i : i + 2 * frame], 16000) for i in range(0, len(data) - 2 * frame + 1, 2 * frame)]
+        assert got.tolist() == want and 0 < got.sum() < len(got)

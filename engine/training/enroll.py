@@ -54,6 +54,7 @@ from ..landmarks import register_to
 from ..latents import encode_images, mask_lower_face
 from ..mouth_prior import load_mouth_prior, shows_l2v
 from ..speaker import speaker_embedding
+from ..vad import speech_frames
 from ..warp import most_closed_frame
 from .dataset import Clip
 from .latents import torch_encoder
@@ -197,17 +198,8 @@ def _face_height(lms: np.ndarray) -> float:
 
 def speech_fraction(audio_16k: np.ndarray) -> float:
     """Share of 30 ms frames that webrtcvad (mode 2) calls speech."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # webrtcvad imports pkg_resources
-        import webrtcvad
-
-    vad = webrtcvad.Vad(2)
-    n = 480  # 30 ms at 16 kHz
-    pcm = (np.clip(audio_16k, -1, 1) * 32767).astype("<i2")
-    frames = [pcm[i : i + n].tobytes() for i in range(0, len(pcm) - n + 1, n)]
-    return float(np.mean([vad.is_speech(f, 16_000) for f in frames])) if frames else 0.0
+    voiced = speech_frames((np.clip(audio_16k, -1, 1) * 32767).astype("<i2"), 480, mode=2)  # 480: 30 ms
+    return float(voiced.mean()) if len(voiced) else 0.0
 
 
 def shape_drift(landmarks: np.ndarray, found: np.ndarray) -> float:
