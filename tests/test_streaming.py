@@ -128,11 +128,14 @@ def test_audio_out_blocks_join_into_the_whole_signal_at_48k():
     assert np.abs(joined[100:] - whole[100 : len(joined)]).max() <= 1  # no seams between blocks
 
 
-def test_audio_out_filter_is_the_one_resample_poly_designs_itself():
+def test_audio_out_filter_and_upsampling_are_resample_polys_own():
+    from scipy.signal import firwin
+
+    from facecast.streaming.live.audio_out import upsample
+
+    np.testing.assert_allclose(AudioOut.FILTER, firwin(61, 1 / 3, window=("kaiser", 5.0)), rtol=0, atol=1e-15)
     x = np.random.default_rng(2).uniform(-0.5, 0.5, 672)
-    np.testing.assert_array_equal(
-        resample_poly(x, AudioOut.UP, 1, window=AudioOut.FILTER), resample_poly(x, AudioOut.UP, 1)
-    )
+    np.testing.assert_allclose(upsample(x, AudioOut.UP, AudioOut.FILTER), resample_poly(x, AudioOut.UP, 1), atol=1e-12)
 
 
 def test_render_policy_skips_frames_that_would_be_late_and_probes_again():
