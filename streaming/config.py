@@ -26,9 +26,9 @@ class LiveConfig:
     max_late_frames: int = 0  # a frame may go out this many ticks late; one that would be later is not rendered
     # A model that falls this many blocks further behind than the render budget (processing_frames +
     # max_late_frames) drops the blocks waiting for it and starts the utterance afresh at the newest one: their
-    # frames could no longer be shown, and their speech-encoder and A2L work, which no skip saves, kept a model
-    # that had fallen behind from ever catching up (two Whisper sessions on a busy 2-core machine made 1-2 new
-    # pictures a second). None: never (a ticker that waits for its model never needs to).
+    # frames could no longer be shown, and their speech-encoder and A2L work, which no skip saves, grew the backlog
+    # without bound under overload (4 Whisper sessions on 2 busy cores: 174 blocks, 7 s) and, once the load
+    # dropped, kept every frame late until all of it was worked through. None: never (nor with wait_for_model).
     catch_up_frames: int | None = 2
     jitter_ms: int = 60  # each source buffers this much before it plays, so packet jitter does not cut the audio
     live_backlog_ms: int = 300  # a live source (mic, browser) further ahead than this is trimmed (clock drift)
