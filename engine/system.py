@@ -87,3 +87,10 @@ def physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def limit_blas_threads(threads: int) -> None:
+    """numpy's BLAS (OpenBLAS, MKL) on at most ``threads`` threads from now on, in the whole process."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")

@@ -30,6 +30,11 @@ class LiveConfig:
     # without bound under overload (4 Whisper sessions on 2 busy cores: 174 blocks, 7 s) and, once the load
     # dropped, kept every frame late until all of it was worked through. None: never (nor with wait_for_model).
     catch_up_frames: int | None = 2
+    # numpy's BLAS threads in a process that runs live engines, set when an engine is made (process-wide, through
+    # threadpoolctl; None leaves them). Its matrices here are small (Whisper's log-mel, the warp), and OpenBLAS's own
+    # threads, spinning beside the model's, more than halved what a busy 2-core machine made: two Whisper sessions
+    # 6.0 and 13.6 new pictures/s each with OpenBLAS's default (2), 23.0 and 24.3 with 1 (docs/benchmarks.md).
+    blas_threads: int | None = 1
     jitter_ms: int = 60  # each source buffers this much before it plays, so packet jitter does not cut the audio
     live_backlog_ms: int = 300  # a live source (mic, browser) further ahead than this is trimmed (clock drift)
     speech_rms: float = 0.01  # a 40 ms block louder than this (about -40 dBFS) counts as speech
@@ -52,6 +57,8 @@ class LiveConfig:
             raise ValueError("processing_frames must be at least 1: rendering takes time")
         if self.steps < 1:
             raise ValueError("steps must be at least 1")
+        if self.blas_threads is not None and self.blas_threads < 1:
+            raise ValueError("blas_threads must be at least 1 (or None: leave numpy's BLAS as it is)")
         if self.catch_up_frames is not None and self.catch_up_frames < 0:
             raise ValueError("catch_up_frames must be at least 0 (or None: never catch up)")
 

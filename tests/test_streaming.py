@@ -689,3 +689,19 @@ def test_interrupt_drops_queued_and_in_flight_frames_and_idles_at_once(backend, 
     assert later and all(o.generated.index >= after[resumed].index for o in later)  # a fresh utterance
     assert [m for o in after for m in o.marks] == ["next"]
     assert engine.counters.interrupts == 1 and engine.counters.model_errors == 0
+
+
+def test_a_live_engine_runs_numpys_blas_on_one_thread(backend, portrait):
+    """OpenBLAS's own threads spin beside the model's and halved a busy machine's frame rate: an engine sets them
+    to ``LiveConfig.blas_threads`` (process-wide), and None leaves them as they are."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):  # restored on the way out, for the rest of the suite
+        before = blas_threads()
+        LiveEngine(backend, portrait, live_config(blas_threads=None))
+        assert blas_threads() == before
+        LiveEngine(backend, portrait, live_config())
+        assert blas_threads() == {1}

@@ -39,6 +39,7 @@ from facecast.engine.backend import Backend
 from facecast.engine.config import InferenceConfig
 from facecast.engine.pipeline import SKIPPED, Frame
 from facecast.engine.speaker import speaker_embedding
+from facecast.engine.system import limit_blas_threads
 
 from ..config import LiveConfig
 from .clock import Clock, FrameClock, MonotonicClock
@@ -72,6 +73,8 @@ class LiveEngine:
         """``speaker_fn``: 16 kHz speech -> (256,) embedding; default ``speaker_embedding`` on the backend's voice
         network (so an export's backend needs no torch)."""
         config = config or LiveConfig()
+        if config.blas_threads is not None:
+            limit_blas_threads(config.blas_threads)
         if worker is not None and clock is not None and worker.clock is not clock:
             raise ValueError("a shared ModelWorker and its engines need one clock: build the worker with clock=")
         self.clock = clock or (worker.clock if worker is not None else MonotonicClock())
