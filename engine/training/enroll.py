@@ -56,6 +56,7 @@ from ..mouth_prior import load_mouth_prior, shows_l2v
 from ..speaker import speaker_embedding
 from ..vad import speech_frames
 from ..warp import most_closed_frame
+from ..whisper import model_encode
 from .dataset import Clip
 from .latents import torch_encoder
 from .train import (
@@ -63,6 +64,7 @@ from .train import (
     L2VObjective,
     TrainConfig,
     a2l_batch,
+    a2l_clip,
     l2v_batch,
     l2v_clip,
     train_loop,
@@ -311,7 +313,8 @@ def person_motion_gain(model_dir: Path, cfg: ModelConfig, clip: Clip, target: fl
     """The base A2L's motion gain re-measured on the person's own clip (as ``facecast train a2l`` measures it on
     its training clips): ``target`` x std(real inner-lip gap) / std(predicted)."""
     a2l = checkpoint.load_part(model_dir, "a2l", cfg)  # a fresh copy: the measurement resets its gain
-    return with_motion_gain(cfg, a2l, [clip], {}, target).a2l.motion_gain
+    # A Whisper-hearing A2L (the shipped model's) needs the model's speech encoder for the person's audio.
+    return with_motion_gain(cfg, a2l, [clip], {}, target, model_encode(model_dir, cfg)).a2l.motion_gain
 
 
 # ---------------------------------------------------------------------------------------------- the fit
@@ -367,10 +370,13 @@ def fit_a2l(
     )
     a2l = checkpoint.load_part(model_dir, "a2l", cfg)
     objective = A2LObjective(tcfg)
-    val = a2l_batch([held], cfg, replace(tcfg, batch=8), np.random.default_rng(VAL_SEED), {}, augment=False)
+    cache: dict = {}
+    encode = model_encode(model_dir, cfg)  # Whisper features (None for log-mel), computed once per clip here
+    for clip in (train, held):
+        a2l_clip(clip, cfg, cache, encode)
+    val = a2l_batch([held], cfg, replace(tcfg, batch=8), np.random.default_rng(VAL_SEED), cache, augment=False)
     with torch.no_grad():
         base_val = float(objective(a2l.eval(), val, cfg, 0))
-    cache: dict = {}
     summary = train_loop(
         "a2l", a2l, lambda rng: a2l_batch([train], cfg, tcfg, rng, cache), objective, cfg, tcfg, work, val
     )
