@@ -145,16 +145,29 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_enroll(args: argparse.Namespace) -> None:
     import dataclasses
 
+    import psutil
+
     from facecast.engine.avatar import face
     from facecast.engine.checkpoint import load_config
-    from facecast.engine.training.enroll import EnrollConfig, enroll
+    from facecast.engine.training.enroll import EnrollConfig, enroll, record_total
+
+    # --minutes is the whole run's budget: it counts from the process's start, so the imports are in it too.
+    started = psutil.Process().create_time()
 
     ecfg = EnrollConfig(threads=args.threads, check_identity=not args.no_identity_check)
     if args.minutes is not None:
         ecfg = dataclasses.replace(ecfg, minutes=args.minutes)
     landmarks = face.make_backend(args.face_backend, args.face_weights, load_config(args.model).face)
     report = enroll(
-        args.video, args.out, args.model, ecfg, resume=args.resume, face_backend=landmarks, log=console.print
+        args.video,
+        args.out,
+        args.model,
+        ecfg,
+        resume=args.resume,
+        face_backend=landmarks,
+        log=console.print,
+        started=started,
+        clock=time.time,
     )
     from facecast.export.onnx.export import export_enrolled_a2l
 
@@ -162,10 +175,12 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     graph = export_enrolled_a2l(args.out, args.model)
     if graph is not None:
         report["a2l_graph_parity_max_abs"] = graph["parity"]["max_abs"]
+    report["budget"] = record_total(args.out, time.time() - started)
+    report["seconds"] = report["budget"]["total_s"]
     console.print(
         f"enrolled bundle written to {args.out}: {report['steps']} steps in {report['seconds']} s, validation loss "
         f"{report['val_loss_first']} -> {report['val_loss_last']}, adapter {report['adapter_mb']} MB, "
-        f"bundle {report['bundle_mb']} MB"
+        f"bundle {report['bundle_mb']} MB; budget: {report['budget']['verdict']}"
     )
     print(json.dumps({k: v for k, v in report.items() if k != "config"}))
 

@@ -26,6 +26,7 @@ which is renamed to BUNDLE when the adapter is written. ``resume=True`` continue
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -51,12 +52,14 @@ from ..avatar.prepare import (
 from ..config import ModelConfig
 from ..errors import AudioError, FaceError, InputError
 from ..landmarks import register_to
-from ..latents import encode_images, mask_lower_face
+from ..latents import EncodeFn, encode_images, mask_lower_face
 from ..mouth_prior import load_mouth_prior, shows_l2v
 from ..speaker import speaker_embedding
 from ..vad import speech_frames
 from ..warp import most_closed_frame
-from ..whisper import model_encode
+from ..whisper import Encode as SpeechEncode
+from ..whisper import a2l_features, model_encode
+from .budget import BudgetRule, StageCosts, budget_record, plan_preparation, time_per_item
 from .dataset import Clip
 from .latents import torch_encoder
 from .train import (
@@ -145,6 +148,18 @@ class EnrollConfig:
     log_every: int = 25
     save_every: int = 50  # resume granularity, in steps
     check_identity: bool = True  # the two-halves voice and face-shape checks (on videos >= IDENTITY_CHECK_SECONDS)
+    # The budget (``minutes``) covers the whole run: the preparation's per-frame costs are measured on the video's
+    # first ``probe_frames`` and the run prepares the longest prefix of the video that fits (engine/training/budget.py).
+    probe_frames: int = 50  # 2 s: enough decode/landmark/encoder calls to time; < 1 s of the run's time
+    probe_encodes: int = 8  # crops encoded to time the autoencoder (the avatar's latents are 2 x 250 encodes)
+    # The plan aims this share under the budget, for the prediction's own error: on edtalk_lieu_60s with the load
+    # average rising from 2.7 to 4 during the run, the preparation took 15% longer than its probe predicted.
+    budget_margin: float = 0.08
+    # Once, after the plan: model loads, the bundle's frames video + latents, and the A2L graph the CLI exports.
+    # Measured 3.5 s on edtalk_lieu_60s (Intel Xeon, 2 cores, load 4: write 2.6 s, graph 0.9 s); larger frames
+    # take x264 longer.
+    write_seconds: float = 10.0
+    l2v_prepare_share: float = 0.5  # with an L2V adapter: the preparation's share of the budget at most
 
     def __post_init__(self) -> None:
         check_gain_rule(self.a2l_gain_rule)  # refused at once, not after minutes of preparation
@@ -270,14 +285,18 @@ def check_enrol_video(video: EnrolVideo, cfg: ModelConfig, ecfg: EnrollConfig, w
 
 
 def read_enrol_video(
-    path: Path, cfg: ModelConfig, ecfg: EnrollConfig, backend: face.LandmarkBackend | None = None
+    path: Path,
+    cfg: ModelConfig,
+    ecfg: EnrollConfig,
+    backend: face.LandmarkBackend | None = None,
+    max_frames: int | None = None,
 ) -> EnrolVideo:
-    """All frames (up to ``max_seconds``), per-frame landmarks and face counts, and the audio cut to the frames."""
+    """The first ``max_frames`` frames (default: up to ``max_seconds``), per-frame landmarks and face counts, and the
+    audio cut to the frames."""
     path = Path(path)
-    if media.is_image(path):
-        raise InputError(f"{path} is an image: enrolment needs a video of the person talking (1-2 minutes).")
-    audio = media.load_audio(path, cfg.audio.sample_rate)
-    frames = load_avatar_frames(path, cfg, max_frames=round(ecfg.max_seconds * cfg.audio.fps))
+    audio = enrol_audio(path, cfg)
+    limit = round(ecfg.max_seconds * cfg.audio.fps) if max_frames is None else max_frames
+    frames = load_avatar_frames(path, cfg, max_frames=limit)
     n = min(len(frames), len(audio) // cfg.audio.samples_per_frame)
     frames = frames[:n]
     counter = _CountingDetector(backend or face.make_backend("dlib", cfg=cfg.face), cfg.face.min_face_px)
@@ -286,6 +305,72 @@ def read_enrol_video(
     else:
         lms, found = np.zeros((0, 68, 2), np.float32), np.zeros(0, bool)
     return EnrolVideo(frames, lms, found, np.array(counter.counts[:n]), audio[: n * cfg.audio.samples_per_frame])
+
+
+def enrol_audio(path: Path, cfg: ModelConfig) -> np.ndarray:
+    """The video's audio at the model's rate (refusing an image: enrolment needs a video)."""
+    if media.is_image(path):
+        raise InputError(f"{path} is an image: enrolment needs a video of the person talking (1-2 minutes).")
+    return media.load_audio(path, cfg.audio.sample_rate)
+
+
+# ---------------------------------------------------------------------------------------------- the budget
+
+
+def measure_costs(
+    path: Path,
+    cfg: ModelConfig,
+    ecfg: EnrollConfig,
+    backend: face.LandmarkBackend,
+    encode: EncodeFn,
+    speech_encode: SpeechEncode | None,
+    audio: np.ndarray,
+    clock: Callable[[], float],
+) -> StageCosts:
+    """Each preparation stage timed on the video's first ``probe_frames``, as the run will do it on every frame.
+    What the probe computes is thrown away: the run redoes those frames (under a second) so that its landmark
+    tracking and crop smoothing run over the whole prefix in one pass."""
+    n = ecfg.probe_frames
+    t = clock()
+    frames = load_avatar_frames(path, cfg, max_frames=n)
+    lms, _ = face.video_landmarks(frames, backend, cfg.face, str(path))
+    _, crops, _ = aligned_crops(frames, lms, cfg)
+    read_frame = (clock() - t) / len(frames)  # decode, landmarks and the crop warp
+    crops = crops[np.arange(ecfg.probe_encodes) % len(crops)]
+    encode_crop = time_per_item(lambda: encode_images(encode, crops), len(crops), clock)
+    clip_audio = audio[: len(frames) * cfg.audio.samples_per_frame]
+
+    def audio_work() -> None:
+        if ecfg.check_identity:
+            speaker_embedding(clip_audio)
+        if ecfg.calibrate_a2l_motion or ecfg.a2l_steps:
+            speaker_embedding(clip_audio)  # the calibration's speaker condition
+            a2l_features(clip_audio, cfg, speech_encode)
+
+    audio_frame = time_per_item(audio_work, len(frames), clock)
+    return StageCosts(read_frame, encode_crop, audio_frame, ecfg.write_seconds)
+
+
+def budget_rule(ecfg: EnrollConfig, fps: int, fit_l2v: bool) -> BudgetRule:
+    return BudgetRule(
+        minutes=ecfg.minutes,
+        margin=ecfg.budget_margin,
+        min_frames=math.ceil(ecfg.min_seconds * fps),
+        avatar_frames=ecfg.avatar_frames,
+        fit_l2v=fit_l2v,
+        l2v_prepare_share=ecfg.l2v_prepare_share,
+    )
+
+
+def record_total(bundle: Path, total_s: float) -> dict:
+    """Rewrite the bundle's budget record with the run's whole wall time (the CLI's, after the A2L graph)."""
+    meta_path = Path(bundle) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    enrolment = meta["enrolment"]
+    stages = {**enrolment["budget"]["actual_s"], "after_enroll": total_s - enrolment["budget"]["total_s"]}
+    enrolment["budget"] = budget_record(enrolment["budget"]["planned"], stages, total_s)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return enrolment["budget"]
 
 
 # ---------------------------------------------------------------------------------------------- adapters
@@ -332,6 +417,12 @@ class _SeededWhenEval:
         with torch.random.fork_rng():
             torch.manual_seed(VAL_SEED)
             return self.objective(model, batch, cfg, step)
+
+
+def stage_seconds(ends: dict[str, float]) -> dict[str, float]:
+    """Each stage's seconds from the clock times their ends (in order; the first is the run's start)."""
+    times = list(ends.values())
+    return {name: end - before for name, end, before in zip(list(ends)[1:], times[1:], times, strict=False)}
 
 
 def _seconds_per_step(model: torch.nn.Module, batch: dict, objective: L2VObjective, cfg: ModelConfig) -> float:
@@ -393,10 +484,12 @@ def fit_l2v_adapter(
     work: Path,
     resume: bool,
     seconds_left: float,
+    write_s: float,
     log: Callable[[str], None],
 ) -> tuple[torch.nn.Module, int, dict]:
     """A LoRA adapter on L2V fitted to ``clips`` (train, validation: L2V clips of the person) in the ``seconds_left``
-    of the budget; returns L2V with the adapter, the planned steps and the training summary."""
+    of the budget, less ``write_s`` for writing the bundle; returns L2V with the adapter, the planned steps and the
+    training summary."""
     train_clip, val_clip = clips
     start = time.time()
     l2v = add_adapter(checkpoint.load_part(model_dir, "l2v", cfg), ecfg.rank, ecfg.alpha)
@@ -407,11 +500,11 @@ def fit_l2v_adapter(
         steps = json.loads(previous_run.read_text())["train"]["steps"]
     else:
         per_step = _seconds_per_step(l2v, l2v_batch([train_clip], cfg, tcfg, np.random.default_rng(0)), objective, cfg)
-        left = seconds_left - (time.time() - start) - 20  # 20 s for writing the bundle
+        left = seconds_left - (time.time() - start) - write_s
         steps = int(np.clip(left / per_step, 1, ecfg.max_steps))
         log(f"{per_step:.2f} s a step: {steps} steps fit the {ecfg.minutes:g} min budget")
     # The time limit is a safety net (train_loop saves and stops); the step count is what should end the run.
-    time_left = max(1.0, seconds_left - (time.time() - start) - 20)
+    time_left = max(1.0, seconds_left - (time.time() - start) - write_s)
     tcfg = replace(tcfg, steps=steps, time_limit_s=time_left)
 
     def next_batch(rng: np.random.Generator) -> dict:
@@ -429,9 +522,19 @@ def enroll(
     resume: bool = False,
     face_backend: face.LandmarkBackend | None = None,
     log: Callable[[str], None] = print,
+    started: float | None = None,
+    clock: Callable[[], float] = time.time,
+    costs: StageCosts | None = None,
 ) -> dict:
-    """Check ``video``, fit the adapter and write the bundle ``out``; returns a summary (also in meta.json)."""
-    start = time.time()
+    """Check ``video``, fit the adapter and write the bundle ``out`` in ``ecfg.minutes``; returns a summary (also in
+    meta.json). ``started``: when the run began by ``clock`` (the CLI gives the process's start, so imports count);
+    ``costs``: the preparation's per-frame costs (default: measured on the video's first frames)."""
+    start = clock() if started is None else started
+    stage_start = {"start": start}
+
+    def stage_done(name: str) -> None:  # seconds since the previous stage ended, for the budget record
+        stage_start[name] = clock()
+
     out, model_dir = Path(out), Path(model_dir)
     work = out.with_name(out.name + ".partial")
     if ecfg.threads:
@@ -439,16 +542,30 @@ def enroll(
     if out.exists() and not (out / "meta.json").is_file():  # never delete a folder that is not a bundle
         raise InputError(f"{out} exists and is not an avatar bundle: give a new folder name for --out.")
     cfg = checkpoint.load_config(model_dir)
-
-    # 1. the video, checked before anything is written
-    data = read_enrol_video(video, cfg, ecfg, face_backend)
-    figures = check_enrol_video(data, cfg, ecfg, str(video))
-    transforms, crops, lms_crop = aligned_crops(data.frames, data.landmarks, cfg)
-    log(f"{video}: {data.seconds:.1f} s, face found in {data.found.mean():.0%} of frames")
-
-    # 2. the avatar, as `facecast prepare` makes it, from the video's first frames
+    # A model whose frames show no pixel of L2V's picture (the warp and its mouth prior draw the face) gains
+    # nothing from an L2V adapter: the person's A2L (or its motion gain) is the whole enrolment then.
+    fit_l2v = shows_l2v(cfg.face, load_mouth_prior(model_dir))
     codec = checkpoint.load_part(model_dir, "autoencoder", cfg)
     encode = torch_encoder(codec)
+    backend = face_backend or face.make_backend("dlib", cfg=cfg.face)
+
+    # 0. the plan: how much of the video fits the budget, said (or refused) before the work starts
+    audio = enrol_audio(Path(video), cfg)
+    video_frames = min(len(audio) // cfg.audio.samples_per_frame, round(ecfg.max_seconds * cfg.audio.fps))
+    if costs is None:
+        speech_encode = model_encode(model_dir, cfg) if ecfg.calibrate_a2l_motion or ecfg.a2l_steps else None
+        costs = measure_costs(Path(video), cfg, ecfg, backend, encode, speech_encode, audio, clock)
+    plan = plan_preparation(costs, video_frames, clock() - start, budget_rule(ecfg, cfg.audio.fps, fit_l2v))
+    log(plan.describe())
+    stage_done("plan")
+
+    # 1. the video, checked before anything is written
+    data = read_enrol_video(video, cfg, ecfg, backend, max_frames=plan.frames)
+    figures = check_enrol_video(data, cfg, ecfg, str(video))
+    transforms, crops, lms_crop = aligned_crops(data.frames, data.landmarks, cfg)
+    log(f"{video}: {data.seconds:.1f} s prepared, face found in {data.found.mean():.0%} of frames")
+
+    # 2. the avatar, as `facecast prepare` makes it, from the video's first frames
     k = min(ecfg.avatar_frames, len(crops))
     avatar = Avatar(
         frames=np.stack(data.frames[:k]),
@@ -481,14 +598,12 @@ def enroll(
         holdout=(),
         mouth_loss_weight=ecfg.mouth_loss_weight,
     )
-    # A model whose frames show no pixel of L2V's picture (the warp and its mouth prior draw the face) gains
-    # nothing from an L2V adapter: the person's A2L (or its motion gain) is the whole enrolment then.
-    fit_l2v = shows_l2v(cfg.face, load_mouth_prior(model_dir))
     if fit_l2v:
         train_clip = l2v_clip(codec, _clip("train", crops[:cut], lms_crop[:cut], data.audio[: cut * spf]), cfg, tcfg)
         val_clip = l2v_clip(codec, _clip("val", crops[cut:], lms_crop[cut:], data.audio[cut * spf :]), cfg, tcfg)
     data_audio = data.audio
     del codec, data
+    stage_done("prepare")
     a2l, a2l_gain, a2l_val, measured_gain = None, None, None, None
     if ecfg.a2l_steps or ecfg.calibrate_a2l_motion:
         speaker = speaker_embedding(data_audio[: cut * spf])
@@ -503,6 +618,7 @@ def enroll(
             f"A2L motion gain on this person: {measured_gain:g} (the model's: {cfg.a2l.motion_gain:g}); "
             f"runs at {a2l_gain:g} ({ecfg.a2l_gain_rule})"
         )
+    stage_done("calibrate")
     l2v, steps, summary = None, 0, {"steps": 0, "history": []}
     if fit_l2v:
         l2v, steps, summary = fit_l2v_adapter(
@@ -513,11 +629,13 @@ def enroll(
             (train_clip, val_clip),
             work,
             resume,
-            ecfg.minutes * 60 - (time.time() - start),
+            plan.budget_s * (1 - ecfg.budget_margin) - (clock() - start),
+            plan.write_s,
             log,
         )
     else:
         log("this model shows no L2V picture (its mouth prior paints the mouth): no L2V adapter to fit")
+    stage_done("adapter")
 
     # 4. the bundle: avatar + adapter, then the rename that makes it visible
     avatar.save(work, model_hash(model_dir))
@@ -543,9 +661,12 @@ def enroll(
         "base_a2l_motion_gain": cfg.a2l.motion_gain,
         "a2l_val_loss": a2l_val,
         "checks": figures,
-        "seconds": round(time.time() - start, 1),
         "config": asdict(ecfg),
     }
+    stage_done("write")
+    report["seconds"] = round(clock() - start, 1)
+    report["budget"] = budget_record(plan.record(), stage_seconds(stage_start), clock() - start)
+    log(f"{report['seconds']:.0f} s of the {plan.budget_s:.0f} s budget: {report['budget']['verdict']}")
     meta = json.loads((work / "meta.json").read_text())
     meta["enrolment"] = report
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
