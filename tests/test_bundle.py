@@ -12,7 +12,7 @@ import pytest
 
 from facecast.engine import crop
 from facecast.engine.avatar.frames_video import FRAMES_VIDEO_FILE, write_frames_video
-from facecast.engine.avatar.prepare import Avatar
+from facecast.engine.avatar.prepare import LATENT_ARRAYS, STORED_LATENT_DTYPE, Avatar
 from facecast.engine.errors import InputError
 from facecast.engine.evaluation.metrics import psnr
 
@@ -47,9 +47,18 @@ def synthetic_avatar(frames: int = 6, height: int = 45, width: int = 67) -> Avat
     )
 
 
-def assert_stored_arrays_equal(loaded: Avatar, original: Avatar) -> None:
-    for name in ("transforms", "landmarks", "latents", "masked_latents", "reference"):
+def assert_stored_arrays_equal(loaded: Avatar, original: Avatar, exact_latents: bool = False) -> None:
+    """Stored arrays are given back exactly, but for the latents, stored as float16 since version 3: within
+    float16's rounding (a relative 2^-11) of the float32 originals, and float32 again in memory."""
+    for name in ("transforms", "landmarks", "reference"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(original, name), err_msg=name)
+    for name in LATENT_ARRAYS:
+        got, want = getattr(loaded, name), getattr(original, name)
+        assert got.dtype == np.float32, name
+        if exact_latents:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, want, rtol=2.0**-11, atol=1e-7, err_msg=name)
     assert loaded.identity_index == original.identity_index and loaded.source == original.source
 
 
@@ -71,7 +80,9 @@ def test_video_avatar_round_trips_through_its_frames_video(tmp_path):
     np.testing.assert_array_equal(loaded.crops, warped)
     assert loaded.crops.shape == avatar.crops.shape and psnr(avatar.crops, loaded.crops).min() >= 40.0
     assert_stored_arrays_equal(loaded, avatar)
-    assert json.loads((bundle / "meta.json").read_text())["version"] == 2
+    assert json.loads((bundle / "meta.json").read_text())["version"] == 3
+    with np.load(bundle / "avatar.npz") as z:
+        assert all(z[name].dtype == STORED_LATENT_DTYPE for name in LATENT_ARRAYS)  # half the bytes of float32
 
 
 def test_frames_video_is_the_same_every_save(tmp_path):
@@ -106,7 +117,20 @@ def test_old_format_bundle_still_loads(tmp_path):
     loaded = Avatar.load(folder, "hash")
     np.testing.assert_array_equal(loaded.frames, avatar.frames)
     np.testing.assert_array_equal(loaded.crops, avatar.crops)
-    assert_stored_arrays_equal(loaded, avatar)
+    assert_stored_arrays_equal(loaded, avatar, exact_latents=True)
+
+
+def test_version_2_bundle_with_float32_latents_loads_them_exactly(tmp_path):
+    """Version 2: the frames video, and the latents as float32 in avatar.npz."""
+    avatar = synthetic_avatar()
+    bundle = avatar.save(tmp_path / "bundle", "hash")
+    with np.load(bundle / "avatar.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(latents=avatar.latents, masked_latents=avatar.masked_latents)
+    np.savez_compressed(bundle / "avatar.npz", **arrays)
+    meta = json.loads((bundle / "meta.json").read_text())
+    (bundle / "meta.json").write_text(json.dumps({**meta, "version": 2}))
+    assert_stored_arrays_equal(Avatar.load(bundle, "hash"), avatar, exact_latents=True)
 
 
 def test_unknown_bundle_version_is_refused(tmp_path):

@@ -25,8 +25,15 @@ from .frames_video import FRAMES_VIDEO_FILE, FramesVideoConfig, read_frames_vide
 
 # 2: a video avatar's frames are a video beside avatar.npz (``frames_video``) and its crops are re-derived at load;
 # version 1 bundles (every array in avatar.npz) still load. Version 1 code refuses version 2 bundles by this number.
-BUNDLE_VERSION = 2
-READABLE_BUNDLE_VERSIONS = (1, 2)
+# 3: the latents are stored as float16 (``STORED_LATENT_DTYPE``) and widened to float32 at load; version 2 code
+# would hand float16 latents to the model, so it refuses version 3 bundles by this number.
+BUNDLE_VERSION = 3
+READABLE_BUNDLE_VERSIONS = (1, 2, 3)
+# The latents were 13 of a video avatar's 15.5 MB (float32, which zlib barely compresses). The live session with
+# the shipped model does not read them at all (its mouth prior draws the mouth: ``LipSyncSession.runs_l2v``), and
+# where L2V runs float16 keeps them within 0.002 of float32 (values up to ~5; docs/enroll.md "Bundle size").
+STORED_LATENT_DTYPE = np.float16
+LATENT_ARRAYS = ("latents", "masked_latents")
 ADAPTER_FILE = "l2v_lora.safetensors"  # in an enrolled bundle (``facecast enroll``): its L2V adapter
 A2L_FILE = "a2l.safetensors"  # in an enrolled bundle: the person's A2L (small, 250 kB: stored whole)
 DEFAULT_MAX_AVATAR_FRAMES = 250  # 10 s of idle video at 25 fps is plenty for a natural loop
@@ -96,8 +103,8 @@ class Avatar:
         arrays = {
             "transforms": self.transforms,
             "landmarks": self.landmarks,
-            "latents": self.latents,
-            "masked_latents": self.masked_latents,
+            "latents": self.latents.astype(STORED_LATENT_DTYPE),
+            "masked_latents": self.masked_latents.astype(STORED_LATENT_DTYPE),
             "reference": self.reference,
         }
         frames_video = None
@@ -107,8 +114,8 @@ class Avatar:
         else:
             arrays.update(frames=self.frames, crops=self.crops)
             (folder / FRAMES_VIDEO_FILE).unlink(missing_ok=True)  # a stale one from an earlier save into this folder
-        # Compressed: the latents (float32) are most of what is left; np.load reads compressed and uncompressed
-        # bundles alike, so older bundles still load.
+        # Compressed: the latents are most of what is left; np.load reads compressed and uncompressed bundles
+        # alike, so older bundles still load.
         np.savez_compressed(folder / "avatar.npz", **arrays)
         meta = {
             "version": BUNDLE_VERSION,
@@ -140,6 +147,8 @@ class Avatar:
             )
         with np.load(folder / "avatar.npz") as z:
             arrays = {k: z[k] for k in z.files}
+        for name in LATENT_ARRAYS:  # float16 on disk since version 3; the model is given float32 as before
+            arrays[name] = arrays[name].astype(np.float32)
         if "frames" not in arrays:  # a version 2 video avatar: frames from its video, crops warped from them
             # The crops then match the frames they are pasted back into; prepare's (which the stored latents were
             # encoded from) differ from them only by the video's loss (>= 45 dB PSNR on a real clip, docs/enroll.md).
