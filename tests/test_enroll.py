@@ -172,6 +172,26 @@ def test_lower_only_rule_never_raises_the_models_gain() -> None:
         EnrollConfig(a2l_gain_rule="min")
 
 
+def test_the_calibration_gives_a_whisper_hearing_a2l_its_speech_encoder(monkeypatch, tiny_model: Path) -> None:
+    """The shipped model's A2L hears Whisper features: without the model's speech encoder the calibration failed
+    ('needs its speech encoder') after the whole preparation. The tiny model hears log-mel, so the encoder the
+    calibration is given is checked, not run."""
+    from facecast.engine import checkpoint
+
+    encoder, given = object(), {}
+    monkeypatch.setattr(enroll_module, "model_encode", lambda model_dir, cfg: encoder)
+
+    def with_motion_gain(cfg, a2l, clips, cache, target, encode=None):
+        given["encode"] = encode
+        return cfg
+
+    monkeypatch.setattr(enroll_module, "with_motion_gain", with_motion_gain)
+    cfg = checkpoint.load_config(tiny_model)
+    clip = enroll_module._clip("train", np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 68, 2)), np.zeros(2560))
+    enroll_module.person_motion_gain(tiny_model, cfg, clip, 0.8)
+    assert given["encode"] is encoder
+
+
 def test_calibrated_bundle_runs_the_base_a2l_at_the_persons_gain(calibrated: Path, tiny_model: Path) -> None:
     from facecast.engine.avatar.prepare import load_avatar
     from facecast.export.backends.torch_backend import TorchBackend
