@@ -734,7 +734,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("enroll", help="fit the model to one person from 1-2 minutes of their video -> bundle")
     sp.add_argument("--video", type=Path, required=True, help="the person alone, talking, 1-2 minutes")
     sp.add_argument("--out", type=Path, required=True, help="the bundle folder (use it as --avatar)")
-    sp.add_argument("--minutes", type=float, default=None, help="time budget for the whole run (default 14)")
+    sp.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget for the whole run, start-up and preparation included (default 14): the part of the "
+        "video that fits is prepared; a budget below the least enrolment is refused, naming the least",
+    )
     sp.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --out")
     sp.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     sp.add_argument("--model", type=model_folder, default=DEFAULT_MODEL_DIR, help=MODEL_HELP)

@@ -100,3 +100,33 @@ def test_enroll_refuses_a_budget_below_the_minimum_before_writing(tiny_model: Pa
     with pytest.raises(BudgetError, match="too short for this video"):
         enroll(video, tmp_path / "b", tiny_model, ecfg, log=lambda _: None, clock=lambda: 0.0, costs=costs)
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_the_probe_times_each_stage_per_frame_with_the_given_clock(tiny_model: Path, tmp_path: Path) -> None:
+    """A clock that advances 1 s a reading: each stage is one timed call, so its cost is 1 s over its items."""
+    import itertools
+
+    import numpy as np
+
+    from facecast.engine import checkpoint, media
+    from facecast.engine.training.enroll import measure_costs
+
+    class NoFaces:  # the probe times the detector; it does not judge what it finds
+        def detect(self, image):
+            return []
+
+    video = moving_face_video(tmp_path / "person.mp4", frames=40)
+    cfg = checkpoint.load_config(tiny_model)
+    ecfg = EnrollConfig(probe_frames=20, probe_encodes=4, check_identity=False, calibrate_a2l_motion=False)
+    ticks = itertools.count()
+    costs = measure_costs(
+        video,
+        cfg,
+        ecfg,
+        NoFaces(),
+        lambda x: np.zeros((len(x), 4, 4, 4), np.float32),
+        None,
+        media.load_audio(video, cfg.audio.sample_rate),
+        lambda: float(next(ticks)),
+    )
+    assert costs == StageCosts(read_frame=1 / 20, encode_crop=1 / 4, audio_frame=1 / 20, write=ecfg.write_seconds)

@@ -329,14 +329,18 @@ def measure_costs(
 ) -> StageCosts:
     """Each preparation stage timed on the video's first ``probe_frames``, as the run will do it on every frame.
     What the probe computes is thrown away: the run redoes those frames (under a second) so that its landmark
-    tracking and crop smoothing run over the whole prefix in one pass."""
-    n = ecfg.probe_frames
+    tracking and crop smoothing run over the whole prefix in one pass. Nothing here refuses the video (a face
+    missing from the first frames is the checks' to judge, on the frames the plan gives them)."""
+    import cv2
+
     t = clock()
-    frames = load_avatar_frames(path, cfg, max_frames=n)
-    lms, _ = face.video_landmarks(frames, backend, cfg.face, str(path))
-    _, crops, _ = aligned_crops(frames, lms, cfg)
-    read_frame = (clock() - t) / len(frames)  # decode, landmarks and the crop warp
-    crops = crops[np.arange(ecfg.probe_encodes) % len(crops)]
+    frames = load_avatar_frames(path, cfg, max_frames=ecfg.probe_frames)
+    for frame in frames:
+        backend.detect(frame)  # the detector runs on every frame (tracking only bridges its misses)
+    read_frame = (clock() - t) / len(frames)  # decoding and landmarks
+    # An encode costs the same whatever the picture: the probe's frames, resized to crops.
+    size = (cfg.face.crop_px, cfg.face.crop_px)
+    crops = np.stack([cv2.resize(frames[i % len(frames)], size) for i in range(ecfg.probe_encodes)])
     encode_crop = time_per_item(lambda: encode_images(encode, crops), len(crops), clock)
     clip_audio = audio[: len(frames) * cfg.audio.samples_per_frame]
 
@@ -530,10 +534,10 @@ def enroll(
     meta.json). ``started``: when the run began by ``clock`` (the CLI gives the process's start, so imports count);
     ``costs``: the preparation's per-frame costs (default: measured on the video's first frames)."""
     start = clock() if started is None else started
-    stage_start = {"start": start}
+    stage_ends = {"start": start}
 
     def stage_done(name: str) -> None:  # seconds since the previous stage ended, for the budget record
-        stage_start[name] = clock()
+        stage_ends[name] = clock()
 
     out, model_dir = Path(out), Path(model_dir)
     work = out.with_name(out.name + ".partial")
@@ -665,7 +669,7 @@ def enroll(
     }
     stage_done("write")
     report["seconds"] = round(clock() - start, 1)
-    report["budget"] = budget_record(plan.record(), stage_seconds(stage_start), clock() - start)
+    report["budget"] = budget_record(plan.record(), stage_seconds(stage_ends), clock() - start)
     log(f"{report['seconds']:.0f} s of the {plan.budget_s:.0f} s budget: {report['budget']['verdict']}")
     meta = json.loads((work / "meta.json").read_text())
     meta["enrolment"] = report
