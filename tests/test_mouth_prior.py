@@ -323,3 +323,24 @@ def test_a_session_whose_picture_l2v_never_shows_skips_l2v_and_shows_the_same_fr
         assert np.array_equal(a.image, c.image) and np.array_equal(a.landmarks, c.landmarks)
     with_l2v = dataclasses.replace(b.cfg, face=dataclasses.replace(b.cfg.face, interior_source="l2v"))
     assert LipSyncSession(b, with_l2v, portrait, np.zeros(256, np.float32)).runs_l2v
+
+
+def test_torch_on_the_cpu_runs_one_thread_for_a_model_whose_sessions_run_no_l2v(backend_with_prior, tiny_model):
+    """What is left per frame without L2V is small, and torch's threads spun against other processes (generate
+    7 -> 35 frames/s on a busy machine with one): ``load_backend`` picks one thread for such a model, leaves torch's
+    default for a model that shows L2V, and takes an explicit ``threads`` as given."""
+    import torch
+
+    from facecast.export.backends import TORCH_THREADS_WITHOUT_L2V, load_backend
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        load_backend("torch", tiny_model)  # no prior: its sessions show L2V's picture
+        assert torch.get_num_threads() == 2
+        load_backend("torch", backend_with_prior.model_dir)
+        assert torch.get_num_threads() == TORCH_THREADS_WITHOUT_L2V == 1
+        load_backend("torch", backend_with_prior.model_dir, threads=3)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -392,19 +392,11 @@ def machine_info() -> dict[str, Any]:
 
 
 def _load_backend(name: str, options: StreamBenchOptions, export_dir: Path | None) -> Backend:
-    if name == "torch":
-        from facecast.export.backends.torch_backend import TorchBackend
-
-        return TorchBackend(options.model, device=options.device)
-    assert export_dir is not None
-    if name == "onnxruntime":
-        from facecast.export.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        providers = ["CPUExecutionProvider"] if options.device == "cpu" else None
-        return OnnxRuntimeBackend(export_dir, providers=providers, threads=options.threads)
     from facecast.export.backends import load_backend
 
-    return load_backend(name, export_dir, device=options.device)
+    path = options.model if name == "torch" else export_dir
+    assert path is not None
+    return load_backend(name, path, device=options.device, threads=options.threads)
 
 
 def _export_dir(options: StreamBenchOptions, tmp: Path, log: Log) -> Path:
