@@ -114,7 +114,6 @@ class LipSyncSession:
         self.schedule = DDIMSchedule.from_config(cfg.l2v, inference.steps)
         self.latent_px = cfg.face.crop_px // cfg.autoencoder.downscale
         self.row = cfg.l2v.mask_top_px * self.latent_px // cfg.face.crop_px
-        self.identity = avatar.latents[avatar.identity_index][None]
         self.warp_sources = avatar.warp_sources(cfg)  # (T,) the warp's source frame per avatar frame
         prior = backend.mouth_prior
         # What A2L displaces: the avatar's reference, moved from rest to a talking mean when its mouth is still
@@ -129,6 +128,12 @@ class LipSyncSession:
         # latent would only be the pose prior of the next L2V picture, not shown either: the session then makes
         # no L2V call at all (``warp_frame``), which is most of a frame's CPU (docs/benchmarks.md, "Headroom").
         self.runs_l2v = mouth_prior.shows_l2v(cfg.face, prior)
+        # L2V's inputs from the avatar: its latents, encoded now if it was prepared for a model without L2V and
+        # ``load_avatar`` (which encodes them for the backend's own config) did not (a session config that differs).
+        self.identity = None
+        if self.runs_l2v:
+            avatar.ensure_latents(backend.encode, cfg)
+            self.identity = avatar.latents[avatar.identity_index][None]
         self.render_policy = render_policy
         self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()

@@ -12,7 +12,7 @@ import pytest
 
 from facecast.engine import crop
 from facecast.engine.avatar.frames_video import FRAMES_VIDEO_FILE, write_frames_video
-from facecast.engine.avatar.prepare import LATENT_ARRAYS, STORED_LATENT_DTYPE, Avatar
+from facecast.engine.avatar.prepare import BUNDLE_VERSION, LATENT_ARRAYS, STORED_LATENT_DTYPE, Avatar
 from facecast.engine.errors import InputError
 from facecast.engine.evaluation.metrics import psnr
 
@@ -80,7 +80,7 @@ def test_video_avatar_round_trips_through_its_frames_video(tmp_path):
     np.testing.assert_array_equal(loaded.crops, warped)
     assert loaded.crops.shape == avatar.crops.shape and psnr(avatar.crops, loaded.crops).min() >= 40.0
     assert_stored_arrays_equal(loaded, avatar)
-    assert json.loads((bundle / "meta.json").read_text())["version"] == 3
+    assert json.loads((bundle / "meta.json").read_text())["version"] == BUNDLE_VERSION
     with np.load(bundle / "avatar.npz") as z:
         assert all(z[name].dtype == STORED_LATENT_DTYPE for name in LATENT_ARRAYS)  # half the bytes of float32
 
@@ -131,6 +131,27 @@ def test_version_2_bundle_with_float32_latents_loads_them_exactly(tmp_path):
     meta = json.loads((bundle / "meta.json").read_text())
     (bundle / "meta.json").write_text(json.dumps({**meta, "version": 2}))
     assert_stored_arrays_equal(Avatar.load(bundle, "hash"), avatar, exact_latents=True)
+
+
+def test_version_3_bundle_loads_its_float16_latents_as_before(tmp_path):
+    """Version 3: the latents always there, as float16; version 4 only adds bundles without them."""
+    avatar = synthetic_avatar()
+    bundle = avatar.save(tmp_path / "bundle", "hash")
+    meta = json.loads((bundle / "meta.json").read_text())
+    (bundle / "meta.json").write_text(json.dumps({**meta, "version": 3}))
+    assert_stored_arrays_equal(Avatar.load(bundle, "hash"), avatar)
+
+
+def test_bundle_without_latents_round_trips_and_loads_them_as_none(tmp_path):
+    avatar = synthetic_avatar()
+    avatar.latents = avatar.masked_latents = None
+    bundle = avatar.save(tmp_path / "bundle", "hash")
+    with np.load(bundle / "avatar.npz") as z:
+        assert not set(LATENT_ARRAYS) & set(z.files)
+    loaded = Avatar.load(bundle, "hash")
+    assert loaded.latents is None and loaded.masked_latents is None and not loaded.has_latents
+    for name in ("transforms", "landmarks", "reference"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(avatar, name), err_msg=name)
 
 
 def test_unknown_bundle_version_is_refused(tmp_path):

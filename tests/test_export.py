@@ -228,6 +228,17 @@ def test_both_backends_say_which_autoencoder_avatar_bundles_belong_to(tiny_model
     assert torch_backend.autoencoder_hash == ort_backend.autoencoder_hash == avatar_mod.model_hash(tiny_model)
 
 
+def test_onnxruntime_encodes_the_latents_of_a_bundle_saved_without_them(torch_backend, ort_backend, tmp_path):
+    """A bundle prepared for a model without L2V has no latents; the tiny export runs L2V, so they are encoded at
+    load with its own encoder graph, as ``prepare_avatar`` on that backend encodes them."""
+    lean = avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", None, torch_backend.cfg)
+    bundle = lean.save(tmp_path / "bundle", torch_backend.autoencoder_hash)
+    loaded = avatar_mod.load_avatar(bundle, ort_backend)
+    eager = avatar_mod.prepare_avatar(ASSETS / "astronaut.jpg", ort_backend.encode, ort_backend.cfg)
+    for name in avatar_mod.LATENT_ARRAYS:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(eager, name), err_msg=name)
+
+
 def _without_torch(code: str, tmp_path) -> dict:
     """Run ``code`` in a fresh interpreter; it prints a JSON line last, to which the heavy imports are added."""
     check = "\nimport json, sys\nprint(json.dumps({m: m in sys.modules for m in ('torch', 'diffusers')}))\n"

@@ -7,6 +7,8 @@ the generated mouth: frames play forward then backward (ping-pong) so the loop h
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from ..config import ModelConfig
 from ..errors import FaceError, InputError
 from ..landmarks import STABLE, fit_similarity, register_to
 from ..latents import EncodeFn, encode_images, mask_lower_face
+from ..mouth_prior import MouthPrior, shows_l2v
 from ..warp import most_closed_frame, pick_sources
 from . import face
 from .frames_video import FRAMES_VIDEO_FILE, FramesVideoConfig, read_frames_video, write_frames_video
@@ -27,17 +30,29 @@ from .frames_video import FRAMES_VIDEO_FILE, FramesVideoConfig, read_frames_vide
 # version 1 bundles (every array in avatar.npz) still load. Version 1 code refuses version 2 bundles by this number.
 # 3: the latents are stored as float16 (``STORED_LATENT_DTYPE``) and widened to float32 at load; version 2 code
 # would hand float16 latents to the model, so it refuses version 3 bundles by this number.
-BUNDLE_VERSION = 3
-READABLE_BUNDLE_VERSIONS = (1, 2, 3)
+# 4: the latents may be absent: an avatar prepared for a model that shows no L2V picture has none (``needs_latents``)
+# and they are encoded at load where a session will need them (``Avatar.ensure_latents``). Version 3 code would
+# fail on the missing arrays (a KeyError, not a message), so it refuses version 4 bundles by this number.
+BUNDLE_VERSION = 4
+READABLE_BUNDLE_VERSIONS = (1, 2, 3, 4)
 # The latents were 13 of a video avatar's 15.5 MB (float32, which zlib barely compresses). The live session with
-# the shipped model does not read them at all (its mouth prior draws the mouth: ``LipSyncSession.runs_l2v``), and
-# where L2V runs float16 keeps them within 0.002 of float32 (values up to ~5; docs/enroll.md "Bundle size").
+# the shipped model does not read them at all (its mouth prior draws the mouth: ``LipSyncSession.runs_l2v``), so
+# its bundles carry none; where L2V runs float16 keeps them within 0.002 of float32 (values up to ~5;
+# docs/enroll.md "Bundle size").
 STORED_LATENT_DTYPE = np.float16
 LATENT_ARRAYS = ("latents", "masked_latents")
 ADAPTER_FILE = "l2v_lora.safetensors"  # in an enrolled bundle (``facecast enroll``): its L2V adapter
 A2L_FILE = "a2l.safetensors"  # in an enrolled bundle: the person's A2L (small, 250 kB: stored whole)
 DEFAULT_MAX_AVATAR_FRAMES = 250  # 10 s of idle video at 25 fps is plenty for a natural loop
 MAX_FRAME_PX = 1920  # larger video frames are downscaled once here, so pasting stays cheap
+
+log = logging.getLogger(__name__)
+
+
+def needs_latents(cfg: ModelConfig, prior: MouthPrior | None) -> bool:
+    """Whether sessions of a model (its config and mouth prior) read an avatar's latents: only those that run L2V
+    (``LipSyncSession.runs_l2v``). Preparation for any other model skips the encode (most of its time)."""
+    return shows_l2v(cfg.face, prior)
 
 
 @dataclass
@@ -46,8 +61,11 @@ class Avatar:
     transforms: np.ndarray  # float64 (T, 2, 3) image -> crop
     crops: np.ndarray  # uint8 (T, 256, 256, 3)
     landmarks: np.ndarray  # float32 (T, 68, 2) in crop pixels
-    latents: np.ndarray  # float32 (T, C, 32, 32)
-    masked_latents: np.ndarray  # float32 (T, C, 32, 32), lower face blanked before encoding
+    # float32 (T, C, 32, 32), of the crops and of the crops with the lower face blanked (``mask_lower_face``); read
+    # only by sessions that run L2V. None when prepared for a model that does not (``needs_latents``): then
+    # ``ensure_latents`` encodes them, once, if a session that runs L2V gets this avatar.
+    latents: np.ndarray | None
+    masked_latents: np.ndarray | None
     reference: np.ndarray  # float32 (68, 2): the pose-free landmarks A2L displaces
     identity_index: int = 0  # the identity reference (the most closed mouth); the warp picks its sources per frame
     source: str = ""
@@ -56,6 +74,25 @@ class Avatar:
     # each run their own person's weights whatever else is loaded.
     enrolment: Path | None = None
     _warp_sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _latents_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    @property
+    def has_latents(self) -> bool:
+        return self.latents is not None and self.masked_latents is not None
+
+    def ensure_latents(self, encode: EncodeFn, cfg: ModelConfig) -> Avatar:
+        """Encode the latents if this avatar has none (prepared for a model that shows no L2V picture), as
+        ``prepare_avatar`` would have: once per avatar, whichever thread asks first (the others wait for it).
+        Returns the avatar."""
+        with self._latents_lock:
+            if not self.has_latents:
+                log.info(
+                    "%s has no latents (prepared for a model without L2V): encoding its %d frame(s) now",
+                    self.source or "the avatar",
+                    self.num_frames,
+                )
+                self.latents, self.masked_latents = encode_latents(encode, self.crops, cfg)
+        return self
 
     def warp_sources(self, cfg: ModelConfig) -> np.ndarray:
         """(T,) int: per frame, the frame whose lower face the warp moves (``warp.pick_sources``; the identity
@@ -100,13 +137,9 @@ class Avatar:
         made them (30 MB saved). A portrait keeps its frame and crop in avatar.npz, losslessly."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {
-            "transforms": self.transforms,
-            "landmarks": self.landmarks,
-            "latents": self.latents.astype(STORED_LATENT_DTYPE),
-            "masked_latents": self.masked_latents.astype(STORED_LATENT_DTYPE),
-            "reference": self.reference,
-        }
+        arrays = {"transforms": self.transforms, "landmarks": self.landmarks, "reference": self.reference}
+        if self.has_latents:  # else none are stored: ``load`` gives None, ``ensure_latents`` encodes them if needed
+            arrays.update({name: getattr(self, name).astype(STORED_LATENT_DTYPE) for name in LATENT_ARRAYS})
         frames_video = None
         if self.num_frames >= video.min_frames:
             write_frames_video(folder / FRAMES_VIDEO_FILE, self.frames, video)
@@ -148,7 +181,7 @@ class Avatar:
         with np.load(folder / "avatar.npz") as z:
             arrays = {k: z[k] for k in z.files}
         for name in LATENT_ARRAYS:  # float16 on disk since version 3; the model is given float32 as before
-            arrays[name] = arrays[name].astype(np.float32)
+            arrays[name] = arrays[name].astype(np.float32) if name in arrays else None  # none since version 4
         if "frames" not in arrays:  # a version 2 video avatar: frames from its video, crops warped from them
             # The crops then match the frames they are pasted back into; prepare's (which the stored latents were
             # encoded from) differ from them only by the video's loss (>= 45 dB PSNR on a real clip, docs/enroll.md).
@@ -195,13 +228,19 @@ def aligned_crops(
     return transforms, crops, lms_crop
 
 
+def encode_latents(encode: EncodeFn, crops: np.ndarray, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """An avatar's latents: (T, C, 32, 32) of its crops and of its crops with the lower face blanked."""
+    return encode_images(encode, crops), encode_images(encode, mask_lower_face(crops, cfg))
+
+
 def prepare_avatar(
     path: Path,
-    encode: EncodeFn,
+    encode: EncodeFn | None,
     cfg: ModelConfig,
     backend: face.LandmarkBackend | None = None,
     max_frames: int = DEFAULT_MAX_AVATAR_FRAMES,
 ) -> Avatar:
+    """An avatar from a portrait or an idle video; ``encode`` None: without latents (``needs_latents``)."""
     backend = backend or face.make_backend("dlib", cfg=cfg.face)
     frames = load_avatar_frames(path, cfg, max_frames)
     if len(frames) == 1:
@@ -213,13 +252,14 @@ def prepare_avatar(
     transforms, crops, lms_crop = aligned_crops(frames, lms, cfg)
     # The reference is the first frame's landmarks; every frame is registered onto it for the mean shape.
     reference = register_to(lms_crop, lms_crop[0]).mean(0) if len(lms_crop) > 1 else lms_crop[0]
+    latents, masked_latents = encode_latents(encode, crops, cfg) if encode is not None else (None, None)
     return Avatar(
         frames=np.stack(frames),
         transforms=transforms,
         crops=crops,
         landmarks=lms_crop.astype(np.float32),
-        latents=encode_images(encode, crops),
-        masked_latents=encode_images(encode, mask_lower_face(crops, cfg)),
+        latents=latents,
+        masked_latents=masked_latents,
         reference=reference.astype(np.float32),
         identity_index=most_closed_frame(lms_crop),
         source=str(path),
@@ -278,16 +318,20 @@ def check_backend(backend: object, bundle: Path | None) -> Path | None:
 
 def load_avatar(path: Path, backend: Backend, landmarks: face.LandmarkBackend | None = None) -> Avatar:
     """A `facecast prepare` or `facecast enroll` bundle (checked against the backend's encoder), or a portrait or
-    idle video prepared now (``landmarks``: the face landmark detector, default dlib)."""
+    idle video prepared now (``landmarks``: the face landmark detector, default dlib). The latents are there if
+    and only if the backend's model runs L2V (``needs_latents``): a bundle without them gets them encoded here."""
     path = Path(path)
+    latents = needs_latents(backend.cfg, backend.mouth_prior)
     if path.is_dir():
         avatar = Avatar.load(path, backend.autoencoder_hash)
         avatar.enrolment = check_backend(backend, path)  # this avatar's own weights, loaded next to the others
+        if latents:
+            avatar.ensure_latents(backend.encode, backend.cfg)
     else:
         if not path.is_file():
             raise InputError(
                 f"avatar not found: {path}. Give a portrait, an idle video or a `facecast prepare` bundle."
             )
-        avatar = prepare_avatar(path, backend.encode, backend.cfg, landmarks)
+        avatar = prepare_avatar(path, backend.encode if latents else None, backend.cfg, landmarks)
     avatar.warp_sources(backend.cfg)
     return avatar
