@@ -536,3 +536,7 @@ def test_a_model_that_shows_no_l2v_picture_enrols_the_a2l_only(video: Path, tiny
     assert avatar.enrolment == out.resolve()
     a2l, l2v = backend.networks(avatar.enrolment)
     assert l2v is backend.l2v and a2l is not backend.a2l_net
+    # Nor are the avatar's latents encoded (its sessions never read them) ...
+    assert avatar.latents is None and avatar.masked_latents is None
+    # ... until a model that shows L2V loads the bundle: then they are, at load.
+    assert load_avatar(out, TorchBackend(tiny_model)).has_latents

@@ -32,26 +32,39 @@ def _rule(minutes: float, fit_l2v: bool = False) -> BudgetRule:
 def test_the_whole_video_is_prepared_when_it_fits_and_the_plan_says_so() -> None:
     plan = plan_preparation(COSTS, video_frames=1500, elapsed_s=10.0, rule=_rule(3))
     assert plan.frames == 1500
-    # 1500 frames x 0.02 s + 500 encodes x 0.12 s = 90 s, + 10 s spent + 15 s writing
-    assert plan.prepare_s == pytest.approx(90.0)
-    assert plan.predicted_s == pytest.approx(115.0)
+    # 1500 frames x 0.02 s = 30 s (a model without L2V encodes nothing: no adapter, no avatar latents),
+    # + 10 s spent + 15 s writing
+    assert plan.prepare_s == pytest.approx(30.0)
+    assert plan.predicted_s == pytest.approx(55.0)
     assert "1500 frames" in plan.describe() and "of the 180 s budget" in plan.describe()
 
 
 def test_a_short_budget_prepares_the_prefix_that_fits() -> None:
-    """Today's code prepares every frame whatever the budget: 3000 frames here would take 155 s of a 120 s budget."""
-    plan = plan_preparation(COSTS, video_frames=3000, elapsed_s=10.0, rule=_rule(2))
-    assert 250 <= plan.frames < 3000
+    """Preparing every frame whatever the budget, 6000 frames here would take 145 s of a 120 s budget."""
+    plan = plan_preparation(COSTS, video_frames=6000, elapsed_s=10.0, rule=_rule(2))
+    assert 250 <= plan.frames < 6000
     assert plan.predicted_s <= 120 * 0.95 + 1e-9  # the plan keeps its margin under the budget
     one_more = plan_preparation(COSTS, video_frames=plan.frames + 1, elapsed_s=10.0, rule=_rule(10))
     assert one_more.predicted_s > 120 * 0.95  # ... and is the longest prefix that does
 
 
 def test_a_budget_below_the_minimum_is_refused_up_front_with_the_least_budget() -> None:
-    with pytest.raises(BudgetError, match=r"--minutes 1 is too short.*Give --minutes (\d+\.\d) or more") as e:
-        plan_preparation(COSTS, video_frames=1500, elapsed_s=10.0, rule=_rule(1))
+    with pytest.raises(BudgetError, match=r"--minutes 0.3 is too short.*Give --minutes (\d+\.\d) or more") as e:
+        plan_preparation(COSTS, video_frames=1500, elapsed_s=10.0, rule=_rule(0.3))
     least = float(str(e.value).rsplit("--minutes ", 1)[1].split()[0])
     plan_preparation(COSTS, video_frames=1500, elapsed_s=10.0, rule=_rule(least))  # that budget does fit
+
+
+def test_only_a_model_that_shows_l2v_pays_for_the_avatars_latents() -> None:
+    """Its sessions read them; a model without L2V has none encoded (``prepare.needs_latents``)."""
+    lean = plan_preparation(COSTS, video_frames=1500, elapsed_s=10.0, rule=_rule(60))
+    full = plan_preparation(COSTS, video_frames=1500, elapsed_s=10.0, rule=_rule(60, fit_l2v=True))
+    assert lean.frames == full.frames == 1500
+    # the adapter's clips: 2 x 0.12 s a frame; the avatar's latents: 500 encodes x 0.12 s
+    assert full.prepare_s - lean.prepare_s == pytest.approx(1500 * 0.24 + 500 * 0.12)
+    with pytest.raises(BudgetError) as e:
+        plan_preparation(COSTS, video_frames=1500, elapsed_s=10.0, rule=_rule(0.3))
+    assert "encodes" not in str(e.value)
 
 
 def test_a_model_with_an_adapter_leaves_the_rest_of_the_budget_to_it() -> None:

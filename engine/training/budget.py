@@ -83,9 +83,12 @@ class BudgetRule:
 
 def _prepare_cost(costs: StageCosts, frames: int, avatar_frames: int, fit_l2v: bool) -> float:
     """Predicted seconds to prepare the video's first ``frames``: read + landmarks and the audio work per frame,
-    two encodes (plain and lower face masked) per avatar frame, and two per frame for the adapter's clips."""
-    per_frame = costs.read_frame + costs.audio_frame + (2 * costs.encode_crop if fit_l2v else 0.0)
-    return frames * per_frame + 2 * min(avatar_frames, frames) * costs.encode_crop
+    and where the model shows L2V's picture, two encodes per frame for the adapter's clips and two (plain and lower
+    face masked) per avatar frame for its latents (a model that does not has neither: ``prepare.needs_latents``)."""
+    per_frame = costs.read_frame + costs.audio_frame
+    if not fit_l2v:
+        return frames * per_frame
+    return frames * (per_frame + 2 * costs.encode_crop) + 2 * min(avatar_frames, frames) * costs.encode_crop
 
 
 def plan_preparation(costs: StageCosts, video_frames: int, elapsed_s: float, rule: BudgetRule) -> PrepPlan:
@@ -111,11 +114,13 @@ def plan_preparation(costs: StageCosts, video_frames: int, elapsed_s: float, rul
         need = (elapsed_s + costs.write + cost(least)) / (1 - rule.margin)
         if rule.fit_l2v:
             need /= rule.l2v_prepare_share
+        n_encodes = 2 * least + 2 * min(rule.avatar_frames, least)  # the adapter's clips and the avatar's latents
+        encodes = f" + {n_encodes} encodes at {costs.encode_crop:.2f} s" if rule.fit_l2v else ""
         raise BudgetError(
             f"--minutes {rule.minutes:g} is too short for this video on this machine now: the least enrolment "
             f"({least / 25:.0f} s of video) needs {math.ceil(need / 6) / 10:.1f} min ({elapsed_s:.0f} s already "
             f"spent starting, {cost(least):.0f} s to prepare at {costs.read_frame + costs.audio_frame:.3f} s a "
-            f"frame + {2 * min(rule.avatar_frames, least)} encodes at {costs.encode_crop:.2f} s, "
+            f"frame{encodes}, "
             f"{costs.write:.0f} s to write). Give --minutes {math.ceil(need / 6) / 10:.1f} or more."
         )
     prepare_s = cost(frames)

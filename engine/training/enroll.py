@@ -46,13 +46,14 @@ from ..avatar.prepare import (
     DEFAULT_MAX_AVATAR_FRAMES,
     Avatar,
     aligned_crops,
+    encode_latents,
     load_avatar_frames,
     model_hash,
 )
 from ..config import ModelConfig
 from ..errors import AudioError, FaceError, InputError
 from ..landmarks import register_to
-from ..latents import EncodeFn, encode_images, mask_lower_face
+from ..latents import EncodeFn, encode_images
 from ..mouth_prior import load_mouth_prior, shows_l2v
 from ..speaker import speaker_embedding
 from ..vad import speech_frames
@@ -322,7 +323,7 @@ def measure_costs(
     cfg: ModelConfig,
     ecfg: EnrollConfig,
     backend: face.LandmarkBackend,
-    encode: EncodeFn,
+    encode: EncodeFn | None,
     speech_encode: SpeechEncode | None,
     audio: np.ndarray,
     clock: Callable[[], float],
@@ -330,7 +331,8 @@ def measure_costs(
     """Each preparation stage timed on the video's first ``probe_frames``, as the run will do it on every frame.
     What the probe computes is thrown away: the run redoes those frames (under a second) so that its landmark
     tracking and crop smoothing run over the whole prefix in one pass. Nothing here refuses the video (a face
-    missing from the first frames is the checks' to judge, on the frames the plan gives them)."""
+    missing from the first frames is the checks' to judge, on the frames the plan gives them). ``encode`` None: the
+    run encodes nothing (a model that shows no L2V picture: no adapter, no avatar latents), its cost is 0."""
     import cv2
 
     t = clock()
@@ -338,14 +340,16 @@ def measure_costs(
     for frame in frames:
         backend.detect(frame)  # the detector runs on every frame (tracking only bridges its misses)
     read_frame = (clock() - t) / len(frames)  # decoding and landmarks
-    # An encode costs the same whatever the picture: the probe's frames, resized to crops.
-    size = (cfg.face.crop_px, cfg.face.crop_px)
-    crops = np.stack([cv2.resize(frames[i % len(frames)], size) for i in range(ecfg.probe_encodes)])
     # First calls load models and allocate once per run (0.33 s for the speaker network, 2x its 2 s of audio):
     # untimed, so the per-frame costs are the run's, not the warm-up's.
-    encode_images(encode, crops[:1])
     speaker_embedding(audio[: cfg.audio.sample_rate])
-    encode_crop = time_per_item(lambda: encode_images(encode, crops), len(crops), clock)
+    encode_crop = 0.0
+    if encode is not None:
+        # An encode costs the same whatever the picture: the probe's frames, resized to crops.
+        size = (cfg.face.crop_px, cfg.face.crop_px)
+        crops = np.stack([cv2.resize(frames[i % len(frames)], size) for i in range(ecfg.probe_encodes)])
+        encode_images(encode, crops[:1])
+        encode_crop = time_per_item(lambda: encode_images(encode, crops), len(crops), clock)
     clip_audio = audio[: len(frames) * cfg.audio.samples_per_frame]
 
     def audio_work() -> None:
@@ -552,9 +556,10 @@ def enroll(
     cfg = checkpoint.load_config(model_dir)
     # A model whose frames show no pixel of L2V's picture (the warp and its mouth prior draw the face) gains
     # nothing from an L2V adapter: the person's A2L (or its motion gain) is the whole enrolment then.
+    # The same models' sessions never read the avatar's latents either (``needs_latents``): nothing is encoded then.
     fit_l2v = shows_l2v(cfg.face, load_mouth_prior(model_dir))
-    codec = checkpoint.load_part(model_dir, "autoencoder", cfg)
-    encode = torch_encoder(codec)
+    codec = checkpoint.load_part(model_dir, "autoencoder", cfg) if fit_l2v else None
+    encode = torch_encoder(codec) if codec is not None else None
     backend = face_backend or face.make_backend("dlib", cfg=cfg.face)
 
     # 0. the plan: how much of the video fits the budget, said (or refused) before the work starts
@@ -573,15 +578,16 @@ def enroll(
     transforms, crops, lms_crop = aligned_crops(data.frames, data.landmarks, cfg)
     log(f"{video}: {data.seconds:.1f} s prepared, face found in {data.found.mean():.0%} of frames")
 
-    # 2. the avatar, as `facecast prepare` makes it, from the video's first frames
+    # 2. the avatar, as `facecast prepare` makes it, from the video's first frames (latents only for L2V)
     k = min(ecfg.avatar_frames, len(crops))
+    latents, masked_latents = encode_latents(encode, crops[:k], cfg) if encode is not None else (None, None)
     avatar = Avatar(
         frames=np.stack(data.frames[:k]),
         transforms=transforms[:k],
         crops=crops[:k],
         landmarks=lms_crop[:k].astype(np.float32),
-        latents=encode_images(encode, crops[:k]),
-        masked_latents=encode_images(encode, mask_lower_face(crops[:k], cfg)),
+        latents=latents,
+        masked_latents=masked_latents,
         reference=(register_to(lms_crop[:k], lms_crop[0]).mean(0) if k > 1 else lms_crop[0]).astype(np.float32),
         identity_index=most_closed_frame(lms_crop[:k]),
         source=str(video),
