@@ -1,2 +1,3 @@
-"""An avatar as the runtime uses it: ``prepare`` (``facecast prepare``: crops, landmarks and latents cached as a
-bundle), ``face`` (face detection and 68-point landmarks) and ``adapters`` (an enrolled bundle's weights)."""
+"""An avatar as the runtime uses it: ``prepare`` (``facecast prepare``: crops, landmarks and, for a model that
+runs L2V, latents cached as a bundle), ``face`` (face detection and 68-point landmarks) and ``adapters`` (an
+enrolled bundle's weights)."""

@@ -1,5 +1,8 @@
 """``facecast prepare``: the per-avatar work done once (face crops, landmarks, latents) and cached as a bundle.
 
+The latents (L2V's inputs) are made only for a model whose sessions run L2V (``needs_latents``); an avatar without
+them gets them encoded when such a session meets it (``Avatar.ensure_latents``).
+
 A portrait gives a one-frame avatar. A video gives an avatar whose idle motion (blinks, head motion) loops under
 the generated mouth: frames play forward then backward (ping-pong) so the loop has no jump.
 """

@@ -186,8 +186,8 @@ def one_shot(avatar: Avatar) -> Avatar:
         transforms=avatar.transforms[keep],
         crops=avatar.crops[keep],
         landmarks=avatar.landmarks[keep],
-        latents=avatar.latents[keep],
-        masked_latents=avatar.masked_latents[keep],
+        latents=avatar.latents[keep] if avatar.latents is not None else None,
+        masked_latents=avatar.masked_latents[keep] if avatar.masked_latents is not None else None,
         reference=avatar.landmarks[0],
         identity_index=0,
     )
