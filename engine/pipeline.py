@@ -130,10 +130,9 @@ class LipSyncSession:
         self.runs_l2v = mouth_prior.shows_l2v(cfg.face, prior)
         # L2V's inputs from the avatar: its latents, encoded now if it was prepared for a model without L2V and
         # ``load_avatar`` (which encodes them for the backend's own config) did not (a session config that differs).
-        self.identity = None
         if self.runs_l2v:
             avatar.ensure_latents(backend.encode, cfg)
-            self.identity = avatar.latents[avatar.identity_index][None]
+        self.identity = avatar.latents[avatar.identity_index][None] if avatar.has_latents else None
         self.render_policy = render_policy
         self.frame_offset = 0  # frame 0 of this utterance on the caller's frame clock
         self.reset()
