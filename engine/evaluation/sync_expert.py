@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..config import build_dataclass
 from ..errors import InputError, WeightsError
@@ -43,6 +44,10 @@ class SyncExpertConfig:
     embed_dim: int = 128
     video_channels: tuple[int, ...] = (32, 64, 96, 128)  # one stride-2 conv each: 48x96 -> 3x6
     audio_hidden: int = 128
+    # Regularisation, active in training only (``model.train()``); functional, so the weights' names are unchanged
+    # and an expert saved without these fields loads with them at 0.
+    audio_dropout: float = 0.0  # on the Whisper tokens, after their LayerNorm: the tower cannot lean on a few dims
+    feature_dropout: float = 0.0  # on each tower's pooled features, before its last linear layer
 
 
 # ---------------------------------------------------------------------------------------------- mouth strips
@@ -100,11 +105,17 @@ class SyncExpert(nn.Module):
         )
 
     def embed_video(self, strips: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.video(normalise_windows(strips)), dim=1)
+        features = self.video[:-1](normalise_windows(strips))  # (N, last channels)
+        features = F.dropout(features, self.cfg.feature_dropout, self.training)
+        return F.normalize(self.video[-1](features), dim=1)
 
     def embed_audio(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.audio_in(tokens.float())  # (N, 5, hidden)
-        return nn.functional.normalize(self.audio(h.transpose(1, 2)), dim=1)
+        norm, linear, relu = self.audio_in
+        x = F.dropout(norm(tokens.float()), self.cfg.audio_dropout, self.training)
+        h = relu(linear(x))  # (N, 5, hidden)
+        features = self.audio[:-1](h.transpose(1, 2))  # (N, hidden * 5)
+        features = F.dropout(features, self.cfg.feature_dropout, self.training)
+        return F.normalize(self.audio[-1](features), dim=1)
 
 
 def windows(x: np.ndarray | torch.Tensor, n_windows: int) -> torch.Tensor:
