@@ -382,8 +382,12 @@ def train_loop(
     tcfg: TrainConfig,
     model_dir: Path,
     val_batch: dict | None = None,
+    on_log: Callable[[torch.nn.Module, int], dict] | None = None,
 ) -> dict:
-    """Train ``model`` for ``tcfg.steps``; with ``val_batch`` (drawn from held-out clips) log its loss too."""
+    """Train ``model`` for ``tcfg.steps``; with ``val_batch`` (drawn from held-out clips) log its loss too.
+
+    ``on_log(model, step)``, called at each log step in eval mode without gradients, returns more figures for the
+    log entry (and may keep a copy of the model: ``train sync`` keeps its best checkpoint so)."""
     run_dir = Path(model_dir) / "runs" / part
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(tcfg.device)
@@ -423,12 +427,14 @@ def train_loop(
         bar.update(1)
         if step % tcfg.log_every == 0 or step == tcfg.steps:
             entry = {"step": step, "loss": float(np.mean(losses)), "elapsed_s": round(time.time() - start, 1)}
-            if val_batch is not None:
-                model.eval()
-                with torch.no_grad():
+            model.eval()
+            with torch.no_grad():
+                if val_batch is not None:
                     val = {k: v.to(device) for k, v in val_batch.items()}
                     entry["val_loss"] = float(loss_fn(model, val, cfg, step))
-                model.train()
+                if on_log is not None:
+                    entry |= on_log(model, step)
+            model.train()
             history.append(entry)
             bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if "loss" in k})
             losses = []
