@@ -206,14 +206,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     from facecast.engine.training.train import DEFAULT_HOLDOUT, train
 
     if args.part == "sync":
-        from facecast.engine.training.train_sync import train_sync
+        from facecast.engine.training.train_sync import load_sync_config, train_sync
 
         if args.model is None:
             raise SystemExit("facecast train sync needs --model: the model whose speech encoder the expert hears")
-        summary = train_sync(args.data, args.model, args.out, features_cache=args.features_cache)
+        scfg = load_sync_config(args.config)
+        summary = train_sync(args.data, args.model, args.out, scfg, features_cache=args.features_cache)
         heldout = summary["heldout"].values()
+        kept = f" (kept step {summary['best_step']})" if "best_step" in summary else ""
         console.print(
-            f"sync expert: {summary['steps']} steps in {summary['seconds']} s, final loss "
+            f"sync expert: {summary['steps']} steps{kept} in {summary['seconds']} s, final loss "
             f"{summary['history'][-1]['loss']:.4f}; held-out offsets {[h['offset_frames'] for h in heldout]}, "
             f"mean confidence {sum(h['confidence'] for h in heldout) / max(len(heldout), 1):.3f}; {args.out}"
         )
@@ -781,7 +783,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sync: another a2l_features folder (MODEL/runs/a2l_features) to read cached Whisper features from",
     )
-    sp.add_argument("--config", type=Path, default=None, help="JSON run config (see configs/default.json)")
+    sp.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON run config (configs/default.json; sync: SyncTrainConfig fields, as configs/sync_regularised.json)",
+    )
     sp.add_argument("--device", default=None, help="cpu or cuda (default: the run config's, cpu)")
     sp.set_defaults(func=cmd_train)
 

@@ -5,6 +5,12 @@ Contrastive (CLIP-style InfoNCE, both directions): a batch holds ``windows_per_c
 the same clip's audio shifted by >= 5 frames (same face, voice and room: only timing tells them apart) and other
 clips' audio. The loop is ``train.train_loop`` (tqdm, safetensors, resumable from ``OUT/runs/sync/``).
 
+Against overfitting the training speakers (``SyncTrainConfig``): AdamW weight decay, dropout in the expert
+(``SyncExpertConfig.audio_dropout`` / ``feature_dropout``), photometric jitter of the mouth strips, and the
+checkpoint kept by the loss on a few training clips set aside (``select_clips``, whole speakers, never drawn for
+training). The held-out clips are the test set: their loss is logged (``val_loss``: one fixed batch, as the first
+runs logged it; ``heldout_loss``: averaged over ``select_batches``) but never picks anything.
+
 Audio features are the speech model's Whisper tokens per frame (``whisper.clip_features``); those already cached
 by ``facecast train a2l`` (``MODEL/runs/a2l_features/KEY/``, or another folder given as ``features_cache``) are
 read, the rest computed and kept in ``OUT/a2l_features/KEY/``. Held-out clips (whole speakers) are never drawn.
@@ -12,6 +18,8 @@ read, the rest computed and kept in ``OUT/a2l_features/KEY/``. Held-out clips (w
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import checkpoint
-from ..config import ModelConfig
+from ..config import ModelConfig, build_dataclass
 from ..errors import FacecastError
 from ..evaluation.sync_expert import (
     MARGIN_PX,
@@ -49,6 +57,13 @@ class SyncTrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
     temperature: float = 0.1  # of the cosine-similarity logits
+    # Regularisation (the expert's dropout is in ``expert``). 0 and () give the first recipe, draw for draw.
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay, on every parameter
+    brightness_jitter: float = 0.0  # per frame: + U(-b, b) x 255 grey levels
+    contrast_jitter: float = 0.0  # per frame: scaled about its own mean by U(1 - c, 1 + c)
+    gamma_jitter: float = 0.0  # per window: grey (0..1) ** exp(U(-g, g))
+    select_clips: tuple[str, ...] = ()  # training clips (whole speakers) set aside: their loss picks the checkpoint
+    select_batches: int = 8  # fixed batches that loss (and heldout_loss) is averaged over
     max_frames_per_clip: int = 500  # bounds the strip cache (and its reading time) for long clips
     time_limit_s: float = 900.0  # stop (and save) after this long; 0 = no limit
     threads: int = 1
@@ -119,16 +134,31 @@ def spaced_starts(starts: np.ndarray, k: int, min_gap: int, rng: np.random.Gener
     return chosen
 
 
+def photometric_jitter(window: np.ndarray, scfg: SyncTrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """(5, h, w) grey window -> float32 0..255, with a gamma per window and a contrast and brightness per frame.
+
+    One shift or scale of the whole window would be undone by ``normalise_windows``; these change the frames
+    against each other (flicker, as generated frames have) or non-linearly (lighting), which it keeps."""
+    x = (window.astype(np.float32) / 255.0) ** np.exp(rng.uniform(-scfg.gamma_jitter, scfg.gamma_jitter))
+    contrast = rng.uniform(1 - scfg.contrast_jitter, 1 + scfg.contrast_jitter, (len(x), 1, 1))
+    brightness = rng.uniform(-scfg.brightness_jitter, scfg.brightness_jitter, (len(x), 1, 1))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    x = (x - mean) * contrast + mean + brightness
+    return (np.clip(x, 0.0, 1.0) * 255).astype(np.float32)
+
+
 def sync_batch(clips: list[SyncClip], scfg: SyncTrainConfig, rng: np.random.Generator, augment: bool = True) -> dict:
     """Aligned (video, audio) windows; row i's positive is column i, every other column is a negative."""
     video, audio = [], []
+    jitter = augment and (scfg.brightness_jitter or scfg.contrast_jitter or scfg.gamma_jitter)
     for ci in rng.choice(len(clips), size=min(scfg.clips_per_batch, len(clips)), replace=False):
         c = clips[ci]
         for s in spaced_starts(c.starts, scfg.windows_per_clip, scfg.min_shift_frames, rng):
             # Jitter the box by up to the margin (the same for the 5 frames): landmarks on generated frames wobble.
             dy, dx = rng.integers(0, 2 * MARGIN_PX + 1, 2) if augment else (MARGIN_PX, MARGIN_PX)
             v = c.strips[s : s + WINDOW_FRAMES, dy : dy + MOUTH_H, dx : dx + MOUTH_W]
-            video.append(v[:, :, ::-1] if augment and rng.random() < 0.5 else v)
+            v = v[:, :, ::-1] if augment and rng.random() < 0.5 else v
+            video.append(photometric_jitter(v, scfg, rng) if jitter else v)
             audio.append(c.features[s : s + WINDOW_FRAMES])
     return {
         "video": torch.from_numpy(np.ascontiguousarray(np.stack(video))),
@@ -149,7 +179,76 @@ class ContrastiveObjective:
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+# ---------------------------------------------------------------------------------------------- the checkpoint
+
+
+def fixed_batches(clips: list[SyncClip], scfg: SyncTrainConfig, seed: int) -> list[dict]:
+    """``select_batches`` unaugmented batches, the same at every log step (and in every run with this seed)."""
+    rng = np.random.default_rng(seed)
+    return [sync_batch(clips, scfg, rng, augment=False) for _ in range(scfg.select_batches)] if len(clips) >= 2 else []
+
+
+class KeepBest:
+    """``train_loop``'s ``on_log``: the loss on the set-aside training speakers (``select_loss``) picks the
+    checkpoint, kept in memory and in ``run_dir/best.safetensors``; the held-out loss is only logged."""
+
+    def __init__(self, objective: ContrastiveObjective, select: list[dict], heldout: list[dict], run_dir: Path):
+        self.objective, self.select, self.heldout = objective, select, heldout
+        self.path = Path(run_dir) / "best.safetensors"
+        self.best_loss, self.best_step, self.state = math.inf, 0, None
+        state = Path(run_dir) / "state.json"
+        if self.path.is_file() and state.is_file():  # a resumed run: the best so far is on disk
+            from safetensors.torch import load_file
+
+            logged = [e for e in json.loads(state.read_text())["history"] if "select_loss" in e]
+            if logged:
+                best = min(logged, key=lambda e: e["select_loss"])
+                self.best_loss, self.best_step, self.state = best["select_loss"], best["step"], load_file(self.path)
+
+    def mean_loss(self, model: SyncExpert, batches: list[dict]) -> float:
+        return float(np.mean([float(self.objective(model, b, None, 0)) for b in batches]))
+
+    def __call__(self, model: SyncExpert, step: int) -> dict:
+        entry = {"heldout_loss": self.mean_loss(model, self.heldout)} if self.heldout else {}
+        if self.select:
+            entry["select_loss"] = loss = self.mean_loss(model, self.select)
+            if loss < self.best_loss:
+                from safetensors.torch import save_file
+
+                self.best_loss, self.best_step = loss, step
+                self.state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+                save_file(self.state, str(self.path))
+        return entry
+
+
 # ---------------------------------------------------------------------------------------------- the run
+
+
+def load_sync_config(path: Path | None) -> SyncTrainConfig:
+    """A JSON of ``SyncTrainConfig`` fields (``expert``: of ``SyncExpertConfig``); missing ones default."""
+    if path is None:
+        return SyncTrainConfig()
+    values = json.loads(Path(path).read_text())
+    expert = build_dataclass(SyncExpertConfig, values.pop("expert", {}))
+    return replace(build_dataclass(SyncTrainConfig, values), expert=expert)
+
+
+def loop_config(scfg: SyncTrainConfig) -> TrainConfig:
+    """The ``train.train_loop`` settings of a sync run."""
+    return replace(
+        TrainConfig(),
+        steps=scfg.steps,
+        batch=scfg.clips_per_batch * scfg.windows_per_clip,
+        lr=scfg.lr,
+        weight_decay=scfg.weight_decay,
+        warmup_steps=scfg.warmup_steps,
+        seed=scfg.seed,
+        log_every=scfg.log_every,
+        save_every=scfg.log_every * 5,
+        time_limit_s=scfg.time_limit_s,
+        threads=scfg.threads,
+        holdout=scfg.holdout,
+    )
 
 
 def heldout_offsets(model: SyncExpert, clips: list[SyncClip]) -> dict[str, dict]:
@@ -176,41 +275,44 @@ def train_sync(
     torch.set_num_threads(scfg.threads)
     features = FeatureSource(model_dir, out, features_cache)
     all_clips = load_clips(data)
-    train_clips = load_sync_clips(split(all_clips, scfg.holdout), features, scfg.max_frames_per_clip)
+    if set(scfg.select_clips) & set(scfg.holdout):
+        raise FacecastError(f"select_clips {sorted(set(scfg.select_clips) & set(scfg.holdout))} are held out (test).")
+    missing = set(scfg.select_clips) - {c.name for c in all_clips}
+    if missing:
+        raise FacecastError(f"select_clips {sorted(missing)} are not in {data}.")
+    train_clips = load_sync_clips(
+        split(all_clips, (*scfg.holdout, *scfg.select_clips)), features, scfg.max_frames_per_clip
+    )
     held = load_sync_clips([c for c in all_clips if c.name in scfg.holdout], features, scfg.max_frames_per_clip)
+    chosen = load_sync_clips([c for c in all_clips if c.name in scfg.select_clips], features, scfg.max_frames_per_clip)
     if len(train_clips) < 2:
         raise FacecastError(f"{data}: fewer than 2 usable training clips; the expert needs other clips as negatives.")
-    tcfg = replace(
-        TrainConfig(),
-        steps=scfg.steps,
-        batch=scfg.clips_per_batch * scfg.windows_per_clip,
-        lr=scfg.lr,
-        warmup_steps=scfg.warmup_steps,
-        seed=scfg.seed,
-        log_every=scfg.log_every,
-        save_every=scfg.log_every * 5,
-        time_limit_s=scfg.time_limit_s,
-        threads=scfg.threads,
-        holdout=scfg.holdout,
-    )
+    tcfg = loop_config(scfg)
     model = SyncExpert(scfg.expert)
     val = sync_batch(held, scfg, np.random.default_rng(1), augment=False) if len(held) >= 2 else None
+    objective = ContrastiveObjective(scfg.temperature)
+    keep = KeepBest(objective, fixed_batches(chosen, scfg, 2), fixed_batches(held, scfg, 3), out / "runs" / "sync")
     start = time.time()
     summary = train_loop(
         "sync",
         model,
         lambda rng: sync_batch(train_clips, scfg, rng),
-        ContrastiveObjective(scfg.temperature),
+        objective,
         features.cfg,
         tcfg,
         out,
         val,
+        keep,
     )
+    if keep.state is not None:  # the checkpoint with the lowest select_loss, not the last
+        model.load_state_dict(keep.state)
+        summary.update({"best_step": keep.best_step, "best_select_loss": keep.best_loss})
     summary["heldout"] = heldout_offsets(model, held)
     summary.update(
         {
             "wall_s": round(time.time() - start, 1),
             "train_clips": len(train_clips),
+            "select_clips": len(chosen),
             "train_windows": int(sum(len(c.starts) for c in train_clips)),
             "threads": torch.get_num_threads(),
             "parameters": sum(p.numel() for p in model.parameters()),
