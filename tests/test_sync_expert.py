@@ -15,10 +15,19 @@ from facecast.engine.evaluation.sync_expert import (
     SyncExpertConfig,
     SyncExpertScorer,
     mouth_strips,
+    normalise_windows,
     save_expert,
 )
 from facecast.engine.evaluation.syncnet import offset_distances, sync_scores
-from facecast.engine.training.train_sync import ContrastiveObjective, SyncClip, SyncTrainConfig, sync_batch
+from facecast.engine.training.train_sync import (
+    ContrastiveObjective,
+    KeepBest,
+    SyncClip,
+    SyncTrainConfig,
+    load_sync_config,
+    loop_config,
+    sync_batch,
+)
 
 TINY = SyncExpertConfig(audio_dim=8, embed_dim=16, video_channels=(8, 16), audio_hidden=16)
 
@@ -110,3 +119,64 @@ def test_mouth_strips_follow_the_mouth_and_round_trip(tmp_path) -> None:
     loaded = SyncExpertScorer.from_dir(tmp_path)
     assert loaded.net.cfg == TINY
     assert torch.equal(loaded.net.state_dict()["video.0.weight"], net.state_dict()["video.0.weight"])
+
+
+# ---------------------------------------------------------------------------------------------- regularisation
+
+
+def test_dropout_only_in_training() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    video = torch.from_numpy(rng.integers(0, 256, (4, 5, MOUTH_H, MOUTH_W), dtype=np.uint8))
+    audio = torch.from_numpy(rng.standard_normal((4, 5, TINY.audio_dim)).astype(np.float32))
+    for field in ("audio_dropout", "feature_dropout"):
+        net = SyncExpert(SyncExpertConfig(**{**TINY.__dict__, field: 0.5})).train()
+        embed = net.embed_audio if field == "audio_dropout" else net.embed_video
+        x = audio if field == "audio_dropout" else video
+        assert not torch.allclose(embed(x), embed(x)), field  # a new mask each call
+        net.eval()
+        assert torch.equal(embed(x), embed(x)), field
+    plain = SyncExpert(TINY).train()  # without dropout training mode is deterministic (BatchNorm on a fixed batch)
+    assert torch.equal(plain.embed_audio(audio), plain.embed_audio(audio))
+
+
+def test_photometric_jitter_survives_normalisation() -> None:
+    clip, _ = synthetic_clip(np.random.default_rng(0))
+    plain = SyncTrainConfig(clips_per_batch=1, windows_per_clip=4)
+    jittered = SyncTrainConfig(clips_per_batch=1, windows_per_clip=4, brightness_jitter=0.05, contrast_jitter=0.2)
+    a = sync_batch([clip], plain, np.random.default_rng(3))
+    b = sync_batch([clip], jittered, np.random.default_rng(3))
+    assert torch.equal(a["audio"], b["audio"])  # the same windows, flips and boxes were drawn
+    diff = (normalise_windows(a["video"]) - normalise_windows(b["video"])).abs().mean()
+    assert diff > 0.02  # per-frame changes are not undone by the per-window normalisation
+    unaugmented = sync_batch([clip], jittered, np.random.default_rng(3), augment=False)
+    assert unaugmented["video"].dtype == torch.uint8  # validation batches are not jittered
+
+
+def test_keep_best_keeps_the_lowest_select_loss(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    clips = [synthetic_clip(rng)[0] for _ in range(3)]
+    scfg = SyncTrainConfig(clips_per_batch=3, windows_per_clip=4)
+    batches = [sync_batch(clips, scfg, rng, augment=False)]
+    model = SyncExpert(TINY).eval()
+    keep = KeepBest(ContrastiveObjective(scfg.temperature), batches, [], tmp_path)
+    assert np.isfinite(keep(model, 0)["select_loss"])  # the real loss, on the fixed batches
+    losses_seen = {100: 3.0, 200: 2.0, 300: 2.5}
+    losses = iter(losses_seen.values())
+    keep.mean_loss = lambda model, batches: next(losses)  # then the losses three log steps see
+    for step in (100, 200, 300):
+        with torch.no_grad():
+            model.video[0].weight.fill_(step)
+        assert keep(model, step) == {"select_loss": losses_seen[step]}
+    assert keep.best_step == 200 and keep.best_loss == 2.0
+    assert float(keep.state["video.0.weight"][0, 0, 0, 0]) == 200.0
+    assert (tmp_path / "best.safetensors").is_file()
+
+
+def test_regularised_config_reaches_the_optimizer(tmp_path) -> None:
+    path = tmp_path / "sync.json"
+    path.write_text('{"weight_decay": 0.05, "select_clips": ["a", "b"], "expert": {"feature_dropout": 0.2}}')
+    scfg = load_sync_config(path)
+    assert scfg.select_clips == ("a", "b") and scfg.expert.feature_dropout == 0.2 and scfg.expert.embed_dim == 128
+    assert loop_config(scfg).weight_decay == 0.05
+    assert load_sync_config(None) == SyncTrainConfig()

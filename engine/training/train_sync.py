@@ -205,6 +205,7 @@ class KeepBest:
                 best = min(logged, key=lambda e: e["select_loss"])
                 self.best_loss, self.best_step, self.state = best["select_loss"], best["step"], load_file(self.path)
 
+    @torch.no_grad()
     def mean_loss(self, model: SyncExpert, batches: list[dict]) -> float:
         return float(np.mean([float(self.objective(model, b, None, 0)) for b in batches]))
 
