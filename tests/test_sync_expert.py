@@ -26,6 +26,7 @@ from facecast.engine.training.train_sync import (
     SyncTrainConfig,
     load_sync_config,
     loop_config,
+    separation,
     sync_batch,
 )
 
@@ -168,7 +169,7 @@ def test_keep_best_keeps_the_lowest_select_loss(tmp_path) -> None:
         with torch.no_grad():
             model.video[0].weight.fill_(step)
         assert keep(model, step) == {"select_loss": losses_seen[step]}
-    assert keep.best_step == 200 and keep.best_loss == 2.0
+    assert keep.best_step == 200 and keep.best_score == 2.0
     assert float(keep.state["video.0.weight"][0, 0, 0, 0]) == 200.0
     assert (tmp_path / "best.safetensors").is_file()
 
@@ -180,3 +181,10 @@ def test_regularised_config_reaches_the_optimizer(tmp_path) -> None:
     assert scfg.select_clips == ("a", "b") and scfg.expert.feature_dropout == 0.2 and scfg.expert.embed_dim == 128
     assert loop_config(scfg).weight_decay == 0.05
     assert load_sync_config(None) == SyncTrainConfig()
+
+
+def test_separation_rises_with_training(trained: tuple[SyncExpertScorer, list[SyncClip]]) -> None:
+    """select_by="separation" picks by real minus swapped-audio confidence: high for a trained expert, ~0 without."""
+    scorer, clips = trained
+    torch.manual_seed(1)
+    assert separation(scorer.net, clips) > 0.1 > abs(separation(SyncExpert(TINY).eval(), clips))

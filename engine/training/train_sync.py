@@ -64,6 +64,7 @@ class SyncTrainConfig:
     gamma_jitter: float = 0.0  # per window: grey (0..1) ** exp(U(-g, g))
     select_clips: tuple[str, ...] = ()  # training clips (whole speakers) set aside: their loss picks the checkpoint
     select_batches: int = 8  # fixed batches that loss (and heldout_loss) is averaged over
+    select_by: str = "loss"  # "loss": the lowest select_loss; "separation": the largest select_separation
     max_frames_per_clip: int = 500  # bounds the strip cache (and its reading time) for long clips
     time_limit_s: float = 900.0  # stop (and save) after this long; 0 = no limit
     threads: int = 1
@@ -188,37 +189,66 @@ def fixed_batches(clips: list[SyncClip], scfg: SyncTrainConfig, seed: int) -> li
     return [sync_batch(clips, scfg, rng, augment=False) for _ in range(scfg.select_batches)] if len(clips) >= 2 else []
 
 
-class KeepBest:
-    """``train_loop``'s ``on_log``: the loss on the set-aside training speakers (``select_loss``) picks the
-    checkpoint, kept in memory and in ``run_dir/best.safetensors``; the held-out loss is only logged."""
+def separation(model: SyncExpert, clips: list[SyncClip], frames: int = 150) -> float:
+    """Mean confidence with each clip's own audio minus with the next clip's (looped to length), over the first
+    ``frames`` frames: what ``facecast eval-sync`` measures on the held-out clips, here on the set-aside ones."""
+    scorer = SyncExpertScorer(model)
+    gaps = []
+    for i, c in enumerate(clips):
+        strips = c.strips[:frames, MARGIN_PX : MARGIN_PX + MOUTH_H, MARGIN_PX : MARGIN_PX + MOUTH_W]
+        other = np.resize(clips[(i + 1) % len(clips)].features, c.features[:frames].shape)
+        real, swapped = scorer.score_strips(strips, c.features[:frames]), scorer.score_strips(strips, other)
+        gaps.append(real["confidence"] - swapped["confidence"])
+    return float(np.mean(gaps))
 
-    def __init__(self, objective: ContrastiveObjective, select: list[dict], heldout: list[dict], run_dir: Path):
-        self.objective, self.select, self.heldout = objective, select, heldout
+
+class KeepBest:
+    """``train_loop``'s ``on_log``: a figure of the set-aside training speakers picks the checkpoint, kept in memory
+    and in ``run_dir/best.safetensors``: the lowest ``select_loss`` (contrastive loss on fixed batches) or, with
+    ``select_by="separation"``, the largest ``select_separation``. The held-out loss is only logged."""
+
+    def __init__(
+        self,
+        objective: ContrastiveObjective,
+        select: list[dict],
+        heldout: list[dict],
+        run_dir: Path,
+        select_clips: list[SyncClip] = (),
+        select_by: str = "loss",
+    ):
+        if select_by not in ("loss", "separation"):
+            raise FacecastError(f"select_by is 'loss' or 'separation', not {select_by!r}.")
+        self.objective, self.select, self.heldout, self.clips = objective, select, heldout, list(select_clips)
+        self.key, self.sign = ("select_loss", 1.0) if select_by == "loss" else ("select_separation", -1.0)
         self.path = Path(run_dir) / "best.safetensors"
-        self.best_loss, self.best_step, self.state = math.inf, 0, None
+        self.best_score, self.best_step, self.state = math.inf, 0, None  # score: lower is better
         state = Path(run_dir) / "state.json"
         if self.path.is_file() and state.is_file():  # a resumed run: the best so far is on disk
             from safetensors.torch import load_file
 
-            logged = [e for e in json.loads(state.read_text())["history"] if "select_loss" in e]
+            logged = [e for e in json.loads(state.read_text())["history"] if self.key in e]
             if logged:
-                best = min(logged, key=lambda e: e["select_loss"])
-                self.best_loss, self.best_step, self.state = best["select_loss"], best["step"], load_file(self.path)
+                best = min(logged, key=lambda e: self.sign * e[self.key])
+                self.best_score, self.best_step = self.sign * best[self.key], best["step"]
+                self.state = load_file(self.path)
 
     @torch.no_grad()
     def mean_loss(self, model: SyncExpert, batches: list[dict]) -> float:
         return float(np.mean([float(self.objective(model, b, None, 0)) for b in batches]))
 
+    @torch.no_grad()
     def __call__(self, model: SyncExpert, step: int) -> dict:
         entry = {"heldout_loss": self.mean_loss(model, self.heldout)} if self.heldout else {}
         if self.select:
-            entry["select_loss"] = loss = self.mean_loss(model, self.select)
-            if loss < self.best_loss:
-                from safetensors.torch import save_file
+            entry["select_loss"] = self.mean_loss(model, self.select)
+        if len(self.clips) >= 2:
+            entry["select_separation"] = separation(model, self.clips)
+        if self.key in entry and self.sign * entry[self.key] < self.best_score:
+            from safetensors.torch import save_file
 
-                self.best_loss, self.best_step = loss, step
-                self.state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-                save_file(self.state, str(self.path))
+            self.best_score, self.best_step = self.sign * entry[self.key], step
+            self.state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            save_file(self.state, str(self.path))
         return entry
 
 
@@ -292,7 +322,8 @@ def train_sync(
     model = SyncExpert(scfg.expert)
     val = sync_batch(held, scfg, np.random.default_rng(1), augment=False) if len(held) >= 2 else None
     objective = ContrastiveObjective(scfg.temperature)
-    keep = KeepBest(objective, fixed_batches(chosen, scfg, 2), fixed_batches(held, scfg, 3), out / "runs" / "sync")
+    select, heldout = fixed_batches(chosen, scfg, 2), fixed_batches(held, scfg, 3)
+    keep = KeepBest(objective, select, heldout, out / "runs" / "sync", chosen, scfg.select_by)
     start = time.time()
     summary = train_loop(
         "sync",
@@ -307,7 +338,7 @@ def train_sync(
     )
     if keep.state is not None:  # the checkpoint with the lowest select_loss, not the last
         model.load_state_dict(keep.state)
-        summary.update({"best_step": keep.best_step, "best_select_loss": keep.best_loss})
+        summary.update({"best_step": keep.best_step, f"best_{keep.key}": keep.sign * keep.best_score})
     summary["heldout"] = heldout_offsets(model, held)
     summary.update(
         {
