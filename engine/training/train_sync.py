@@ -7,9 +7,11 @@ clips' audio. The loop is ``train.train_loop`` (tqdm, safetensors, resumable fro
 
 Against overfitting the training speakers (``SyncTrainConfig``): AdamW weight decay, dropout in the expert
 (``SyncExpertConfig.audio_dropout`` / ``feature_dropout``), photometric jitter of the mouth strips, and the
-checkpoint kept by the loss on a few training clips set aside (``select_clips``, whole speakers, never drawn for
-training). The held-out clips are the test set: their loss is logged (``val_loss``: one fixed batch, as the first
-runs logged it; ``heldout_loss``: averaged over ``select_batches``) but never picks anything.
+checkpoint kept by a figure of a few training clips set aside (``select_clips``, whole speakers, never drawn for
+training): their loss or their real-minus-swapped confidence (``select_by``). All off by default; measured in
+docs/quality.md (none beat the shipped expert). The held-out clips are the test set: their loss is logged
+(``val_loss``: one fixed batch, as the first runs logged it; ``heldout_loss``: averaged over ``select_batches``)
+but never picks anything.
 
 Audio features are the speech model's Whisper tokens per frame (``whisper.clip_features``); those already cached
 by ``facecast train a2l`` (``MODEL/runs/a2l_features/KEY/``, or another folder given as ``features_cache``) are
