@@ -28,8 +28,10 @@ class LiveConfig:
     # max_late_frames) drops the blocks waiting for it and starts the utterance afresh at the newest one: their
     # frames could no longer be shown, and their speech-encoder and A2L work, which no skip saves, grew the backlog
     # without bound under overload (4 Whisper sessions on 2 busy cores: 174 blocks, 7 s) and, once the load
-    # dropped, kept every frame late until all of it was worked through. None: never (nor with wait_for_model).
-    catch_up_frames: int | None = 2
+    # dropped, kept every frame late until all of it was worked through. Not fewer than 8: a quiet machine's two
+    # Whisper sessions lag 6-7 blocks for a moment when their speaker embeddings are computed, and with 2 they caught
+    # up twice a run for nothing (24.5 new pictures/s each instead of 24.6). None: never (nor with wait_for_model).
+    catch_up_frames: int | None = 8
     # numpy's BLAS threads in a process that runs live engines, set when an engine is made (process-wide, through
     # threadpoolctl; None leaves them). Its matrices here are small (Whisper's log-mel, the warp), and OpenBLAS's own
     # threads, spinning beside the model's, more than halved what a busy 2-core machine made: two Whisper sessions
