@@ -541,7 +541,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
         viewers=args.viewers,
         device=args.device,
         threads=args.threads,
-        session_threads=args.session_threads,
+        session_threads=args.session_threads or None,
         processing_frames=args.processing_frames,
         max_late_frames=args.max_late_frames,
         catch_up_frames=None if args.catch_up_frames < 0 else args.catch_up_frames,
@@ -594,9 +594,9 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument(
         "--session-threads",
         type=int,
-        default=None,
-        help="shared worker: threads for the sessions' own work (warp, composite) side by side (default: physical "
-        "cores; 1: in turn)",
+        default=d.session_threads,
+        help="shared worker: threads for the sessions' own work (warp, composite) side by side (default 1: in turn; "
+        "0: one per physical core)",
     )
     sp.add_argument("--processing-frames", type=int, default=d.processing_frames, help="render budget in ticks")
     sp.add_argument("--max-late-frames", type=int, default=d.max_late_frames)

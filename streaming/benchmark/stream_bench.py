@@ -37,6 +37,7 @@ from facecast.engine.config import SAMPLE_RATE
 
 from ..config import LiveConfig
 from ..live.clock import Clock, MonotonicClock, VirtualClock
+from ..live.model_worker import WorkerConfig
 from .sessions_sweep import WORKER_MODES, WORKER_SHARED, sessions_sweep, sweep_table, worker_modes
 from .sessions_sweep import lookup as _get
 
@@ -75,7 +76,7 @@ class StreamBenchOptions:
     viewers: int = 1  # bench VP8 encoders per session when not --webrtc
     device: str = "cpu"
     threads: int | None = None  # torch and onnxruntime CPU threads; None: each library's default
-    session_threads: int | None = None  # the shared worker's WorkerConfig.session_threads (None: its default)
+    session_threads: int | None = WorkerConfig.session_threads  # the shared worker's (None: one per physical core)
     processing_frames: int = LiveConfig.processing_frames
     max_late_frames: int = LiveConfig.max_late_frames
     catch_up_frames: int | None = LiveConfig.catch_up_frames
@@ -127,7 +128,7 @@ def _engines(
     worker: str = WORKER_SHARED,
 ) -> list[LiveEngine]:
     from ..live.engine import LiveEngine
-    from ..live.model_worker import ModelWorker, WorkerConfig
+    from ..live.model_worker import ModelWorker
 
     live = live_config(options, steps)
     extra: dict[str, Any] = {} if harness.speaker_fn is None else {"speaker_fn": harness.speaker_fn}

@@ -58,9 +58,12 @@ class WorkerConfig:
     # rounds, so that it follows a change in load but not one slow round.
     cost_smoothing: float = 0.2
     # Threads on which a round's sessions do their own work between model calls (Whisper's log-mel, the warp and
-    # the composite) side by side (``engine.batching.run_calls``' pool); None: one per physical core, 1: in turn
-    # on the model thread.
-    session_threads: int | None = None
+    # the composite) side by side (``engine.batching.run_calls``' pool); 1: in turn on the model thread; None: one
+    # per physical core. 1 by default: on this 2-core CPU, two sessions side by side made 24.4-24.5 new pictures/s
+    # each against 24.6 in turn when quiet (23.5 against 24.4 on an unseen portrait), and 24.6-24.9 against
+    # 23.1-23.3 with another job on one core (docs/benchmarks.md): the handing over costs what the second core gives
+    # back unless the machine is busy.
+    session_threads: int | None = 1
 
 
 @dataclass
@@ -156,7 +159,7 @@ class ModelWorker:
         self._thread: threading.Thread | None = None
         self._rotation = 0
         self._lanes_made = 0
-        threads = config.session_threads or physical_cores()
+        threads = physical_cores() if config.session_threads is None else config.session_threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-sessions") if threads > 1 else None
 
     def join(self) -> Lane:
