@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 from facecast.engine import checkpoint
 from facecast.engine.bundled import ASSETS  # noqa: F401 - the tests import it from here
 from facecast.engine.config import A2LConfig, AutoencoderConfig, L2VConfig, ModelConfig
+from facecast.engine.landmarks import DRIVEN, interocular
+from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE, MouthPrior
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -149,3 +152,48 @@ async def served(app):
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+# ------------------------------------------------------------------------------------------ a model with a mouth prior
+
+LOWER_INNER = [65, 66, 67]
+
+
+def opened(lms: np.ndarray, px: float) -> np.ndarray:
+    """``lms`` (68, 2) with the lower inner lip (and the lower outer lip, jaw) moved down ``px`` pixels."""
+    out = lms.astype(np.float32).copy()
+    out[[*LOWER_INNER, 55, 56, 57, 58, 59, *range(5, 12)], 1] += px
+    return out
+
+
+def dark_prior(rest_offset: np.ndarray, level: float = 0.1) -> MouthPrior:
+    """A prior whose interior is a flat ``level`` x skin in every bin."""
+    return MouthPrior(
+        rest_offset=rest_offset.astype(np.float32),
+        rest_opening=0.0,
+        mean_opening=0.1,
+        rest_quantile=0.1,
+        textures=np.full((2, 2, 8, 16, 3), level, np.float32),
+        depth=0.1,
+        openings=np.array([0.05, 0.15], np.float32),
+        counts=np.array([10, 10]),
+        skin=np.array([1.2, 0.9, 0.8], np.float32),
+    )
+
+
+def opening_offset(reference: np.ndarray, opening_io: float) -> np.ndarray:
+    """A rest offset (37, 2) in interocular units that opens ``reference``'s mouth by ``opening_io``."""
+    offset = np.zeros((len(DRIVEN), 2), np.float32)
+    moved = opened(reference, opening_io * float(interocular(reference))) - reference
+    return offset + moved[DRIVEN] / float(interocular(reference))
+
+
+@pytest.fixture(scope="session")
+def backend_with_prior(tiny_model, portrait, tmp_path_factory):
+    """The tiny model plus a prior that opens a still mouth by 0.1 interocular and paints a dark inside."""
+    from facecast.export.backends.torch_backend import TorchBackend
+
+    folder = tmp_path_factory.mktemp("with_prior")
+    shutil.copytree(tiny_model, folder, dirs_exist_ok=True)
+    dark_prior(opening_offset(portrait.landmarks[0], 0.1)).save(folder / MOUTH_PRIOR_FILE)
+    return TorchBackend(folder)

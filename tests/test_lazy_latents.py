@@ -7,13 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import threading
 
 import numpy as np
 import pytest
 from conftest import ASSETS, speech_like
-from test_mouth_prior import dark_prior, opening_offset
 
 from facecast.engine.avatar.prepare import (
     BUNDLE_VERSION,
@@ -24,28 +22,16 @@ from facecast.engine.avatar.prepare import (
     prepare_avatar,
 )
 from facecast.engine.config import InferenceConfig
-from facecast.engine.mouth_prior import MOUTH_PRIOR_FILE
 from facecast.engine.pipeline import LipSyncSession
 
 SPEAKER = np.ones(256, np.float32) / 16
 
 
 @pytest.fixture(scope="module")
-def prior_backend(tiny_model, portrait, tmp_path_factory):
-    """The tiny model with a mouth prior: like the shipped model, its sessions run no L2V."""
-    from facecast.export.backends.torch_backend import TorchBackend
-
-    folder = tmp_path_factory.mktemp("with_prior")
-    shutil.copytree(tiny_model, folder, dirs_exist_ok=True)
-    dark_prior(opening_offset(portrait.landmarks[0], 0.1)).save(folder / MOUTH_PRIOR_FILE)
-    return TorchBackend(folder)
-
-
-@pytest.fixture(scope="module")
-def lean_bundle(prior_backend, tmp_path_factory):
+def lean_bundle(backend_with_prior, tmp_path_factory):
     """The bundled portrait, prepared and saved for the prior model: no latents."""
-    avatar = load_avatar(ASSETS / "astronaut.jpg", prior_backend)
-    return avatar.save(tmp_path_factory.mktemp("lean") / "bundle", prior_backend.autoencoder_hash)
+    avatar = load_avatar(ASSETS / "astronaut.jpg", backend_with_prior)
+    return avatar.save(tmp_path_factory.mktemp("lean") / "bundle", backend_with_prior.autoencoder_hash)
 
 
 def frames_of(backend, avatar, cfg=None) -> np.ndarray:
@@ -56,20 +42,20 @@ def frames_of(backend, avatar, cfg=None) -> np.ndarray:
     return np.stack([f.image for f in frames])
 
 
-def test_a_model_without_l2v_prepares_no_latents_and_shows_the_same_frames(prior_backend, lean_bundle, portrait):
-    assert not needs_latents(prior_backend.cfg, prior_backend.mouth_prior)
-    lean = load_avatar(ASSETS / "astronaut.jpg", prior_backend)
+def test_a_model_without_l2v_prepares_no_latents_and_shows_the_same_frames(backend_with_prior, lean_bundle, portrait):
+    assert not needs_latents(backend_with_prior.cfg, backend_with_prior.mouth_prior)
+    lean = load_avatar(ASSETS / "astronaut.jpg", backend_with_prior)
     assert lean.latents is None and lean.masked_latents is None and not lean.has_latents
     with np.load(lean_bundle / "avatar.npz") as z:
         assert not set(LATENT_ARRAYS) & set(z.files)
     assert json.loads((lean_bundle / "meta.json").read_text())["version"] == BUNDLE_VERSION == 4
-    loaded = load_avatar(lean_bundle, prior_backend)
+    loaded = load_avatar(lean_bundle, backend_with_prior)
     assert loaded.latents is None and loaded.masked_latents is None  # nothing encoded at load either
-    eager = prepare_avatar(ASSETS / "astronaut.jpg", prior_backend.encode, prior_backend.cfg)
+    eager = prepare_avatar(ASSETS / "astronaut.jpg", backend_with_prior.encode, backend_with_prior.cfg)
     assert eager.has_latents
-    want = frames_of(prior_backend, eager)
-    np.testing.assert_array_equal(frames_of(prior_backend, lean), want)
-    np.testing.assert_array_equal(frames_of(prior_backend, loaded), want)
+    want = frames_of(backend_with_prior, eager)
+    np.testing.assert_array_equal(frames_of(backend_with_prior, lean), want)
+    np.testing.assert_array_equal(frames_of(backend_with_prior, loaded), want)
     assert loaded.latents is None  # the session did not encode them either
 
 
@@ -89,17 +75,17 @@ def test_a_bundle_without_latents_gets_them_encoded_at_load_for_a_model_with_l2v
     np.testing.assert_array_equal(frames_of(backend, avatar), frames_of(backend, portrait))
 
 
-def test_a_session_that_runs_l2v_encodes_a_lean_avatars_latents_itself(prior_backend, portrait):
+def test_a_session_that_runs_l2v_encodes_a_lean_avatars_latents_itself(backend_with_prior, portrait):
     """A session whose own config shows L2V (``interior_source="l2v"``) on the prior model, given an avatar that
     ``load_avatar`` prepared without latents: it encodes them, and its frames are those of the eager avatar."""
     cfg = dataclasses.replace(
-        prior_backend.cfg, face=dataclasses.replace(prior_backend.cfg.face, interior_source="l2v")
+        backend_with_prior.cfg, face=dataclasses.replace(backend_with_prior.cfg.face, interior_source="l2v")
     )
-    lean = load_avatar(ASSETS / "astronaut.jpg", prior_backend)
+    lean = load_avatar(ASSETS / "astronaut.jpg", backend_with_prior)
     assert lean.latents is None
-    got = frames_of(prior_backend, lean, cfg)
+    got = frames_of(backend_with_prior, lean, cfg)
     np.testing.assert_array_equal(lean.latents, portrait.latents)
-    np.testing.assert_array_equal(got, frames_of(prior_backend, portrait, cfg))
+    np.testing.assert_array_equal(got, frames_of(backend_with_prior, portrait, cfg))
 
 
 def test_latents_are_encoded_once_however_many_threads_ask(backend, portrait):
@@ -119,9 +105,9 @@ def test_latents_are_encoded_once_however_many_threads_ask(backend, portrait):
     np.testing.assert_array_equal(lean.masked_latents, portrait.masked_latents)
 
 
-def test_an_avatar_with_latents_keeps_them_on_any_model(prior_backend, portrait, tmp_path):
+def test_an_avatar_with_latents_keeps_them_on_any_model(backend_with_prior, portrait, tmp_path):
     """Bundles made before (with latents) load as they were, on a model without L2V too."""
-    bundle = portrait.save(tmp_path / "bundle", prior_backend.autoencoder_hash)
-    loaded = Avatar.load(bundle, prior_backend.autoencoder_hash)
+    bundle = portrait.save(tmp_path / "bundle", backend_with_prior.autoencoder_hash)
+    loaded = Avatar.load(bundle, backend_with_prior.autoencoder_hash)
     assert loaded.has_latents
-    assert load_avatar(bundle, prior_backend).has_latents
+    assert load_avatar(bundle, backend_with_prior).has_latents

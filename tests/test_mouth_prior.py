@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import cv2
 import numpy as np
 import pytest
-from conftest import speech_like
+from conftest import dark_prior, opened, opening_offset, speech_like
 
 from facecast.engine import crop, warp
 from facecast.engine.config import FaceConfig, InferenceConfig, L2VConfig
@@ -19,7 +18,6 @@ from facecast.engine.landmarks import DRIVEN, INNER_LIP, INNER_LIP_PAIRS, intero
 from facecast.engine.mouth_prior import (
     LUMA,
     MOUTH_PRIOR_FILE,
-    MouthPrior,
     load_mouth_prior,
     roll_onto,
     uncross_lips,
@@ -28,37 +26,6 @@ from facecast.engine.mouth_prior import (
 from facecast.engine.pipeline import LipSyncSession
 from facecast.engine.training.dataset import Clip
 from facecast.engine.training.train_mouth import MouthTrainConfig, build_prior, fill_deep_rows, medoid
-
-LOWER_INNER = [65, 66, 67]
-
-
-def opened(lms: np.ndarray, px: float) -> np.ndarray:
-    """``lms`` (68, 2) with the lower inner lip (and the lower outer lip, jaw) moved down ``px`` pixels."""
-    out = lms.astype(np.float32).copy()
-    out[[*LOWER_INNER, 55, 56, 57, 58, 59, *range(5, 12)], 1] += px
-    return out
-
-
-def dark_prior(rest_offset: np.ndarray, level: float = 0.1) -> MouthPrior:
-    """A prior whose interior is a flat ``level`` x skin in every bin."""
-    return MouthPrior(
-        rest_offset=rest_offset.astype(np.float32),
-        rest_opening=0.0,
-        mean_opening=0.1,
-        rest_quantile=0.1,
-        textures=np.full((2, 2, 8, 16, 3), level, np.float32),
-        depth=0.1,
-        openings=np.array([0.05, 0.15], np.float32),
-        counts=np.array([10, 10]),
-        skin=np.array([1.2, 0.9, 0.8], np.float32),
-    )
-
-
-def opening_offset(reference: np.ndarray, opening_io: float) -> np.ndarray:
-    """A rest offset (37, 2) in interocular units that opens ``reference``'s mouth by ``opening_io``."""
-    offset = np.zeros((len(DRIVEN), 2), np.float32)
-    moved = opened(reference, opening_io * float(interocular(reference))) - reference
-    return offset + moved[DRIVEN] / float(interocular(reference))
 
 
 def test_unroll_then_roll_onto_gives_back_the_pixels_between_the_lips(portrait):
@@ -167,17 +134,6 @@ def test_the_prior_saves_and_loads_and_a_damaged_file_says_what_to_do(portrait, 
     (tmp_path / MOUTH_PRIOR_FILE).write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="facecast train mouth"):
         load_mouth_prior(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def backend_with_prior(tiny_model, portrait, tmp_path_factory):
-    """The tiny model plus a prior that opens a still mouth by 0.1 interocular and paints a dark inside."""
-    from facecast.export.backends.torch_backend import TorchBackend
-
-    folder = tmp_path_factory.mktemp("with_prior")
-    shutil.copytree(tiny_model, folder, dirs_exist_ok=True)
-    dark_prior(opening_offset(portrait.landmarks[0], 0.1)).save(folder / MOUTH_PRIOR_FILE)
-    return TorchBackend(folder)
 
 
 @pytest.fixture(scope="module")
