@@ -253,6 +253,20 @@ def prepare_avatar(
         if found.mean() < 0.5:
             raise FaceError(f"the face is visible in only {found.mean():.0%} of {path}: use a steadier idle video.")
     transforms, crops, lms_crop = aligned_crops(frames, lms, cfg)
+    return avatar_from_crops(frames, transforms, crops, lms_crop, encode, cfg, str(path))
+
+
+def avatar_from_crops(
+    frames: list[np.ndarray] | np.ndarray,
+    transforms: np.ndarray,
+    crops: np.ndarray,
+    lms_crop: np.ndarray,
+    encode: EncodeFn | None,
+    cfg: ModelConfig,
+    source: str,
+) -> Avatar:
+    """The avatar of aligned frames (``aligned_crops``' transforms, crops and crop landmarks), as ``facecast
+    prepare`` and ``facecast enroll`` make it; ``encode`` None: without latents (``needs_latents``)."""
     # The reference is the first frame's landmarks; every frame is registered onto it for the mean shape.
     reference = register_to(lms_crop, lms_crop[0]).mean(0) if len(lms_crop) > 1 else lms_crop[0]
     latents, masked_latents = encode_latents(encode, crops, cfg) if encode is not None else (None, None)
@@ -265,7 +279,7 @@ def prepare_avatar(
         masked_latents=masked_latents,
         reference=reference.astype(np.float32),
         identity_index=most_closed_frame(lms_crop),
-        source=str(path),
+        source=source,
     )
 
 

@@ -44,9 +44,8 @@ from ..avatar.prepare import (
     A2L_FILE,
     ADAPTER_FILE,
     DEFAULT_MAX_AVATAR_FRAMES,
-    Avatar,
     aligned_crops,
-    encode_latents,
+    avatar_from_crops,
     load_avatar_frames,
     model_hash,
 )
@@ -57,7 +56,6 @@ from ..latents import EncodeFn, encode_images
 from ..mouth_prior import load_mouth_prior, shows_l2v
 from ..speaker import speaker_embedding
 from ..vad import speech_frames
-from ..warp import most_closed_frame
 from ..whisper import Encode as SpeechEncode
 from ..whisper import a2l_features, model_encode
 from .budget import BudgetRule, StageCosts, budget_record, plan_preparation, time_per_item
@@ -580,18 +578,7 @@ def enroll(
 
     # 2. the avatar, as `facecast prepare` makes it, from the video's first frames (latents only for L2V)
     k = min(ecfg.avatar_frames, len(crops))
-    latents, masked_latents = encode_latents(encode, crops[:k], cfg) if encode is not None else (None, None)
-    avatar = Avatar(
-        frames=np.stack(data.frames[:k]),
-        transforms=transforms[:k],
-        crops=crops[:k],
-        landmarks=lms_crop[:k].astype(np.float32),
-        latents=latents,
-        masked_latents=masked_latents,
-        reference=(register_to(lms_crop[:k], lms_crop[0]).mean(0) if k > 1 else lms_crop[0]).astype(np.float32),
-        identity_index=most_closed_frame(lms_crop[:k]),
-        source=str(video),
-    )
+    avatar = avatar_from_crops(data.frames[:k], transforms[:k], crops[:k], lms_crop[:k], encode, cfg, str(video))
 
     # 3. the fit: train on the first part, validate on the held-back end
     if work.exists() and not resume:
