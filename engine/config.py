@@ -126,10 +126,11 @@ class SpeechEncoderConfig:
     blocks: int = 3
     # The live window: the encoder hears the last ``window_frames`` video frames of audio (zeros before the start),
     # recomputed every ``every_frames`` frames; each call gives the features of the frames since the last call.
-    # The shipped model: a 2 s window every 2 frames (1 s did worse, 4 s no better; K = 2 halves the encoder's cost
-    # for one more frame of latency, ``ModelConfig.latency_frames``).
+    # The shipped model: a 2 s window every frame (1 s did worse, 4 s no better). Every 2 frames halves the
+    # encoder's cost but makes a group's first frame wait a frame more (``ModelConfig.latency_frames``): p95
+    # end-to-end 202 ms against 162 ms, both at 24.9 new pictures/s for two sessions (docs/benchmarks.md).
     window_frames: int = 50  # 2 s
-    every_frames: int = 2
+    every_frames: int = 1
     # Silence appended after the window's end, in frames: Whisper was trained on speech followed by padding, never on
     # speech cut off mid-word at the window's edge. Costs encoder time, not latency (the silence is not waited for).
     pad_frames: int = 25  # 1 s: +0.02 of held-out opening correlation (2 s did no better)
