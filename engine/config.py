@@ -156,10 +156,17 @@ class SpeechEncoderConfig:
         return SAMPLES_PER_FRAME // (2 * self.hop_samples)
 
     @property
+    def max_every_frames(self) -> int:
+        """The sparsest a live engine may run this encoder (``LiveConfig.speech_every_frames``): every
+        ``2 * every_frames`` frames, half its work for a slow CPU (A2L hears those features as well: held-out opening
+        correlation 0.565 against 0.557, docs/quality.md)."""
+        return 2 * self.every_frames
+
+    @property
     def output_tokens(self) -> int:
-        """Tokens the live encoder returns per window: those of the last ``every_frames + delay_frames`` frames
-        before the pad, all that a push or a flush reads."""
-        return (self.every_frames + self.delay_frames) * self.tokens_per_frame
+        """Tokens the encoder graph returns per window: those of the last ``max_every_frames + delay_frames`` frames
+        before the pad, all that a push or a flush can read."""
+        return (self.max_every_frames + self.delay_frames) * self.tokens_per_frame
 
     @property
     def frame_dim(self) -> int:

@@ -545,6 +545,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
         processing_frames=args.processing_frames,
         max_late_frames=args.max_late_frames,
         catch_up_frames=None if args.catch_up_frames < 0 else args.catch_up_frames,
+        speech_every_frames=args.speech_every,
     )
     report = run_bench(options, log=_log)
     report["command"] = _command_line()
@@ -606,12 +607,28 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
         default=d.catch_up_frames,
         help="blocks past the render budget a model may lag before it drops them and restarts (-1: never)",
     )
+    add_speech_every(sp)
     sp.add_argument("--json", type=Path, default=None, help="write the full report here")
     sp.add_argument("--plot", type=Path, default=None, help="write latency over time + histogram here (PNG)")
     sp.set_defaults(func=cmd_bench_stream, fast=False)
 
 
 # ------------------------------------------------------------------------------------------ serve
+
+
+def add_speech_every(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--speech-every",
+        type=int,
+        default=LiveConfig.speech_every_frames,
+        help="run the speech encoder every N frames (default: the model's own, 1): 2 halves its CPU for one frame "
+        "(40 ms) more latency",
+    )
+
+
+def live_config(args: argparse.Namespace) -> LiveConfig:
+    """The live settings `serve` and `livekit-worker` take from their flags."""
+    return LiveConfig(steps=args.steps, processing_frames=args.processing_frames, speech_every_frames=args.speech_every)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -623,7 +640,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         args.backend,
         args.device,
         ServerConfig(host=args.host, port=args.port),
-        LiveConfig(steps=args.steps, processing_frames=args.processing_frames),
+        live_config(args),
         audio_file=args.audio_file,
         mic=args.mic,
         mic_device=args.mic_device,
@@ -654,6 +671,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         default=LiveConfig.processing_frames,
         help="40 ms ticks each frame may take to render; more = smoother on slow machines, but later",
     )
+    add_speech_every(sp)
     sp.set_defaults(func=cmd_serve)
 
 
@@ -666,7 +684,7 @@ def cmd_livekit_worker(args: argparse.Namespace) -> None:
         args.model,
         args.backend,
         args.device,
-        LiveConfig(steps=args.steps, processing_frames=args.processing_frames),
+        live_config(args),
         token=args.token,
         room_name=args.room,
         agent_identity=args.agent_identity,
@@ -694,6 +712,7 @@ def add_livekit_worker(subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     sp.add_argument("--steps", type=int, default=LiveConfig.steps, help="DDIM steps per frame")
     sp.add_argument("--processing-frames", type=int, default=LiveConfig.processing_frames)
+    add_speech_every(sp)
     sp.set_defaults(func=cmd_livekit_worker)
 
 

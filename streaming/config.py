@@ -6,7 +6,9 @@ Units are in the names: ``_frames`` are 40 ms ticks of the 25 fps output clock, 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from facecast.engine.config import ModelConfig
 
 # `facecast livekit-worker`'s participant identity (LiveKitAvatarConfig's default too): here, so that the CLI has it
 # without the livekit extra and neither LiveKit module imports the other for it.
@@ -32,6 +34,11 @@ class LiveConfig:
     # Whisper sessions lag 6-7 blocks for a moment when their speaker embeddings are computed, and with 2 they caught
     # up twice a run for nothing (24.5 new pictures/s each instead of 24.6). None: never (nor with wait_for_model).
     catch_up_frames: int | None = 8
+    # Run the model's speech encoder (Whisper) every this many frames instead of its own ``every_frames``: 2 halves
+    # its work for a slow CPU (the shipped model's two sessions need 28 ms of every 40 ms tick on the Xeon of
+    # docs/benchmarks.md, 18 ms at 2) at one frame more latency (p95 162 -> 202 ms). Up to
+    # ``SpeechEncoderConfig.max_every_frames``; None: the model's own.
+    speech_every_frames: int | None = None
     # numpy's BLAS threads in a process that runs live engines, set when an engine is made (process-wide, through
     # threadpoolctl; None leaves them). Its matrices here are small (Whisper's log-mel, the warp), and OpenBLAS's own
     # threads, spinning beside the model's, more than halved what a busy 2-core machine made: two Whisper sessions
@@ -63,6 +70,19 @@ class LiveConfig:
             raise ValueError("blas_threads must be at least 1 (or None: leave numpy's BLAS as it is)")
         if self.catch_up_frames is not None and self.catch_up_frames < 0:
             raise ValueError("catch_up_frames must be at least 0 (or None: never catch up)")
+
+    def model_config(self, cfg: ModelConfig) -> ModelConfig:
+        """The model's config as a live engine runs it: with ``speech_every_frames`` where it is set."""
+        if self.speech_every_frames is None or self.speech_every_frames == cfg.speech.every_frames:
+            return cfg
+        if cfg.a2l.audio_features != "whisper":
+            raise ValueError("speech_every_frames is for a model whose A2L hears Whisper; this one hears log-mel")
+        if not 1 <= self.speech_every_frames <= cfg.speech.max_every_frames:
+            raise ValueError(
+                f"speech_every_frames must be 1..{cfg.speech.max_every_frames} for this model (its encoder runs every "
+                f"{cfg.speech.every_frames} frame(s)), not {self.speech_every_frames}"
+            )
+        return replace(cfg, speech=replace(cfg.speech, every_frames=self.speech_every_frames))
 
     @property
     def catch_up_backlog(self) -> int | None:

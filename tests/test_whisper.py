@@ -99,7 +99,11 @@ def test_convert_keeps_only_the_blocks_used_and_loads(tmp_path):
     mel = np.random.default_rng(1).standard_normal((2, 80, 40)).astype(np.float32)
     with torch.no_grad():
         tokens = encoder(torch.from_numpy(mel))
-    assert tokens.shape == (2, TINY.output_tokens, TINY.width)  # the last frame's tokens: all a push reads
+    assert tokens.shape == (
+        2,
+        TINY.output_tokens,
+        TINY.width,
+    )  # the last 2 frames: all a push reads, also every 2 frames
     # the same weights read straight from the CTranslate2 variables give the same tokens
     from facecast.engine.models.speech import SpeechEncoder
 
@@ -355,3 +359,38 @@ def test_sessions_on_one_worker_share_one_encoder_call_and_hear_what_they_hear_a
     assert Counting.batches and set(Counting.batches) == {2}  # each call held a window of both sessions
     for made, want in zip(frames, alone, strict=True):
         np.testing.assert_allclose(np.stack([f.landmarks for f in made]), want, atol=1e-5)
+
+
+def test_a_live_engine_can_run_the_speech_encoder_half_as_often(whisper_model, backend):
+    """``LiveConfig.speech_every_frames``: the engine's sessions encode every 2K frames instead of K (half the encoder
+    calls, every frame still made) and the engine waits the frames that costs; more than the encoder's graph gives,
+    or on a log-mel model, is refused with what to do."""
+    from conftest import ASSETS, speech_like
+
+    from facecast.engine.avatar.prepare import prepare_avatar
+    from facecast.export.backends.torch_backend import TorchBackend
+    from facecast.streaming.config import LiveConfig
+    from facecast.streaming.live.engine import LiveEngine
+
+    whisper_backend = Recording(TorchBackend(whisper_model))
+    calls = []
+    encode = whisper_backend.inner.speech_encoder
+    whisper_backend.speech_encoder = lambda mel: calls.append(len(mel)) or encode(mel)
+    avatar = prepare_avatar(ASSETS / "astronaut.jpg", whisper_backend.encode, whisper_backend.cfg)
+    own = whisper_backend.cfg.speech.every_frames
+    audio = speech_like(1.6, seed=7)
+    made = {}
+    for every in (None, 2 * own):
+        engine = LiveEngine(whisper_backend, avatar, LiveConfig(speech_every_frames=every))
+        session = engine.runner.session
+        calls.clear()
+        frames = [f for k in range(40) for f in session.push_audio(audio[640 * k : 640 * (k + 1)])]
+        frames += session.finish()
+        assert [f.index for f in frames] == list(range(40))
+        made[every] = (sum(calls), engine.delay_frames)
+    assert made[2 * own][0] <= made[None][0] // 2 + 1
+    assert made[2 * own][1] == made[None][1] + own
+    with pytest.raises(ValueError, match="speech_every_frames must be 1..4"):
+        LiveEngine(whisper_backend, avatar, LiveConfig(speech_every_frames=2 * own + 1))
+    with pytest.raises(ValueError, match="hears log-mel"):
+        LiveEngine(backend, avatar, LiveConfig(speech_every_frames=2))

@@ -22,7 +22,8 @@ from facecast.engine.errors import WeightsError
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
-FORMAT_VERSION = 1
+# 2: the speech encoder's graph returns the tokens of 2 * every_frames frames (LiveConfig.speech_every_frames).
+FORMAT_VERSION = 2
 GRAPHS = ("a2l_step", "denoise", "decode", "encode")
 # Which axis is the batch, per input and per output in manifest order. A2L's GRU state is (layers, B, hidden).
 BATCH_AXES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {

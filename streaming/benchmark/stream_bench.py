@@ -80,6 +80,7 @@ class StreamBenchOptions:
     processing_frames: int = LiveConfig.processing_frames
     max_late_frames: int = LiveConfig.max_late_frames
     catch_up_frames: int | None = LiveConfig.catch_up_frames
+    speech_every_frames: int | None = LiveConfig.speech_every_frames
     cold_max_s: float = 10.0  # the cold start ends at the first generated frame, or after this much audio
     targets: Targets = field(default_factory=Targets)
 
@@ -115,6 +116,7 @@ def live_config(options: StreamBenchOptions, steps: int) -> LiveConfig:
         processing_frames=options.processing_frames,
         max_late_frames=options.max_late_frames,
         catch_up_frames=options.catch_up_frames,
+        speech_every_frames=options.speech_every_frames,
     )
 
 
@@ -367,6 +369,7 @@ def build_report(
             "processing_frames": options.processing_frames,
             "max_late_frames": options.max_late_frames,
             "catch_up_frames": options.catch_up_frames,
+            "speech_every_frames": options.speech_every_frames,
         },
         "targets": asdict(options.targets),
         "cold": cold,

@@ -80,7 +80,7 @@ class LiveEngine:
         self.clock = clock or (worker.clock if worker is not None else MonotonicClock())
         # shared with other engines, or this engine's own; deadlines and ticks are on this engine's clock
         self.worker = worker or ModelWorker(backend, clock=self.clock)
-        cfg = backend.cfg
+        cfg = config.model_config(backend.cfg)
         self.backend, self.cfg, self.config = backend, cfg, config
         self.speaker_fn = speaker_fn or partial(speaker_embedding, encoder=backend.speaker_partials)
         self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
@@ -93,7 +93,7 @@ class LiveEngine:
         self.jobs = ModelJobs(self.counters, self._frames_back)
         self.speaker = SpeakerTracker(config, cfg.audio.sample_rate, cfg.audio.fps)
         parts = (self.jobs, self.speaker, self.speaker_fn, self.outputs)
-        self.runner = SessionRunner(backend, self.inference, avatar, *parts)
+        self.runner = SessionRunner(backend, cfg, self.inference, avatar, *parts)
         timing = (config, self.clock, self.spf, cfg.audio.fps, self.delay_frames)
         self.ticker = Ticker(*timing, self.mixer, self.runner, self.outputs, self.counters, avatar)
 

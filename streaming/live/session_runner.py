@@ -11,7 +11,7 @@ import numpy as np
 from facecast.engine.avatar.prepare import Avatar
 from facecast.engine.backend import Backend
 from facecast.engine.batching import Steps
-from facecast.engine.config import InferenceConfig
+from facecast.engine.config import InferenceConfig, ModelConfig
 from facecast.engine.pipeline import LipSyncSession
 
 from .model_jobs import ModelJobs
@@ -24,6 +24,7 @@ class SessionRunner:
     def __init__(
         self,
         backend: Backend,
+        cfg: ModelConfig,
         inference: InferenceConfig,
         avatar: Avatar,
         jobs: ModelJobs,
@@ -31,14 +32,14 @@ class SessionRunner:
         speaker_fn: Callable[[np.ndarray], np.ndarray],
         outputs: Outputs,
     ) -> None:
-        self.backend, self.inference = backend, inference
+        self.backend, self.cfg, self.inference = backend, cfg, inference
         self.jobs, self.speaker, self.speaker_fn, self.outputs = jobs, speaker, speaker_fn, outputs
         self.session = self.new_session(avatar, None)
 
     def new_session(self, avatar: Avatar, policy: RenderPolicy | None) -> LipSyncSession:
         """A session on the engine's frame clock; ``policy`` None renders every frame (before the engine starts)."""
         embedding = self.speaker.embedding
-        return LipSyncSession(self.backend, self.backend.cfg, avatar, embedding, self.inference, render_policy=policy)
+        return LipSyncSession(self.backend, self.cfg, avatar, embedding, self.inference, render_policy=policy)
 
     # ------------------------------------------------------------------------------------------ event loop side
 
