@@ -1,6 +1,10 @@
+import json
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import ASSETS
+from conftest import ASSETS, SHARED_DATA
 
 from facecast.engine import crop, media
 from facecast.engine.avatar import face
@@ -143,3 +147,44 @@ def test_paste_mask_stays_near_the_mouth_inside_the_lower_face(backend, portrait
     assert paste[int(lc[62, 1]), int(lc[62, 0])] > 0.9
     # The jaw corners, far from the lips, keep the real pixels.
     assert paste[int(lc[2, 1]), int(lc[2, 0])] < 0.05
+
+
+# ------------------------------------------------------------------------------------------ loading dlib once, faster
+
+# Every face dlib found in these images, with the code before the models were shared and the detector bundled
+# (tests/face_landmarks_reference.json, main at d01d31a): the astronaut (two faces: hers and one on the
+# shoulder patch) and the first six portraits of ../shared/data/portraits (the 2204 and 3511 px ones detect on a
+# downscaled copy). dlib's points are whole pixels, so the same detector and predictor give them exactly; 0.5 px
+# allows nothing but a float round-off, and any changed detection (box, pyramid, order) moves points by pixels.
+REFERENCE = Path(__file__).parent / "face_landmarks_reference.json"
+REFERENCE_ATOL_PX = 0.5
+
+
+def _reference_images() -> list[tuple[Path, list]]:
+    ref = json.loads(REFERENCE.read_text())
+    paths = [ASSETS / "astronaut.jpg", *(SHARED_DATA / "portraits" / name for name in ref if name != "astronaut.jpg")]
+    return [(p, ref[p.name]) for p in paths if p.is_file()]
+
+
+def test_bundled_detector_is_dlibs_own():
+    import dlib
+
+    assert face.FRONTAL_FACE_DETECTOR_FILE.is_file()
+    assert pickle.dumps(face.frontal_face_detector()) == pickle.dumps(dlib.get_frontal_face_detector())
+
+
+def test_dlib_models_are_loaded_once_per_process():
+    a, b = face.DlibLandmarks(), face.make_backend("dlib")
+    assert a._detector is b._detector and a._predictor is b._predictor
+
+
+@pytest.mark.parametrize("path, faces", _reference_images(), ids=lambda v: getattr(v, "name", ""))
+def test_landmarks_and_crop_match_the_reference(backend, path, faces):
+    image = media.load_image(path)
+    found = backend.detect(image)
+    assert len(found) == len(faces)
+    for got, want in zip(found, faces, strict=True):
+        np.testing.assert_allclose(got, np.asarray(want, np.float32), atol=REFERENCE_ATOL_PX)
+    cfg = FaceConfig()
+    want = crop.crop_transform(np.asarray(faces[0], np.float32), cfg)
+    np.testing.assert_allclose(crop.crop_transform(face.image_landmarks(image, backend, cfg), cfg), want, atol=1e-3)

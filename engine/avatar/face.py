@@ -3,14 +3,20 @@
 Default backend: dlib's HOG face detector + the 68-point predictor shipped in the PyPI package
 ``face_recognition_models`` (offline, 100 MB on disk, ~10 ms a frame here; see docs/face_landmarks.md for the
 comparison with MediaPipe). ``face-alignment`` (FAN) is used when its weights are on disk and asked for.
+
+Making dlib's two models was most of a portrait's preparation (0.3 s for the detector, 0.4 s for the predictor, 20 ms
+for the detection itself; docs/benchmarks.md, "Cold start"), so they are loaded once per process (``dlib_models``)
+and every ``DlibLandmarks`` shares them; a server loads them while it warms up (``preload_dlib``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,16 +56,58 @@ def dlib_predictor_path() -> Path:
     return path
 
 
+# dlib's frontal face detector, as ``dlib.get_frontal_face_detector()`` makes it, saved with its ``save``: that call
+# parses the detector from text compiled into dlib (0.3 s a call here); this binary copy loads in 1 ms.
+# tests/test_face.py checks that it is the same detector, byte for byte, as the installed dlib's own.
+FRONTAL_FACE_DETECTOR_FILE = Path(__file__).resolve().parents[1] / "assets" / "dlib_frontal_face_detector.svm"
+
+_dlib_lock = threading.Lock()  # one thread loads a model; the others wait for it instead of loading it again
+
+
+def _import_dlib() -> Any:  # dlib ships no type information
+    try:
+        import dlib
+    except ImportError as e:
+        raise DependencyError("dlib is missing: pip install dlib-bin") from e
+    return dlib
+
+
+def frontal_face_detector() -> Any:
+    """dlib's HOG frontal face detector, from the bundled copy (``FRONTAL_FACE_DETECTOR_FILE``); from dlib's own
+    text when the copy is missing or this dlib cannot read it."""
+    dlib = _import_dlib()
+    if FRONTAL_FACE_DETECTOR_FILE.is_file():
+        try:
+            return dlib.fhog_object_detector(str(FRONTAL_FACE_DETECTOR_FILE))
+        except RuntimeError:  # a dlib whose serialisation differs: its own, slower, is the same detector
+            pass
+    return dlib.get_frontal_face_detector()
+
+
+@cache
+def _loaded_dlib_models(predictor: Path) -> tuple[Any, Any]:
+    return frontal_face_detector(), _import_dlib().shape_predictor(str(predictor))
+
+
+def dlib_models(predictor_path: Path | None = None) -> tuple[Any, Any]:
+    """The process's dlib detector and 68-point predictor (``predictor_path``: default ``dlib_predictor_path()``),
+    loaded on the first call (0.4 s, most of it the predictor's 100 MB) and shared by every later one. Sharing them
+    between threads is safe: dlib's Python calls hold the GIL, so no two run at once."""
+    path = Path(predictor_path or dlib_predictor_path()).resolve()
+    with _dlib_lock:
+        return _loaded_dlib_models(path)
+
+
+def preload_dlib(predictor_path: Path | None = None) -> None:
+    """Load dlib's models now (a server's warm-up), so the first portrait a session brings does not wait for them."""
+    dlib_models(predictor_path)
+
+
 class DlibLandmarks:
     def __init__(self, cfg: FaceConfig = FaceConfig(), predictor_path: Path | None = None) -> None:
-        try:
-            import dlib
-        except ImportError as e:
-            raise DependencyError("dlib is missing: pip install dlib-bin") from e
         self.cfg = cfg
-        self._dlib = dlib
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(predictor_path or dlib_predictor_path()))
+        self._dlib = _import_dlib()
+        self._detector, self._predictor = dlib_models(predictor_path)
 
     def _shape(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         shape = self._predictor(image, self._dlib.rectangle(*box))
