@@ -10,12 +10,16 @@ import asyncio
 import logging
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facecast.engine.bundled import DEFAULT_AVATAR
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import InputError
 
 from ..config import LiveConfig, ServerConfig
+
+if TYPE_CHECKING:
+    from ..live.engine import LiveEngine
 
 log = logging.getLogger("facecast.serve")
 
@@ -27,6 +31,18 @@ def event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+async def warm_up(engine: LiveEngine, server: ServerConfig) -> None:
+    """Before anyone waits: the models' first calls and Resemblyzer's load (``LiveEngine.warm_up``) and, for the
+    portraits sessions may bring, dlib's face models (``ServerConfig.preload_face_landmarks``). dlib holds the GIL
+    while it loads, the model calls do not: on their own thread each, the two overlap."""
+    from facecast.engine.avatar.face import preload_dlib
+
+    jobs = [engine.warm_up()]
+    if server.preload_face_landmarks:
+        jobs.append(asyncio.get_running_loop().run_in_executor(None, preload_dlib))
+    await asyncio.gather(*jobs)
 
 
 def serve(
@@ -73,6 +89,6 @@ def serve(
         print(f"server token (POST /sessions, Authorization: Bearer ...): {sessions.server_token}")
         print(f"its own session: http://{server.host}:{server.port}/?session=default&token={sessions.default.token}")
     loop = event_loop()
-    loop.run_until_complete(engine.warm_up())  # first torch calls and Resemblyzer's load, before anyone waits
+    loop.run_until_complete(warm_up(engine, server))
     print(f"facecast serving http://{server.host}:{server.port}/  (latency {engine.latency_ms:.0f} ms; Ctrl+C stops)")
     web.run_app(app, host=server.host, port=server.port, loop=loop, print=None)
