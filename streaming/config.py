@@ -117,9 +117,9 @@ class ServerConfig:
     # viewers do not need one. aiortc itself would default to a public STUN server, so this is always passed.
     ice_servers: tuple[str, ...] = ()
     max_upload_bytes: int = 20 << 20  # POST /avatar image size
-    # Load the face detector and landmark predictor before listening, so the first session that brings a portrait
-    # (POST /sessions or /avatar with an image) does not wait for them: 0.4 s and ~90 MB, once per process, which a
-    # server started from a portrait has paid already (docs/benchmarks.md, "Cold start").
+    # Load dlib's face detector and landmark predictor before listening, so the first session that brings a portrait
+    # (POST /sessions or /avatar with an image) does not wait for them: 0.4 s (in the background, beside the backend's
+    # load and warm-up: ``serve.start_face_models``) and ~90 MB, once per process (docs/benchmarks.md, "Cold start").
     preload_face_landmarks: bool = True
     push: PushConfig = field(default_factory=PushConfig)
     sessions: SessionConfig = field(default_factory=SessionConfig)

@@ -188,3 +188,18 @@ def test_landmarks_and_crop_match_the_reference(backend, path, faces):
     cfg = FaceConfig()
     want = crop.crop_transform(np.asarray(faces[0], np.float32), cfg)
     np.testing.assert_allclose(crop.crop_transform(face.image_landmarks(image, backend, cfg), cfg), want, atol=1e-3)
+
+
+def test_background_preload_loads_the_models_every_later_use_shares(tmp_path):
+    from facecast.streaming.config import ServerConfig
+    from facecast.streaming.web.serve import start_face_models
+
+    thread = face.preload_dlib_in_background()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert face.DlibLandmarks()._predictor is face.dlib_models()[1]
+    # a server from a bundle that was told not to preload loads nothing; from a portrait it always does
+    assert start_face_models(tmp_path, ServerConfig(preload_face_landmarks=False)) is None
+    started = start_face_models(ASSETS / "astronaut.jpg", ServerConfig(preload_face_landmarks=False))
+    assert started is not None
+    started.join(timeout=60)

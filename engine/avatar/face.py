@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..config import FaceConfig
-from ..errors import DependencyError, FaceError, WeightsError
+from ..errors import DependencyError, FacecastError, FaceError, WeightsError
 
 
 class LandmarkBackend(Protocol):
@@ -101,6 +101,22 @@ def dlib_models(predictor_path: Path | None = None) -> tuple[Any, Any]:
 def preload_dlib(predictor_path: Path | None = None) -> None:
     """Load dlib's models now (a server's warm-up), so the first portrait a session brings does not wait for them."""
     dlib_models(predictor_path)
+
+
+def preload_dlib_in_background(predictor_path: Path | None = None) -> threading.Thread:
+    """Start loading dlib's models on a thread of their own and return it. dlib holds the GIL while it loads, but
+    onnxruntime's session set-up and model calls do not: a server's backend load and warm-up overlap with it. Whoever
+    needs the models meanwhile waits for this load (``dlib_models``' lock) rather than starting another."""
+
+    def load() -> None:
+        try:
+            preload_dlib(predictor_path)
+        except FacecastError:  # dlib or its model missing: the first real use raises the same error, with its message
+            pass
+
+    thread = threading.Thread(target=load, name="facecast-dlib-load", daemon=True)
+    thread.start()
+    return thread
 
 
 class DlibLandmarks:

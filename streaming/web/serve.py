@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,15 +34,23 @@ def event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def warm_up(engine: LiveEngine, server: ServerConfig) -> None:
-    """Before anyone waits: the models' first calls and Resemblyzer's load (``LiveEngine.warm_up``) and, for the
-    portraits sessions may bring, dlib's face models (``ServerConfig.preload_face_landmarks``). dlib holds the GIL
-    while it loads, the model calls do not: on their own thread each, the two overlap."""
-    from facecast.engine.avatar.face import preload_dlib
+def start_face_models(avatar: Path, server: ServerConfig) -> threading.Thread | None:
+    """dlib's face models, loading in the background from now (``preload_dlib_in_background``) where the server
+    needs them: to prepare its portrait or video avatar, or for the portraits sessions may bring
+    (``ServerConfig.preload_face_landmarks``); None where it needs none."""
+    if not server.preload_face_landmarks and Path(avatar).is_dir():
+        return None
+    from facecast.engine.avatar.face import preload_dlib_in_background
 
+    return preload_dlib_in_background()
+
+
+async def warm_up(engine: LiveEngine, face_models: threading.Thread | None = None) -> None:
+    """Before anyone waits: the models' first calls and Resemblyzer's load (``LiveEngine.warm_up``), and the end of
+    ``face_models``' load (``start_face_models``)."""
     jobs = [engine.warm_up()]
-    if server.preload_face_landmarks:
-        jobs.append(asyncio.get_running_loop().run_in_executor(None, preload_dlib))
+    if face_models is not None:
+        jobs.append(asyncio.get_running_loop().run_in_executor(None, face_models.join))
     await asyncio.gather(*jobs)
 
 
@@ -75,6 +84,7 @@ def serve(
         require_portaudio()
     if audio_file is not None and not Path(audio_file).is_file():
         raise InputError(f"audio file not found: {audio_file}. Check the path.")
+    face_models = start_face_models(avatar, server)  # loads while the backend does
     loaded = load_backend(backend, Path(model), device=device)
     engine = LiveEngine(loaded, load_avatar(avatar, loaded), live)
     sources = []
@@ -89,6 +99,6 @@ def serve(
         print(f"server token (POST /sessions, Authorization: Bearer ...): {sessions.server_token}")
         print(f"its own session: http://{server.host}:{server.port}/?session=default&token={sessions.default.token}")
     loop = event_loop()
-    loop.run_until_complete(warm_up(engine, server))
+    loop.run_until_complete(warm_up(engine, face_models))
     print(f"facecast serving http://{server.host}:{server.port}/  (latency {engine.latency_ms:.0f} ms; Ctrl+C stops)")
     web.run_app(app, host=server.host, port=server.port, loop=loop, print=None)
