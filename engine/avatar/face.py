@@ -5,8 +5,9 @@ Default backend: dlib's HOG face detector + the 68-point predictor shipped in th
 comparison with MediaPipe). ``face-alignment`` (FAN) is used when its weights are on disk and asked for.
 
 Making dlib's two models was most of a portrait's preparation (0.3 s for the detector, 0.4 s for the predictor, 20 ms
-for the detection itself; docs/benchmarks.md, "Cold start"), so they are loaded once per process (``dlib_models``)
-and every ``DlibLandmarks`` shares them; a server loads them while it warms up (``preload_dlib``).
+for the detection itself; docs/benchmarks.md, "Cold start"): the detector now comes from a binary copy (1 ms), both
+are loaded once per process (``dlib_models``) and shared by every ``DlibLandmarks``, and a server loads them in the
+background before it listens (``preload_dlib_in_background``; ``streaming/web/serve.py``).
 """
 
 from __future__ import annotations
