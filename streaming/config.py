@@ -119,7 +119,7 @@ class ServerConfig:
     max_upload_bytes: int = 20 << 20  # POST /avatar image size
     # Load dlib's face detector and landmark predictor before listening, so the first session that brings a portrait
     # (POST /sessions or /avatar with an image) does not wait for them: 0.4 s (in the background, beside the backend's
-    # load and warm-up: ``serve.start_face_models``) and ~90 MB, once per process (docs/benchmarks.md, "Cold start").
+    # load and warm-up: ``serve.start_face_models``) and ~80 MB, once per process (docs/benchmarks.md, "Cold start").
     preload_face_landmarks: bool = True
     push: PushConfig = field(default_factory=PushConfig)
     sessions: SessionConfig = field(default_factory=SessionConfig)
