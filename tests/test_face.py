@@ -203,3 +203,16 @@ def test_background_preload_loads_the_models_every_later_use_shares(tmp_path):
     started = start_face_models(ASSETS / "astronaut.jpg", ServerConfig(preload_face_landmarks=False))
     assert started is not None
     started.join(timeout=60)
+
+
+def test_the_shared_models_give_the_same_faces_from_many_threads(backend, portrait):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [portrait, np.ascontiguousarray(portrait[:, ::-1])] * 4  # two different images, interleaved
+    alone = [backend.detect(image) for image in images[:2]]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda image: face.DlibLandmarks().detect(image), images))
+    for i, faces in enumerate(together):
+        assert len(faces) == len(alone[i % 2])
+        for got, want in zip(faces, alone[i % 2], strict=True):
+            np.testing.assert_array_equal(got, want)

@@ -63,6 +63,10 @@ def dlib_predictor_path() -> Path:
 FRONTAL_FACE_DETECTOR_FILE = Path(__file__).resolve().parents[1] / "assets" / "dlib_frontal_face_detector.svm"
 
 _dlib_lock = threading.Lock()  # one thread loads a model; the others wait for it instead of loading it again
+# dlib's object detector keeps the image it scans in itself (its documentation: concurrent use of one instance is not
+# safe), and its Python call lets go of the GIL while it scans: the shared one is used by one thread at a time. The
+# shape predictor needs no lock (its documentation: one instance may be used from many threads at once).
+_detector_lock = threading.Lock()
 
 
 def _import_dlib() -> Any:  # dlib ships no type information
@@ -92,8 +96,8 @@ def _loaded_dlib_models(predictor: Path) -> tuple[Any, Any]:
 
 def dlib_models(predictor_path: Path | None = None) -> tuple[Any, Any]:
     """The process's dlib detector and 68-point predictor (``predictor_path``: default ``dlib_predictor_path()``),
-    loaded on the first call (0.4 s, most of it the predictor's 100 MB) and shared by every later one. Sharing them
-    between threads is safe: dlib's Python calls hold the GIL, so no two run at once."""
+    loaded on the first call (0.4 s, most of it the predictor's 100 MB) and shared by every later one (the detector
+    behind ``_detector_lock``)."""
     path = Path(predictor_path or dlib_predictor_path()).resolve()
     with _dlib_lock:
         return _loaded_dlib_models(path)
@@ -134,9 +138,10 @@ class DlibLandmarks:
         image = np.ascontiguousarray(image_rgb)
         scale = min(1.0, self.cfg.detect_max_px / max(image.shape[:2]))
         small = image if scale == 1.0 else _resize(image, scale)
-        rects = self._detector(small, 0)
-        if len(rects) == 0:  # small faces: try again on a 2x upsampled pyramid level
-            rects = self._detector(small, 1)
+        with _detector_lock:
+            rects = self._detector(small, 0)
+            if len(rects) == 0:  # small faces: try again on a 2x upsampled pyramid level
+                rects = self._detector(small, 1)
         faces = []
         for r in rects:
             box = tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.right(), r.bottom()))
