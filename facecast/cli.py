@@ -676,8 +676,8 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         "--no-face-preload",
         dest="face_preload",
         action="store_false",
-        help="from a bundle: do not load the face detector before listening (ready ~0.5 s sooner, ~80 MB less; the "
-        "first session that brings a portrait loads it then)",
+        help="do not load the face detector once ready (~80 MB less; the first session that brings a portrait "
+        "loads it then, 0.4 s)",
     )
     sp.set_defaults(func=cmd_serve)
 

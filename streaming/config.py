@@ -117,9 +117,10 @@ class ServerConfig:
     # viewers do not need one. aiortc itself would default to a public STUN server, so this is always passed.
     ice_servers: tuple[str, ...] = ()
     max_upload_bytes: int = 20 << 20  # POST /avatar image size
-    # Load dlib's face detector and landmark predictor before listening, so the first session that brings a portrait
-    # (POST /sessions or /avatar with an image) does not wait for them: 0.4 s (in the background, beside the backend's
-    # load and warm-up: ``serve.start_face_models``) and ~80 MB, once per process (docs/benchmarks.md, "Cold start").
+    # Load dlib's face detector and landmark predictor as soon as the server is ready (in the background, while it
+    # waits for viewers: ``serve.load_face_models_for_sessions``), so the first session that brings a portrait (POST
+    # /sessions or /avatar with an image) does not wait 0.4 s for them; ~80 MB, once per process (docs/benchmarks.md,
+    # "Cold start").
     preload_face_landmarks: bool = True
     push: PushConfig = field(default_factory=PushConfig)
     sessions: SessionConfig = field(default_factory=SessionConfig)

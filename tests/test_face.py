@@ -192,17 +192,18 @@ def test_landmarks_and_crop_match_the_reference(backend, path, faces):
 
 def test_background_preload_loads_the_models_every_later_use_shares(tmp_path):
     from facecast.streaming.config import ServerConfig
-    from facecast.streaming.web.serve import start_face_models
+    from facecast.streaming.web.serve import load_face_models_for, load_face_models_for_sessions
 
     thread = face.preload_dlib_in_background()
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert face.DlibLandmarks()._predictor is face.dlib_models()[1]
-    # a server from a bundle that was told not to preload loads nothing; from a portrait it always does
-    assert start_face_models(tmp_path, ServerConfig(preload_face_landmarks=False)) is None
-    started = start_face_models(ASSETS / "astronaut.jpg", ServerConfig(preload_face_landmarks=False))
-    assert started is not None
-    started.join(timeout=60)
+    # a server from a bundle loads nothing before it listens, from a portrait it does; once ready, unless told not to
+    assert load_face_models_for(tmp_path) is None
+    assert load_face_models_for_sessions(ServerConfig(preload_face_landmarks=False)) is None
+    for started in (load_face_models_for(ASSETS / "astronaut.jpg"), load_face_models_for_sessions(ServerConfig())):
+        assert started is not None
+        started.join(timeout=60)
 
 
 def test_the_shared_models_give_the_same_faces_from_many_threads(backend, portrait):

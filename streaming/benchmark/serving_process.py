@@ -6,7 +6,8 @@ loaded as soon as it exports or runs the torch backend):
     python -m facecast.streaming.benchmark.serving_process --backend onnxruntime --model EXPORT_DIR --avatar IMAGE
 
 does what ``facecast serve`` does before it listens (load the backend, prepare the avatar, build the engine and the
-web app, warm every model up, load dlib's face models: ``serve.start_face_models``, ``serve.warm_up``) and prints
+web app, warm every model up; dlib's face models from launch where the avatar is a portrait:
+``serve.load_face_models_for``) and prints
 one JSON line about itself. The parent times it from launch, so the cold start includes the interpreter and every
 import.
 """
@@ -33,18 +34,17 @@ def serve_ready(backend_name: str, model: Path, avatar_path: Path, device: str =
     from facecast.engine.avatar.prepare import load_avatar
     from facecast.export.backends import load_backend
 
-    from ..config import ServerConfig
     from ..live.engine import LiveEngine
-    from ..web.serve import start_face_models, warm_up
+    from ..web.serve import load_face_models_for
     from ..web.server import create_app
 
     t0 = time.perf_counter()
-    face_models = start_face_models(avatar_path, ServerConfig())
+    load_face_models_for(avatar_path)
     backend = load_backend(backend_name, model, device=device)
     avatar = load_avatar(avatar_path, backend)
     engine = LiveEngine(backend, avatar)
     create_app(engine)
-    asyncio.run(warm_up(engine, face_models))
+    asyncio.run(engine.warm_up())
     return {
         "in_process_s": round(time.perf_counter() - t0, 3),
         "rss_mb": round(rss_mb(), 1),

@@ -11,16 +11,12 @@ import logging
 import threading
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from facecast.engine.bundled import DEFAULT_AVATAR
 from facecast.engine.checkpoint import DEFAULT_MODEL_DIR
 from facecast.engine.errors import InputError
 
 from ..config import LiveConfig, ServerConfig
-
-if TYPE_CHECKING:
-    from ..live.engine import LiveEngine
 
 log = logging.getLogger("facecast.serve")
 
@@ -34,24 +30,26 @@ def event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def start_face_models(avatar: Path, server: ServerConfig) -> threading.Thread | None:
-    """dlib's face models, loading in the background from now (``preload_dlib_in_background``) where the server
-    needs them: to prepare its portrait or video avatar, or for the portraits sessions may bring
-    (``ServerConfig.preload_face_landmarks``); None where it needs none."""
-    if not server.preload_face_landmarks and Path(avatar).is_dir():
+def load_face_models_for(avatar: Path) -> threading.Thread | None:
+    """dlib's face models, loading in the background from launch where the server's own avatar is a portrait or a
+    video (its preparation needs them): beside the backend's load, and ``load_avatar`` waits for this load rather than
+    starting another. None for a prepared bundle."""
+    if Path(avatar).is_dir():
         return None
     from facecast.engine.avatar.face import preload_dlib_in_background
 
     return preload_dlib_in_background()
 
 
-async def warm_up(engine: LiveEngine, face_models: threading.Thread | None = None) -> None:
-    """Before anyone waits: the models' first calls and Resemblyzer's load (``LiveEngine.warm_up``), and the end of
-    ``face_models``' load (``start_face_models``)."""
-    jobs = [engine.warm_up()]
-    if face_models is not None:
-        jobs.append(asyncio.get_running_loop().run_in_executor(None, face_models.join))
-    await asyncio.gather(*jobs)
+def load_face_models_for_sessions(server: ServerConfig) -> threading.Thread | None:
+    """Once the server is ready: dlib's face models, loading in the background for the portraits sessions may bring
+    (``ServerConfig.preload_face_landmarks``), while the server waits for its first viewer, so a bundle server is ready
+    no later for it. A session that brings a portrait meanwhile waits for this load. None where it is off."""
+    if not server.preload_face_landmarks:
+        return None
+    from facecast.engine.avatar.face import preload_dlib_in_background
+
+    return preload_dlib_in_background()
 
 
 def serve(
@@ -84,7 +82,7 @@ def serve(
         require_portaudio()
     if audio_file is not None and not Path(audio_file).is_file():
         raise InputError(f"audio file not found: {audio_file}. Check the path.")
-    face_models = start_face_models(avatar, server)  # loads while the backend does
+    load_face_models_for(avatar)
     loaded = load_backend(backend, Path(model), device=device)
     engine = LiveEngine(loaded, load_avatar(avatar, loaded), live)
     sources = []
@@ -99,6 +97,7 @@ def serve(
         print(f"server token (POST /sessions, Authorization: Bearer ...): {sessions.server_token}")
         print(f"its own session: http://{server.host}:{server.port}/?session=default&token={sessions.default.token}")
     loop = event_loop()
-    loop.run_until_complete(warm_up(engine, face_models))
+    loop.run_until_complete(engine.warm_up())  # first torch calls and Resemblyzer's load, before anyone waits
+    load_face_models_for_sessions(server)
     print(f"facecast serving http://{server.host}:{server.port}/  (latency {engine.latency_ms:.0f} ms; Ctrl+C stops)")
     web.run_app(app, host=server.host, port=server.port, loop=loop, print=None)
