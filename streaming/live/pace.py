@@ -38,7 +38,7 @@ class Pace:
         if skipped > skipped0 or dropped > dropped0:
             log.warning(
                 "falling behind: %d frames skipped and %d dropped in the last %.0f s (render %.0f ms a frame, "
-                "budget %.0f ms): use fewer --steps, a faster backend, or more --processing-frames",
+                "budget %.0f ms): use fewer --steps, a faster backend, --speech-every 2, or more --processing-frames",
                 skipped - skipped0,
                 dropped - dropped0,
                 self.log_every_s,

@@ -115,7 +115,7 @@ class Ticker:
         if self.counters.catch_ups == 1 or self.counters.catch_ups % 50 == 0:
             log.warning(
                 "the model is %d blocks behind: dropped them and restarted the speech at block %d (%d times so far; "
-                "the CPU cannot keep up: fewer sessions, `--model logmel`, or a faster machine)",
+                "the CPU cannot keep up: fewer sessions, `--speech-every 2`, `--model logmel`, or a faster machine)",
                 limit,
                 k,
                 self.counters.catch_ups,
