@@ -29,6 +29,7 @@ from ..errors import FacecastError
 from ..landmarks import DRIVEN, lip_gap, register_to, render_heatmaps
 from ..sampler import BETA_END, BETA_START
 from ..whisper import Encode, a2l_features, model_encode
+from .augment import AudioAugment, augment_audio
 from .dataset import Clip, load_clips
 from .latents import clip_latents, image_to_tensor
 
@@ -88,12 +89,35 @@ class TrainConfig:
     # little less, so the default sits inside the issue's 0.7-1.3 band, near its lower end.
     motion_target: float = 1.0
     velocity_weight: float = 0.0  # weight of the frame-to-frame motion term: MSE alone smooths speech away
+    # Whisper A2L only: per training clip, this many augmented versions of its audio (``augment.py``: another pitch
+    # and vocal tract, a room, a microphone's noise), each run through the live feature stream and cached beside
+    # the clean features; every training window takes the clean copy or one of these at random. Held-out clips and
+    # the motion gain always use the clean audio. 0 = off.
+    a2l_aug_copies: int = 0
+    a2l_aug_pitch: float = 0.0  # pitch scaled by a factor in [1 / (1 + this), 1 + this]
+    a2l_aug_formant: float = 0.0  # formants (spectral envelope) likewise, independently of the pitch
+    a2l_aug_reverb: float = 0.0  # probability of a synthetic room
+    a2l_aug_noise: float = 0.0  # probability of added noise, at an SNR drawn in a2l_aug_snr_db
+    a2l_aug_snr_db: tuple[float, float] = (10.0, 30.0)
+    a2l_aug_seed: int = 0  # seeds the copies' draws (not train.seed: both training seeds share the cached copies)
     # l2v
     noise_offset: float = 0.0
     # Extra weight of the mouth in L2V's loss (1 + this inside it): the composite takes only the mouth interior
     # from L2V (the rest is the warped avatar), so that is where its capacity should go.
     mouth_loss_weight: float = 0.0
     mouth_grow_px: int = 8  # the weighted region: the lips' hull grown by this (crop pixels)
+
+
+def augment_recipe(tcfg: TrainConfig) -> AudioAugment:
+    """The audio augmentation of ``tcfg``'s A2L copies."""
+    return AudioAugment(
+        pitch=tcfg.a2l_aug_pitch,
+        formant=tcfg.a2l_aug_formant,
+        reverb=tcfg.a2l_aug_reverb,
+        noise=tcfg.a2l_aug_noise,
+        snr_db=tuple(tcfg.a2l_aug_snr_db),
+        seed=tcfg.a2l_aug_seed,
+    )
 
 
 def load_train_config(path: Path | None, part: str) -> tuple[dict, TrainConfig]:
@@ -170,18 +194,61 @@ def cached_a2l_features(clips: list[Clip], cfg: ModelConfig, encode: Encode, mod
     """``a2l_clip``'s cache entries for ``clips`` with Whisper features, kept in ``MODEL/runs/a2l_features/KEY/``
     (KEY: the speech config and encoder file), so variants and resumed runs do not rerun the encoder."""
     folder = Path(model_dir) / "runs" / "a2l_features" / a2l_features_key(cfg, model_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "key.json").write_text(json.dumps(asdict(cfg.speech)))
+    features = _cached_features(folder, clips, lambda clip: clip.audio, cfg, encode, asdict(cfg.speech))
     out = {}
-    for clip in tqdm(clips, desc="whisper features", unit="clip"):
+    for clip in clips:
+        registered = register_to(clip.landmarks, clip.landmarks[0])
+        out[clip.name] = (features[clip.name], registered, registered.mean(0))
+    return out
+
+
+def a2l_augment_key(base_key: str, recipe: AudioAugment, copy: int) -> str:
+    """The folder name of one augmented copy's features: the clean key, the recipe and the copy index."""
+    key = json.dumps({"base": base_key, "recipe": asdict(recipe), "copy": copy}, sort_keys=True)
+    return f"{base_key}-aug-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def cached_augmented_features(
+    clips: list[Clip], cfg: ModelConfig, encode: Encode, model_dir: Path, recipe: AudioAugment, copies: int
+) -> dict[str, list[np.ndarray]]:
+    """Per clip, the Whisper features of ``copies`` augmented versions of its audio (``augment.augment_audio``),
+    each cached in ``MODEL/runs/a2l_features/KEY-aug-HASH/`` (``a2l_augment_key``), beside the clean features."""
+    base = a2l_features_key(cfg, model_dir)
+    out: dict[str, list[np.ndarray]] = {clip.name: [] for clip in clips}
+    for copy in range(copies):
+        folder = Path(model_dir) / "runs" / "a2l_features" / a2l_augment_key(base, recipe, copy)
+        key = {"speech": asdict(cfg.speech), "base": base, "recipe": asdict(recipe), "copy": copy}
+
+        def audio(clip: Clip, copy: int = copy) -> np.ndarray:
+            return augment_audio(clip.audio, recipe, recipe.rng(copy, clip.name))
+
+        for name, features in _cached_features(folder, clips, audio, cfg, encode, key, f"copy {copy}").items():
+            out[name].append(features)
+    return out
+
+
+def _cached_features(
+    folder: Path,
+    clips: list[Clip],
+    audio: Callable[[Clip], np.ndarray],
+    cfg: ModelConfig,
+    encode: Encode,
+    key: dict,
+    label: str = "",
+) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    key_path = folder / "key.json"
+    if not key_path.is_file():  # written once: a folder shared with other model folders is only ever added to
+        key_path.write_text(json.dumps(key))
+    out = {}
+    for clip in tqdm(clips, desc=f"whisper features {label}".strip(), unit="clip"):
         path = folder / f"{clip.name}.npy"
         if path.is_file():
             features = np.load(path)
         else:
-            features = a2l_features(clip.audio, cfg, encode)
-            np.save(path, features.astype(np.float32))
-        registered = register_to(clip.landmarks, clip.landmarks[0])
-        out[clip.name] = (features, registered, registered.mean(0))
+            features = a2l_features(audio(clip), cfg, encode).astype(np.float32)
+            np.save(path, features)
+        out[clip.name] = features
     return out
 
 
@@ -206,14 +273,19 @@ def a2l_batch(
     cache: dict,
     augment: bool = True,
     encode: Encode | None = None,
+    copies: dict[str, list[np.ndarray]] | None = None,
 ) -> dict:
     """``tcfg.batch`` windows of ``sequence_frames`` for each ensemble member; targets are pose-free displacements
-    from the clip's mean landmarks."""
+    from the clip's mean landmarks. ``copies``: per clip, features of augmented versions of its audio
+    (``cached_augmented_features``): with ``augment``, each window takes the clean features or one of them."""
     look = cfg.a2l.lookahead_frames
     mels, spk, ref, target = [], [], [], []
     for _ in range(tcfg.batch * cfg.a2l.members):
         clip = clips[rng.integers(len(clips))]
         mel, registered, r = a2l_clip(clip, cfg, cache, encode)
+        if augment and copies and copies.get(clip.name):
+            pick = int(rng.integers(len(copies[clip.name]) + 1))  # 0: the clean audio
+            mel = copies[clip.name][pick - 1] if pick else mel
         n = min(len(mel), clip.frames)
         length = min(tcfg.sequence_frames, n)
         start = int(rng.integers(0, n - length + 1))
@@ -222,7 +294,8 @@ def a2l_batch(
         m = mel[start : start + length + look]
         m = np.concatenate([m, np.zeros((length + look - len(m), m.shape[1]), m.dtype)])
         # Log-mel only: another vocal tract, a random level (log-mel offset) and a little noise (microphones differ).
-        # Whisper features are computed once per clip (the encoder is too slow to rerun per batch) and not augmented.
+        # Whisper features are computed once per clip (the encoder is too slow to rerun per batch): their augmentation
+        # is in the audio, before the encoder (``copies``).
         if augment and cfg.a2l.audio_features == "logmel":
             m = warp_mel_axis(m, rng.uniform(1 - tcfg.mel_warp_aug, 1 + tcfg.mel_warp_aug), cfg.audio.n_mels)
             m = m + rng.uniform(-tcfg.mel_gain_aug, tcfg.mel_gain_aug) + rng.normal(0, tcfg.mel_noise_aug, m.shape)
@@ -486,13 +559,21 @@ def train(part: str, data: Path, model_dir: Path, config_path: Path | None = Non
     elif part == "a2l":
         held = [c for c in load_clips(data) if c.name in tcfg.holdout and c.frames > 8]
         encode = model_encode(model_dir, cfg)
+        copies = None
         if encode is not None:  # Whisper features: computed once per clip, kept on disk for the next run
             cache |= cached_a2l_features(clips + held, cfg, encode, model_dir)
+            if tcfg.a2l_aug_copies:  # training clips only: held-out scores are on the clean audio
+                recipe = augment_recipe(tcfg)
+                if not recipe.active:
+                    raise FacecastError("train.a2l_aug_copies needs an augmentation: set a2l_aug_pitch, ... > 0")
+                copies = cached_augmented_features(clips, cfg, encode, model_dir, recipe, tcfg.a2l_aug_copies)
+        elif tcfg.a2l_aug_copies:
+            raise FacecastError("train.a2l_aug_copies is for the Whisper A2L: the log-mel A2L augments its mel")
         val = a2l_batch(held, cfg, tcfg, np.random.default_rng(1), dict(cache), augment=False) if held else None
         summary = train_loop(
             part,
             model,
-            lambda rng: a2l_batch(clips, cfg, tcfg, rng, cache),
+            lambda rng: a2l_batch(clips, cfg, tcfg, rng, cache, copies=copies),
             A2LObjective(tcfg),
             cfg,
             tcfg,
