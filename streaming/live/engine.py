@@ -158,16 +158,25 @@ class LiveEngine:
         self.runner.session.reset()
 
     async def warm_up(self) -> None:
-        """Run every model once: torch's first calls and loading Resemblyzer take seconds, better before viewers."""
+        """Run every model once: torch's first calls and loading Resemblyzer take seconds, better before viewers. The
+        speaker network warms up on a thread of its own meanwhile (onnxruntime and torch let go of the GIL while they
+        compute), so that a fresh process on two cores is ready sooner."""
 
-        def work() -> None:
+        def models() -> None:
             session = self.runner.new_session(self.avatar, None)
             session.push_audio(np.zeros(self.spf * (self.cfg.latency_frames + 1), np.float32))
-            if self.config.speaker_seconds > 0:
-                noise = np.random.default_rng(0).standard_normal(self.cfg.audio.sample_rate).astype(np.float32)
-                self.speaker_fn(0.1 * noise)
 
-        await self.call_in_worker(work)
+        def speaker() -> None:
+            noise = np.random.default_rng(0).standard_normal(self.cfg.audio.sample_rate).astype(np.float32)
+            self.speaker_fn(0.1 * noise)
+
+        # submitted now: ``call_in_worker`` runs ``models`` inline when the engine is stopped
+        speaker_done = None
+        if self.config.speaker_seconds > 0:
+            speaker_done = asyncio.get_running_loop().run_in_executor(None, speaker)
+        await self.call_in_worker(models)
+        if speaker_done is not None:
+            await speaker_done
 
     async def call_in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the model thread after everything submitted before it (or inline when stopped)."""
