@@ -7,7 +7,7 @@ comparison with MediaPipe). ``face-alignment`` (FAN) is used when its weights ar
 Making dlib's two models was most of a portrait's preparation (0.3 s for the detector, 0.4 s for the predictor, 20 ms
 for the detection itself; docs/benchmarks.md, "Cold start"): the detector now comes from a binary copy (1 ms), both
 are loaded once per process (``dlib_models``) and shared by every ``DlibLandmarks``, and a server loads them in the
-background before it listens (``preload_dlib_in_background``; ``streaming/web/serve.py``).
+background (``preload_dlib_in_background``; ``streaming/web/serve.py``).
 """
 
 from __future__ import annotations
@@ -103,11 +103,6 @@ def dlib_models(predictor_path: Path | None = None) -> tuple[Any, Any]:
         return _loaded_dlib_models(path)
 
 
-def preload_dlib(predictor_path: Path | None = None) -> None:
-    """Load dlib's models now (a server's warm-up), so the first portrait a session brings does not wait for them."""
-    dlib_models(predictor_path)
-
-
 def preload_dlib_in_background(predictor_path: Path | None = None) -> threading.Thread:
     """Start loading dlib's models on a thread of their own and return it. dlib holds the GIL while it loads, but
     onnxruntime's session set-up and model calls do not: a server's backend load and warm-up overlap with it. Whoever
@@ -115,7 +110,7 @@ def preload_dlib_in_background(predictor_path: Path | None = None) -> threading.
 
     def load() -> None:
         try:
-            preload_dlib(predictor_path)
+            dlib_models(predictor_path)
         except FacecastError:  # dlib or its model missing: the first real use raises the same error, with its message
             pass
 

@@ -7,9 +7,8 @@ loaded as soon as it exports or runs the torch backend):
 
 does what ``facecast serve`` does before it listens (load the backend, prepare the avatar, build the engine and the
 web app, warm every model up; dlib's face models from launch where the avatar is a portrait:
-``serve.load_face_models_for``) and prints
-one JSON line about itself. The parent times it from launch, so the cold start includes the interpreter and every
-import.
+``serve.load_face_models_for``) and prints one JSON line about itself. The parent times it from launch, so the cold
+start includes the interpreter and every import.
 """
 
 from __future__ import annotations
