@@ -546,6 +546,9 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
         max_late_frames=args.max_late_frames,
         catch_up_frames=None if args.catch_up_frames < 0 else args.catch_up_frames,
         speech_every_frames=args.speech_every,
+        jitter_ms=args.jitter_ms,
+        talker_late_ms=args.talker_late_ms,
+        talker_lead_ms=args.talker_lead_ms,
     )
     report = run_bench(options, log=_log)
     report["command"] = _command_line()
@@ -608,6 +611,22 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
         help="blocks past the render budget a model may lag before it drops them and restarts (-1: never)",
     )
     add_speech_every(sp)
+    sp.add_argument(
+        "--jitter-ms", type=int, default=d.jitter_ms, help="how late a source's audio may come once it plays"
+    )
+    sp.add_argument(
+        "--talker-late-ms",
+        type=float,
+        default=d.talker_late_ms,
+        help="each talker block arrives up to this much late, at random (a jittery network; default 0)",
+    )
+    sp.add_argument(
+        "--talker-lead-ms",
+        type=float,
+        default=d.talker_lead_ms,
+        help="each talker block arrives this long before one of the engine's ticks, 0-40 (default: the talker "
+        "starts right after the engine, whatever phase that gives)",
+    )
     sp.add_argument("--json", type=Path, default=None, help="write the full report here")
     sp.add_argument("--plot", type=Path, default=None, help="write latency over time + histogram here (PNG)")
     sp.set_defaults(func=cmd_bench_stream, fast=False)

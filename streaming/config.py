@@ -44,7 +44,16 @@ class LiveConfig:
     # threads, spinning beside the model's, more than halved what a busy 2-core machine made: two Whisper sessions
     # 6.0 and 13.6 new pictures/s each with OpenBLAS's default (2), 23.0 and 24.3 with 1 (docs/benchmarks.md).
     blas_threads: int | None = 1
-    jitter_ms: int = 60  # each source buffers this much before it plays, so packet jitter does not cut the audio
+    # How late a source's audio may come once it plays (live/mixer.py): a block plays no sooner than this after it
+    # arrived. The old 60 ms buffer counted held audio, which protected the 20 ms blocks of the microphone and of
+    # WebRTC by 20-60 ms and 40 ms blocks by 40-80 ms, by the phase; 30 ms for all is more than the first's worst
+    # and takes 40 ms off the latency of a 40 ms sender whose blocks come just after the ticks (docs/benchmarks.md,
+    # "The jitter buffer").
+    jitter_ms: int = 30
+    # start() sets the first tick this soon (on a shared worker: its next tick at least this far off). Once a whole
+    # frame: then an engine joining a worker ticked first up to 80 ms after start(), its talker's first two blocks
+    # were waiting by then, and the older one, played first, kept that talker 40 ms later for good.
+    start_slack_ms: float = 5.0
     live_backlog_ms: int = 300  # a live source (mic, browser) further ahead than this is trimmed (clock drift)
     speech_rms: float = 0.01  # a 40 ms block louder than this (about -40 dBFS) counts as speech
     hangover_frames: int = 8  # silent blocks still fed to the model after speech, so it closes the mouth itself

@@ -31,6 +31,7 @@ from facecast.streaming.benchmark.stream_bench import (
     cold_start,
     run_variant,
 )
+from facecast.streaming.config import LiveConfig
 from facecast.streaming.live.clock import VirtualClock
 
 STEP_S = 0.002  # the test clock moves in 2 ms steps; every injected delay is a multiple of it
@@ -175,8 +176,22 @@ def test_injected_delays_are_reported_back(virtual, backend, portrait):
     assert av["drift_ms_per_min"] == pytest.approx(0, abs=1e-6)
     assert av["output_clock_drift_ms_per_min"] == pytest.approx(0, abs=1e-3)
     assert av["picture_lag_ms"]["max"] == 0
-    assert v["first_frame_ms"] == pytest.approx(40 * (1 + 2 + opts.processing_frames), abs=0.01)  # tick delay+1
+    # the first tick start_slack_ms after start() (rounded up to the test clock's step), then the delay in ticks
+    first_tick_ms = LiveConfig.start_slack_ms + 1
+    assert v["first_frame_ms"] == pytest.approx(first_tick_ms + 40 * (2 + opts.processing_frames), abs=0.01)
     assert v["throughput_fps"] == pytest.approx(f["rendered"] / v["wall_s"], rel=0.02)
+
+
+@pytest.mark.parametrize("lead, wait", [(34, 34), (10, 50)])
+def test_a_block_waits_for_the_first_tick_at_least_jitter_ms_after_it_came(virtual, backend, portrait, lead, wait):
+    """The talker's blocks arrive ``lead_ms`` before a tick: one that came 34 ms before goes with that tick (the
+    30 ms jitter buffer has passed), one that came 10 ms before waits for the next."""
+    clock, harness = virtual
+    assert LiveConfig.jitter_ms == 30
+    _, v = measure(DelayedBackend(backend, clock), portrait, harness, talker_lead_ms=lead)
+    w = v["latency_ms"]["input_wait"]
+    assert w["p50"] == pytest.approx(wait, abs=0.01) and w["max"] == pytest.approx(wait, abs=0.01)
+    assert v["frames"]["underruns"] == 0
 
 
 def test_compute_too_slow_for_the_clock_is_reported_with_its_cost(virtual, backend, portrait):
@@ -247,7 +262,8 @@ def test_cold_start_counts_load_avatar_and_warm_up(virtual, backend, portrait):
     cold = asyncio.run(
         cold_start(DelayedBackend(backend, clock), "torch", portrait, audio, opts, harness, 1500.0, 700.0)
     )
-    first_tick_ms = 40 * (1 + 2 + opts.processing_frames)  # tick delay + lookahead + budget: this tick sends frame 0
+    # the first tick (start_slack_ms, rounded up to the test clock's step) + lookahead + budget: frame 0 goes out
+    first_tick_ms = LiveConfig.start_slack_ms + 1 + 40 * (2 + opts.processing_frames)
     assert cold["start_to_first_frame_ms"] == pytest.approx(first_tick_ms, abs=0.01)
     assert cold["first_frame_ms"] == pytest.approx(1500.0 + 700.0 + cold["warmup_ms"] + first_tick_ms, abs=0.1)
     assert cold["first_generated_ms"] is not None and cold["first_generated_ms"] >= 160

@@ -201,16 +201,50 @@ def test_clipped_and_broken_samples_are_cleaned_not_refused():
     np.testing.assert_array_equal(clean_audio(x), [0.5, 1.0, -1.0, 0.0, 1.0, -1.0])
 
 
-def test_mixer_jitter_buffer_trims_live_backlog():
-    cfg = live_config(jitter_ms=60, live_backlog_ms=300)
-    mixer = Mixer(cfg)
-    live = mixer.open("mic", live=True)
-    live.write(np.full(320, 0.1, np.float32))
-    assert not mixer.take(640).any()  # 20 ms is not yet the 60 ms jitter buffer
-    live.write(np.full(640, 0.1, np.float32))
+def test_jitter_buffer_plays_a_block_jitter_ms_after_it_arrived():
+    clock = VirtualClock(start=0.0)
+    mixer = Mixer(live_config(jitter_ms=30), 16_000, 640, clock.now)
+    mic = mixer.open("mic", live=True)
+    mic.write(np.full(320, 0.1, np.float32))  # the microphone's 20 ms blocks
+    clock.t = 0.020
+    mic.write(np.full(320, 0.1, np.float32))
+    clock.t = 0.049
+    assert not mixer.take(640).any()  # the second block, which this take needs, came 29 ms ago
+    clock.t = 0.050
     assert mixer.take(640).all()
-    live.write(np.full(16000, 0.1, np.float32))  # a second at once: a drifting device, trimmed to the buffer
-    assert live.buffered_samples == 960 and mixer.stats()["audio_dropped_ms"] > 900
+    tts = mixer.open("tts", live=False)
+    tts.write(np.full(16_000, 0.2, np.float32))  # a burst: 30 ms of audio already waits behind the block
+    assert np.allclose(mixer.take(640), 0.2) and mixer.last_take.audible
+
+
+def test_jitter_buffer_protects_by_jitter_ms_at_any_phase_and_block_size():
+    """Once a source plays, its next block may come jitter_ms late without a hole in the audio, whatever the size of
+    its blocks and their phase against the ticks; and it does not wait a whole tick longer than it must."""
+    for block_ms in (10, 20, 40):
+        for phase_ms in range(0, 40, 3):
+            clock = VirtualClock(start=0.0)
+            mixer = Mixer(live_config(jitter_ms=30), 16_000, 640, clock.now)
+            buf = mixer.open("sender", live=True)
+            arrivals, started = [], None
+            for ms in range(0, 400):  # a millisecond grid: the sender writes on its phase, the ticks on theirs
+                clock.t = ms / 1000
+                if ms >= phase_ms and (ms - phase_ms) % block_ms == 0:
+                    buf.write(np.full(16 * block_ms, 0.1, np.float32))
+                    arrivals.append(ms)
+                if ms % 40 == 0 and started is None and mixer.take(640).any():
+                    started = ms
+            assert started is not None
+            newest = max(a for a in arrivals if a <= started and (a - phase_ms) // block_ms < 640 // (16 * block_ms))
+            slack = started - newest  # how long ago the newest block of the first take came
+            assert 30 <= slack < 30 + 40, (block_ms, phase_ms, slack)
+
+
+def test_mixer_trims_a_live_backlog_to_a_block_and_the_jitter_buffer():
+    mixer = Mixer(live_config(jitter_ms=60, live_backlog_ms=300), 16_000, 640)
+    live = mixer.open("mic", live=True)
+    live.write(np.full(16000, 0.1, np.float32))  # a second at once: a drifting device, trimmed
+    assert live.buffered_samples == 640 + 960 and mixer.stats()["audio_dropped_ms"] == 900
+    assert mixer.take(640).all()  # enough to play at once
 
 
 # ------------------------------------------------------------------------------------------ the engine, lockstep

@@ -78,10 +78,22 @@ class PacedTalker:
     """The talker: a speech signal looped into one engine, one 40 ms block per tick of its own frame clock (as
     FileSource does), remembering when each block arrived."""
 
-    def __init__(self, engine: LiveEngine, audio_16k: np.ndarray) -> None:
+    def __init__(
+        self,
+        engine: LiveEngine,
+        audio_16k: np.ndarray,
+        late_ms: float = 0.0,
+        seed: int = 0,
+        lead_ms: float | None = None,
+    ) -> None:
+        """``lead_ms``: each block arrives this long before one of the engine's ticks (None: the talker starts
+        when it is run, after ``engine.start()``, whatever that makes of the phase)."""
         if not len(audio_16k):
             raise ValueError("the talker needs some audio")
         self.engine, self.audio = engine, np.asarray(audio_16k, np.float32)
+        self.late_s = late_ms / 1000  # each block up to this late (a late block holds back the ones after it)
+        self.lead_s = None if lead_ms is None else lead_ms / 1000
+        self._rng = np.random.default_rng(seed)
         self.spf = engine.spf
         self.arrival_s: list[float] = []  # talker block i arrived at arrival_s[i]
         self.written = 0
@@ -93,10 +105,15 @@ class PacedTalker:
         # Not live: never trimmed; the pacing keeps it at the jitter buffer's size, as for a file source.
         self._buf = buf = self.engine.open_source("bench talker", live=False)
         try:
-            frames = FrameClock(clock.now(), self.engine.cfg.audio.fps)
+            start = clock.now()
+            ticks = self.engine.frames
+            if self.lead_s is not None and ticks is not None:
+                start = ticks.time_of(ticks.frame_at(start) + 2) - self.lead_s  # a tick from now, on its phase
+            frames = FrameClock(start, self.engine.cfg.audio.fps)
             i = 0
             while True:
-                await clock.sleep_until(frames.time_of(i))
+                late_s = self._rng.uniform(0.0, self.late_s) if self.late_s else 0.0
+                await clock.sleep_until(frames.time_of(i) + late_s)
                 buf.write(np.take(self.audio, np.arange(i * self.spf, (i + 1) * self.spf), mode="wrap"))
                 self.arrival_s.append(clock.now())
                 self.written += self.spf
@@ -377,6 +394,8 @@ class RunOptions:
     viewers: int = 1
     connect_timeout_s: float = 20.0
     timed: bool = True  # False on a VirtualClock (--fast): its latencies are zero by construction, not measured
+    talker_late_ms: float = 0.0  # each talker block comes 0..this late (uniform, seeded): network jitter
+    talker_lead_ms: float | None = None  # each talker block comes this long before a tick (None: as it starts)
 
 
 @dataclass
@@ -405,7 +424,10 @@ async def measure_run(
     """Start every engine with its talker at once, let ``driver`` move time for ``options.seconds`` (or until
     ``until(logs)``), stop everything and return what was logged. The engines must be stopped and warmed up."""
     logs = [SessionLog() for _ in engines]
-    talkers = [PacedTalker(engine, audio_16k) for engine in engines]
+    talkers = [
+        PacedTalker(e, audio_16k, options.talker_late_ms, seed=i, lead_ms=options.talker_lead_ms)
+        for i, e in enumerate(engines)
+    ]
     observers = [RunObserver(e, t, log) for e, t, log in zip(engines, talkers, logs, strict=True)]
     for engine, observer in zip(engines, observers, strict=True):
         engine.observe(observer)

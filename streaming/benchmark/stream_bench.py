@@ -82,6 +82,9 @@ class StreamBenchOptions:
     max_late_frames: int = LiveConfig.max_late_frames
     catch_up_frames: int | None = LiveConfig.catch_up_frames
     speech_every_frames: int | None = LiveConfig.speech_every_frames
+    jitter_ms: int = LiveConfig.jitter_ms
+    talker_late_ms: float = 0.0  # each talker block arrives up to this much late, at random: a jittery network
+    talker_lead_ms: float | None = None  # each talker block arrives this long before a tick (None: as it starts)
     cold_max_s: float = 10.0  # the cold start ends at the first generated frame, or after this much audio
     targets: Targets = field(default_factory=Targets)
 
@@ -118,6 +121,7 @@ def live_config(options: StreamBenchOptions, steps: int) -> LiveConfig:
         max_late_frames=options.max_late_frames,
         catch_up_frames=options.catch_up_frames,
         speech_every_frames=options.speech_every_frames,
+        jitter_ms=options.jitter_ms,
     )
 
 
@@ -164,7 +168,14 @@ async def run_variant(
     engines = _engines(backend, avatar, steps, sessions, options, harness, worker)
     for engine in engines:
         await engine.warm_up()
-    run = RunOptions(seconds=options.seconds, webrtc=options.webrtc, viewers=options.viewers, timed=harness.timed)
+    run = RunOptions(
+        seconds=options.seconds,
+        webrtc=options.webrtc,
+        viewers=options.viewers,
+        timed=harness.timed,
+        talker_late_ms=options.talker_late_ms,
+        talker_lead_ms=options.talker_lead_ms,
+    )
     record = await measure_run(engines, audio_16k, run, harness.driver, harness.timer, None, harness.encoder_factory)
     return {
         "name": variant_name(backend_name, steps, sessions, worker),
@@ -391,6 +402,9 @@ def build_report(
             "max_late_frames": options.max_late_frames,
             "catch_up_frames": options.catch_up_frames,
             "speech_every_frames": options.speech_every_frames,
+            "jitter_ms": options.jitter_ms,
+            "talker_late_ms": options.talker_late_ms,
+            "talker_lead_ms": options.talker_lead_ms,
         },
         "targets": asdict(options.targets),
         "cold": cold,

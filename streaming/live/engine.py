@@ -86,7 +86,7 @@ class LiveEngine:
         self.inference = InferenceConfig(steps=config.steps, seed=config.seed)
         self.spf = cfg.audio.samples_per_frame
         self.delay_frames = cfg.latency_frames + config.processing_frames
-        self.mixer = Mixer(config, cfg.audio.sample_rate)
+        self.mixer = Mixer(config, cfg.audio.sample_rate, self.spf, self.clock.now)
         self.counters = EngineCounters()
         self.policy: RenderPolicy | None = None  # set by start(); kept after stop() for the stats
         self.outputs = Outputs(config.output_queue_frames)
@@ -121,7 +121,8 @@ class LiveEngine:
 
     @property
     def latency_ms(self) -> float:
-        """Audio in to picture and sound out, by construction: lookahead + processing + the jitter buffer."""
+        """Audio in to picture and sound out, by construction: lookahead + processing + the jitter buffer (its
+        least: a block also waits for the next tick, up to one more)."""
         return self.delay_frames * 1000 / self.cfg.audio.fps + self.config.jitter_ms
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -133,10 +134,9 @@ class LiveEngine:
         self.jobs.reset()
         self.speaker.forget()
         self.jobs.lane = self.worker.join()
-        # One frame of slack so that the first ticks are not already late while start() returns.
         # On the worker's frame grid, so that engines sharing it tick (and need frames) together.
         fps, c = self.cfg.audio.fps, self.config
-        frames = FrameClock(self.worker.align_start(self.clock.now() + 1 / fps, fps), fps)
+        frames = FrameClock(self.worker.align_start(self.clock.now() + c.start_slack_ms / 1000, fps), fps)
         policy = RenderEveryFrame if c.wait_for_model else RenderPolicy
         self.policy = policy.for_worker(
             self.worker, frames, self.clock, self.delay_frames, c.max_late_frames, c.probe_every_frames
