@@ -610,10 +610,7 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
         default=d.catch_up_frames,
         help="blocks past the render budget a model may lag before it drops them and restarts (-1: never)",
     )
-    add_speech_every(sp)
-    sp.add_argument(
-        "--jitter-ms", type=int, default=d.jitter_ms, help="how late a source's audio may come once it plays"
-    )
+    add_live_tuning(sp)
     sp.add_argument(
         "--talker-late-ms",
         type=float,
@@ -635,7 +632,8 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------ serve
 
 
-def add_speech_every(sp: argparse.ArgumentParser) -> None:
+def add_live_tuning(sp: argparse.ArgumentParser) -> None:
+    """The live engine's flags that `serve`, `livekit-worker` and `bench stream` share."""
     sp.add_argument(
         "--speech-every",
         type=int,
@@ -643,11 +641,23 @@ def add_speech_every(sp: argparse.ArgumentParser) -> None:
         help="run the speech encoder every N frames (default: the model's own, 1): 2 halves its CPU for one frame "
         "(40 ms) more latency",
     )
+    sp.add_argument(
+        "--jitter-ms",
+        type=int,
+        default=LiveConfig.jitter_ms,
+        help=f"how late incoming audio may come without a gap (default {LiveConfig.jitter_ms}); a block waits this "
+        "to 40 ms more before it plays: raise it for a jittery network",
+    )
 
 
 def live_config(args: argparse.Namespace) -> LiveConfig:
     """The live settings `serve` and `livekit-worker` take from their flags."""
-    return LiveConfig(steps=args.steps, processing_frames=args.processing_frames, speech_every_frames=args.speech_every)
+    return LiveConfig(
+        steps=args.steps,
+        processing_frames=args.processing_frames,
+        speech_every_frames=args.speech_every,
+        jitter_ms=args.jitter_ms,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -690,7 +700,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
         default=LiveConfig.processing_frames,
         help="40 ms ticks each frame may take to render; more = smoother on slow machines, but later",
     )
-    add_speech_every(sp)
+    add_live_tuning(sp)
     sp.add_argument(
         "--no-face-preload",
         dest="face_preload",
@@ -738,7 +748,7 @@ def add_livekit_worker(subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     sp.add_argument("--steps", type=int, default=LiveConfig.steps, help="DDIM steps per frame")
     sp.add_argument("--processing-frames", type=int, default=LiveConfig.processing_frames)
-    add_speech_every(sp)
+    add_live_tuning(sp)
     sp.set_defaults(func=cmd_livekit_worker)
 
 
