@@ -93,6 +93,26 @@ class FaceConfig:
             raise ValueError(f"face.interior_source must be one of {INTERIOR_SOURCES}, not {self.interior_source!r}")
 
 
+SHAPE_PREDICTOR_EVALUATORS = ("numpy", "dlib")  # ShapePredictorConfig.evaluator
+
+
+@dataclass(frozen=True)
+class ShapePredictorConfig:
+    """dlib's 68-point landmark model (the predictor; its face detector is dlib's own either way). A setting of the
+    machine, not of a model: not part of ``ModelConfig``."""
+
+    # "numpy": dlib's regression trees converted once per machine into memory-mapped arrays and evaluated in numpy
+    # (``engine/avatar/shape_predictor.py``): dlib's own points, loaded in milliseconds instead of 0.4-0.6 s, at
+    # ~1.8 ms a face instead of ~0.75. "dlib": dlib's own predictor, the 100 MB file loaded in every process.
+    evaluator: str = "numpy"
+    # Where the converted copy is kept; "": $FACECAST_CACHE_DIR, else $XDG_CACHE_HOME/facecast, else ~/.cache/facecast
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.evaluator not in SHAPE_PREDICTOR_EVALUATORS:
+            raise ValueError(f"evaluator must be one of {SHAPE_PREDICTOR_EVALUATORS}, not {self.evaluator!r}")
+
+
 @dataclass(frozen=True)
 class AutoencoderConfig:
     latent_channels: int = 8
