@@ -452,7 +452,8 @@ class NumpyShapePredictor:
         self._split_first = [np.ascontiguousarray(f[..., 0].ravel(), np.intp) for f in arrays.split_features]
         self._split_second = [np.ascontiguousarray(f[..., 1].ravel(), np.intp) for f in arrays.split_features]
         self._thresholds = [np.ascontiguousarray(v.ravel(), np.float32) for v in arrays.split_thresholds]
-        self._anchor_idx = [np.ascontiguousarray(v, np.intp) for v in arrays.anchor_idx]
+        # where each feature pixel's anchor point's x and y are in the shape as the leaves hold it (x0, y0, x1, ...)
+        self._anchor_xy = [np.stack([2 * v, 2 * v + 1]).astype(np.intp) for v in arrays.anchor_idx]
         self._deltas = [np.ascontiguousarray(v.T, np.float32) for v in arrays.deltas]  # (2, F): x row, y row
         leaves = arrays.leaf_values.shape[2]
         self._leaf_rows = np.asarray(arrays.leaf_values).reshape(c * t * leaves, -1)  # a view: stays mapped
@@ -465,13 +466,13 @@ class NumpyShapePredictor:
         return len(self.initial_shape)
 
     def _similarity(self, shape: np.ndarray) -> np.ndarray:
-        """The 2x2 part of dlib's ``find_tform_between_shapes(initial_shape, shape)`` (``shape``: (2, P)), as
-        float, which dlib casts it to.
+        """The 2x2 part of dlib's ``find_tform_between_shapes(initial_shape, shape)`` (``shape``: x0, y0, x1, ...),
+        as float, which dlib casts it to.
 
         dlib solves Umeyama's least squares in double with an SVD of the 2x2 covariance; for 2-D points its
         solution is the closed form [[a, -b], [b, a]] below (the same numbers up to double rounding, which the cast
         to float absorbs). The mean shape is centred, so the current shape needs no centring in the covariance."""
-        c00, c01, c10, c11 = (shape.astype(np.float64) @ self._initial_centred).ravel().tolist()
+        c00, c01, c10, c11 = (shape.reshape(-1, 2).astype(np.float64).T @ self._initial_centred).ravel().tolist()
         a = (c00 + c11) / self._initial_spread
         b = (c10 - c01) / self._initial_spread
         return np.array([[a, -b], [b, a]], np.float32)
@@ -488,14 +489,14 @@ class NumpyShapePredictor:
         rows, cols = image.shape[:2]
         pixels = image.reshape(rows * cols, -1)  # (H * W, 3) or (H * W, 1): a view of a C-ordered image, else a copy
         channels = pixels.shape[1]
-        shape = self.initial_shape.T.copy()  # (2, P): the x row, the y row
+        shape = self.initial_shape.ravel()  # x0, y0, x1, y1, ...: as the leaves hold their increments
         for level in range(self.cascades):
             # Feature pixels: tform * delta + the anchor point, in float as dlib computes it (each product rounded,
             # then their sum, then the anchor added); row 0 is x, row 1 is y.
             tform = self._similarity(shape)
             dx, dy = self._deltas[level]
             points = tform[:, :1] * dx + tform[:, 1:] * dy
-            points += shape[:, self._anchor_idx[level]]
+            points += shape[self._anchor_xy[level]]
             x, y = np.floor(points * scale + corner).astype(np.intp)
             inside = (x.astype(np.uintp) < cols) & (y.astype(np.uintp) < rows)  # negatives wrap to huge: outside
             values = pixels[np.where(inside, y * cols + x, 0)].astype(np.int16)
@@ -514,7 +515,7 @@ class NumpyShapePredictor:
             # added to the running total across all columns at once), which is that same order of additions.
             # (tests/test_shape_predictor.py checks it; a pairwise sum would round differently.)
             terms = np.empty((self.trees + 1, shape.size), np.float32)
-            terms[0] = shape.T.ravel()  # x0, y0, x1, y1, ... as the leaves hold them
+            terms[0] = shape
             np.take(self._leaf_rows, self._first_leaf_row[level] + node, axis=0, out=terms[1:])
-            shape = np.add.reduce(terms, axis=0).reshape(-1, 2).T
-        return np.floor(shape * scale + corner).T.astype(np.float32)
+            shape = np.add.reduce(terms, axis=0)
+        return np.floor(shape.reshape(-1, 2).T * scale + corner).T.astype(np.float32)
