@@ -186,7 +186,9 @@ def test_an_unwritable_cache_leaves_the_process_its_arrays_in_memory(source, tmp
 
 
 def test_a_file_that_is_not_a_shape_predictor_is_a_clear_error(source, tmp_path):
-    for name, data in [("cut.dat", source.read_bytes()[:5_000_000]), ("noise.dat", os.urandom(100_000))]:
+    noise = np.random.default_rng(3).integers(0, 256, 100_000, np.uint8).tobytes()
+    starts_well = source.read_bytes()[:20] + noise  # a plausible start, then nonsense
+    for name, data in [("cut.dat", source.read_bytes()[:5_000_000]), ("noise.dat", noise), ("odd.dat", starts_well)]:
         (tmp_path / name).write_bytes(data)
         with pytest.raises(shape_predictor.ShapePredictorFormatError, match=name):
             shape_predictor.read_dlib_shape_predictor(tmp_path / name)

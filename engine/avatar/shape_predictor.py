@@ -238,7 +238,7 @@ def read_dlib_shape_predictor(path: Path) -> ShapePredictorArrays:
         return _parse(data, size)
     except ShapePredictorFormatError as e:
         raise ShapePredictorFormatError(f"{path}: {e}") from None
-    except (IndexError, ValueError) as e:  # a number or a structure that runs past the end of the file
+    except (IndexError, ValueError, OverflowError) as e:  # a number or a structure past the end of the file
         raise ShapePredictorFormatError(f"{path} is not a dlib shape predictor this reader understands ({e})") from e
 
 
@@ -248,9 +248,9 @@ def _parse(data: bytearray, size: int) -> ShapePredictorArrays:
     if (version := head.int()) != SHAPE_PREDICTOR_VERSION:
         raise ShapePredictorFormatError(f"shape predictor version {version}, expected 1")
     nr, nc = head.matrix_size()
-    initial = np.array([head.float() for _ in range(nr * nc)], np.float32)
-    if nc != 1 or nr % 2:
+    if nc != 1 or nr % 2 or nr * 4 > size:  # (a float takes at least 4 bytes)
         raise ShapePredictorFormatError(f"the initial shape is {nr} x {nc}, expected a column of x, y pairs")
+    initial = np.array([head.float() for _ in range(nr)], np.float32)
     n_cascades = head.int()
     forests_start = head.pos
 
@@ -258,6 +258,8 @@ def _parse(data: bytearray, size: int) -> ShapePredictorArrays:
     probe = _Tokens(data, forests_start)
     n_trees = probe.int()
     n_splits = probe.int()
+    if n_cascades * n_trees * n_splits * 8 > size:  # (a split takes at least 8 bytes)
+        raise ShapePredictorFormatError(f"{n_cascades} x {n_trees} trees of {n_splits} splits do not fit the file")
     probe.skip(4 * n_splits)  # idx1, idx2, threshold (two integers)
     n_leaves = probe.int()
     header_start = probe.pos
