@@ -2,8 +2,8 @@
 
 Why: ``dlib.shape_predictor(file)`` parses the 100 MB ``shape_predictor_68_face_landmarks.dat`` (dlib's portable
 serialisation: ~33 million variable-length integers, two per float) in 0.4-0.6 s on every process start, holding
-the GIL. Here the file is converted once per machine (``convert_dlib_shape_predictor``, about a second) into plain
-``.npy`` arrays in a per-user cache folder; a process then maps them in about a millisecond, and the operating
+the GIL. Here the file is converted once per machine (``load_shape_predictor``, when there is no copy yet: under a
+second) into plain ``.npy`` arrays in a per-user cache folder; a process then maps them in ~3 ms, and the operating
 system shares their pages between processes.
 
 The model is an ensemble of regression trees (Kazemi & Sullivan, CVPR 2014) as dlib implements it
@@ -385,26 +385,12 @@ def load_converted(folder: Path) -> ShapePredictorArrays:
     return ShapePredictorArrays(**arrays)
 
 
-def convert_dlib_shape_predictor(source: Path, folder: Path) -> ShapePredictorArrays:
-    """Convert dlib's predictor file ``source`` into a copy in ``folder`` (``save_converted``); returns the
-    arrays, in memory."""
-    start = time.perf_counter()
-    arrays = read_dlib_shape_predictor(Path(source))
-    st = Path(source).stat()
-    manifest = {
-        "source": {"path": str(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
-        "convert_s": round(time.perf_counter() - start, 3),
-        "shape": arrays.shape,
-    }
-    save_converted(arrays, folder, manifest)
-    return arrays
-
-
 def load_shape_predictor(source: Path, cache_root: Path | None = None) -> NumpyShapePredictor:
     """The numpy predictor of dlib's predictor file ``source``, from its converted copy under ``cache_root``
     (default ``default_cache_root()``). Without one, the file is converted first: once per machine (and per
-    file), about a second, which is about what loading it into dlib costs, so even that first process is hardly
-    slower. A copy that cannot be written (a read-only cache) leaves this process with the arrays in memory."""
+    file), 0.7-0.9 s here against dlib's own 0.4-0.45 s load, so only that first process is slower, and by less
+    than half a second. A copy that cannot be written (a read-only cache) leaves this process with the arrays in
+    memory."""
     folder = converted_folder(source, cache_root)
     try:
         return NumpyShapePredictor(load_converted(folder))
@@ -414,11 +400,19 @@ def load_shape_predictor(source: Path, cache_root: Path | None = None) -> NumpyS
         log.warning("the converted landmark model in %s is unusable (%s): converting it again", folder, e)
         shutil.rmtree(folder, ignore_errors=True)
     log.warning("converting dlib's 68-point landmark model for fast loading: once on this machine, into %s", folder)
+    start = time.perf_counter()
+    arrays = read_dlib_shape_predictor(Path(source))
+    st = Path(source).stat()
+    manifest = {
+        "source": {"path": str(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        "convert_s": round(time.perf_counter() - start, 3),
+        "shape": arrays.shape,
+    }
     try:
-        convert_dlib_shape_predictor(source, folder)
+        save_converted(arrays, folder, manifest)
     except OSError as e:
-        log.warning("could not write the converted landmark model (%s): this process converts it in memory", e)
-        return NumpyShapePredictor(read_dlib_shape_predictor(Path(source)))
+        log.warning("could not keep the converted landmark model (%s): this process uses it from memory", e)
+        return NumpyShapePredictor(arrays)
     # the mapped copy rather than the arrays in memory: its pages are shared, not 65 MB of this process's own
     return NumpyShapePredictor(load_converted(folder))
 
