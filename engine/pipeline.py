@@ -176,8 +176,9 @@ class LipSyncSession:
         """End of speech: pad with the lookahead's worth of silence and return the remaining frames."""
         return run_alone(self.backend, self.finish_steps())
 
-    def push_audio_steps(self, chunk_16k: np.ndarray) -> Steps:
-        """``push_audio`` as model requests (see ``batching.py``); returns the completed frames."""
+    def push_audio_steps(self, chunk_16k: np.ndarray, speech_group_frames: int | None = None) -> Steps:
+        """``push_audio`` as model requests (see ``batching.py``); returns the completed frames.
+        ``speech_group_frames``: frames per speech-encoder call for this chunk (``SpeechFeatureStream.push_steps``)."""
         chunk = np.asarray(chunk_16k, np.float32).reshape(-1)
         if not np.isfinite(chunk).all():
             # NaN would poison the mel normaliser and the GRU state for the rest of the session
@@ -186,7 +187,7 @@ class LipSyncSession:
                 "in [-1, 1] (decoded PCM), not raw or corrupt bytes"
             )
         self._samples_in += len(chunk)
-        return (yield from self._advance_steps(chunk, limit=None))
+        return (yield from self._advance_steps(chunk, limit=None, speech_group_frames=speech_group_frames))
 
     def finish_steps(self) -> Steps:
         """``finish`` as model requests; returns the remaining frames."""
@@ -194,10 +195,12 @@ class LipSyncSession:
         pad = np.zeros((self.latency_frames + 1) * self.cfg.audio.samples_per_frame, np.float32)
         return (yield from self._advance_steps(pad, limit=total, final=True))
 
-    def _advance_steps(self, chunk: np.ndarray, limit: int | None, final: bool = False) -> Steps:
+    def _advance_steps(
+        self, chunk: np.ndarray, limit: int | None, final: bool = False, speech_group_frames: int | None = None
+    ) -> Steps:
         t0 = time.perf_counter()
         if self.speech is not None and not final:
-            a2l_in = yield from self.speech.push_steps(chunk)
+            a2l_in = yield from self.speech.push_steps(chunk, speech_group_frames)
         elif self.speech is not None:
             # End of speech: the frames of a group left unfinished, from the speech alone, then zero features for
             # the lookahead past the end, as training and ``eval-landmarks`` pad a clip (so they all agree).

@@ -285,12 +285,20 @@ class SpeechFeatureStream:
             self._audio = self._audio[keep_from - self._start :]
             self._start = keep_from
 
-    def push_steps(self, chunk: np.ndarray) -> SpeechSteps:
-        """16 kHz float32 samples (any length) -> the features of the frames this chunk completed a group of."""
+    def push_steps(self, chunk: np.ndarray, group_frames: int | None = None) -> SpeechSteps:
+        """16 kHz float32 samples (any length) -> the features of the frames this chunk completed a group of.
+
+        ``group_frames`` (default ``every_frames``) groups this push's frames more coarsely, up to
+        ``max_every_frames``: a live engine that had to catch up asks for twice as many frames per encoder call,
+        half the encoder's work. Each group's tokens come from the window ending at its last frame, as with a larger
+        ``every_frames``; frames short of a whole group wait for the next push."""
         chunk = np.asarray(chunk, np.float32).reshape(-1)
+        k, d = group_frames or self.cfg.every_frames, self.cfg.delay_frames
+        if not self.cfg.every_frames <= k <= self.cfg.max_every_frames:
+            lo, hi = self.cfg.every_frames, self.cfg.max_every_frames
+            raise ValueError(f"group_frames {k}: this encoder's frames go {lo}..{hi} to a call")
         self._audio = np.concatenate([self._audio, chunk])
         self._samples += len(chunk)
-        k, d = self.cfg.every_frames, self.cfg.delay_frames
         whole = self._samples // SAMPLES_PER_FRAME
         ends = list(range(self._frames_done + k, whole - d + 1, k))  # group ends (exclusive frame index)
         if ends:
@@ -309,9 +317,9 @@ class SpeechFeatureStream:
         self._trim()
         return feats
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
+    def push(self, chunk: np.ndarray, group_frames: int | None = None) -> np.ndarray:
         """``push_steps`` with this stream's own ``encode``."""
-        return self._answer(self.push_steps(chunk))
+        return self._answer(self.push_steps(chunk, group_frames))
 
     def flush(self) -> np.ndarray:
         """``flush_steps`` with this stream's own ``encode``."""

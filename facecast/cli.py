@@ -545,6 +545,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> None:
         processing_frames=args.processing_frames,
         max_late_frames=args.max_late_frames,
         catch_up_frames=None if args.catch_up_frames < 0 else args.catch_up_frames,
+        pair_speech_frames=args.pair_speech_frames,
         speech_every_frames=args.speech_every,
         jitter_ms=args.jitter_ms,
         talker_late_ms=args.talker_late_ms,
@@ -609,6 +610,12 @@ def add_bench_stream(bench_subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=d.catch_up_frames,
         help="blocks past the render budget a model may lag before it drops them and restarts (-1: never)",
+    )
+    sp.add_argument(
+        "--pair-speech-frames",
+        type=int,
+        default=d.pair_speech_frames,
+        help="blocks the speech encoder runs on pairs of frames after a catch-up (0: never)",
     )
     add_live_tuning(sp)
     sp.add_argument(

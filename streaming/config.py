@@ -34,6 +34,13 @@ class LiveConfig:
     # Whisper sessions lag 6-7 blocks for a moment when their speaker embeddings are computed, and with 2 they caught
     # up twice a run for nothing (24.5 new pictures/s each instead of 24.6). None: never (nor with wait_for_model).
     catch_up_frames: int | None = 8
+    # After a catch-up, the speech encoder runs on pairs of frames (one call for two: half its work) for this many
+    # blocks, and each catch-up in that time starts them again. The encoder's work is the one cost a skipped picture
+    # does not save, so a machine that had to catch up once would only catch up again: two Whisper sessions while
+    # two other processes held both cores made 0.8 new pictures/s each (docs/benchmarks.md, "Overload"). The first
+    # frame of each pair gets its features a tick later, so one tick to render instead of two, which an overloaded
+    # machine misses: a paired session shows up to 12.5 new pictures/s there. One that keeps up never pairs. 0: never.
+    pair_speech_frames: int = 250
     # Run the model's speech encoder (Whisper) every this many frames instead of its own ``every_frames``: 2 halves
     # its work for a slow CPU (the shipped model's two sessions need 28 ms of every 40 ms tick on the Xeon of
     # docs/benchmarks.md, 18 ms at 2) at one frame more latency (p95 162 -> 202 ms). Up to
@@ -79,6 +86,8 @@ class LiveConfig:
             raise ValueError("blas_threads must be at least 1 (or None: leave numpy's BLAS as it is)")
         if self.catch_up_frames is not None and self.catch_up_frames < 0:
             raise ValueError("catch_up_frames must be at least 0 (or None: never catch up)")
+        if self.pair_speech_frames < 0:
+            raise ValueError("pair_speech_frames must be at least 0 (0: never pair the speech encoder's frames)")
 
     def model_config(self, cfg: ModelConfig) -> ModelConfig:
         """The model's config as a live engine runs it: with ``speech_every_frames`` where it is set."""

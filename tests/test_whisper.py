@@ -168,6 +168,38 @@ def test_stream_chunked_equals_offline(every, pad, delay):
     assert np.allclose(offline[4], want, atol=1e-5)
 
 
+def test_a_stream_asked_for_pairs_gives_them_the_features_of_a_stream_that_pairs_every_frame():
+    """``group_frames=2`` on an encoder run every frame (what a live engine asks for after a catch-up): the paired
+    frames get exactly what ``every_frames=2`` gives them, from one encoder call per pair, and a frame left alone
+    waits for the next push; pushes without it go back to one call a frame. More than the encoder gives is refused."""
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, pad_frames=3)
+    calls = []
+    encoder = _tiny_encoder(cfg)
+
+    def encode(mel):
+        calls.append(len(mel))
+        return whisper.torch_encode(encoder)(mel)
+
+    rng = np.random.default_rng(3)
+    audio = (0.1 * rng.standard_normal(640 * 20)).astype(np.float32)
+    every_frame = whisper.clip_features(audio, cfg, encode)
+    pairs = whisper.clip_features(audio, dataclasses.replace(cfg, every_frames=2), encode)
+    stream, got = whisper.SpeechFeatureStream(cfg, encode), []
+    calls.clear()
+    for k in range(20):  # one frame a push; frames 4..11 in pairs
+        got.append(stream.push(audio[640 * k : 640 * (k + 1)], 2 if 4 <= k < 12 else None))
+    assert [len(g) for g in got[3:13]] == [1, 0, 2, 0, 2, 0, 2, 0, 2, 1]
+    assert sum(calls) == 20 - 4  # 4 pairs: 4 encoder windows saved
+    got = np.concatenate(got)
+    np.testing.assert_allclose(got[4:12], pairs[4:12], atol=1e-5)
+    np.testing.assert_allclose(got[:4], every_frame[:4], atol=1e-5)
+    np.testing.assert_allclose(got[12:], every_frame[12:], atol=1e-5)
+    with pytest.raises(ValueError, match="group_frames 3"):
+        stream.push(audio[:640], 3)
+
+
 def _tiny_encoder(cfg: SpeechEncoderConfig) -> torch.nn.Module:
     from facecast.engine.models.speech import SpeechEncoder
 
@@ -394,3 +426,62 @@ def test_a_live_engine_can_run_the_speech_encoder_half_as_often(whisper_model, b
         LiveEngine(whisper_backend, avatar, LiveConfig(speech_every_frames=2 * own + 1))
     with pytest.raises(ValueError, match="hears log-mel"):
         LiveEngine(backend, avatar, LiveConfig(speech_every_frames=2))
+
+
+class SlowEncoder:
+    """The Whisper test model, each speech-encoder call taking ``seconds`` of virtual time on the model thread (the
+    work no skipped picture saves)."""
+
+    def __init__(self, inner, clock, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+        self.calls = 0
+
+    def speech_encoder(self, mel):
+        self.calls += 1
+        self.clock.block_for(self.seconds)
+        return self.inner.speech_encoder(mel)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("pair", [250, 0], ids=["pairs after a catch-up", "never pairs"])
+def test_an_engine_that_had_to_catch_up_encodes_speech_in_pairs_and_shows_pictures_again(whisper_model, pair):
+    """A speech encoder slower than the audio (run every frame, 50 ms a call against 40 ms of audio): the engine
+    falls behind and catches up. Pairing the frames afterwards (one call for two) leaves room: every second frame is
+    shown again, where without it the engine only catches up again and again and shows next to nothing."""
+    import asyncio
+
+    from conftest import ASSETS, speech_like
+    from test_streaming import drive_on_virtual_time
+
+    from facecast.engine.avatar.prepare import prepare_avatar
+    from facecast.export.backends.torch_backend import TorchBackend
+    from facecast.streaming.config import LiveConfig
+    from facecast.streaming.live.clock import VirtualClock
+    from facecast.streaming.live.engine import LiveEngine
+
+    async def main():
+        clock = VirtualClock()
+        backend = SlowEncoder(TorchBackend(whisper_model), clock, seconds=0.050)
+        avatar = prepare_avatar(ASSETS / "astronaut.jpg", backend.encode, backend.cfg)
+        config = LiveConfig(speaker_seconds=0, hangover_frames=40, pair_speech_frames=pair, speech_every_frames=1)
+        engine = LiveEngine(backend, avatar, config, clock=clock)
+        queue = engine.subscribe()
+        await engine.start()
+        engine.open_source("talker", live=False).write(speech_like(6.0, seed=5))
+        out: list = []
+        try:
+            await drive_on_virtual_time(engine, clock, queue, out, seconds=5.0)
+        finally:
+            clock.release()
+            await engine.stop()
+        return engine.stats(), out
+
+    stats, out = asyncio.run(main())
+    fresh = sum(o.fresh for o in out)
+    assert stats["catch_ups"] >= 1
+    if pair:
+        assert stats["paired_blocks"] > 0 and fresh >= 30, (stats, fresh)
+    else:
+        assert stats["paired_blocks"] == 0 and fresh < 10, (stats, fresh)

@@ -613,7 +613,18 @@ def _av(s: _Samples, timed: bool) -> dict[str, Any]:
     }
 
 
-_COUNTERS = ("rendered", "skipped", "dropped", "late", "repeated", "jumped", "catch_ups", "model_errors", "underruns")
+_COUNTERS = (
+    "rendered",
+    "skipped",
+    "dropped",
+    "late",
+    "repeated",
+    "jumped",
+    "catch_ups",
+    "paired_blocks",
+    "model_errors",
+    "underruns",
+)
 
 
 def _frames(log: SessionLog, stats: dict[str, Any]) -> dict[str, int]:

@@ -81,6 +81,7 @@ class StreamBenchOptions:
     processing_frames: int = LiveConfig.processing_frames
     max_late_frames: int = LiveConfig.max_late_frames
     catch_up_frames: int | None = LiveConfig.catch_up_frames
+    pair_speech_frames: int = LiveConfig.pair_speech_frames
     speech_every_frames: int | None = LiveConfig.speech_every_frames
     jitter_ms: int = LiveConfig.jitter_ms
     talker_late_ms: float = 0.0  # each talker block arrives up to this much late, at random: a jittery network
@@ -120,6 +121,7 @@ def live_config(options: StreamBenchOptions, steps: int) -> LiveConfig:
         processing_frames=options.processing_frames,
         max_late_frames=options.max_late_frames,
         catch_up_frames=options.catch_up_frames,
+        pair_speech_frames=options.pair_speech_frames,
         speech_every_frames=options.speech_every_frames,
         jitter_ms=options.jitter_ms,
     )
@@ -401,6 +403,7 @@ def build_report(
             "processing_frames": options.processing_frames,
             "max_late_frames": options.max_late_frames,
             "catch_up_frames": options.catch_up_frames,
+            "pair_speech_frames": options.pair_speech_frames,
             "speech_every_frames": options.speech_every_frames,
             "jitter_ms": options.jitter_ms,
             "talker_late_ms": options.talker_late_ms,

@@ -272,6 +272,7 @@ class LiveEngine:
             "backlog": self.jobs.backlog,
             "max_backlog": self.counters.max_backlog,
             "catch_ups": self.counters.catch_ups,
+            "paired_blocks": self.counters.paired_blocks,
             "steps": self.inference.steps,
             "avatar": self.avatar.source,
             **self.mixer.stats(),

@@ -31,6 +31,7 @@ class EngineCounters:
     model_errors: int = 0
     max_backlog: int = 0  # most model jobs ever waiting at once
     catch_ups: int = 0  # times the model fell so far behind that its waiting blocks were dropped (catch_up_frames)
+    paired_blocks: int = 0  # blocks whose speech was encoded in pairs of frames after a catch-up (pair_speech_frames)
     interrupts: int = 0  # barge-ins (LiveEngine.interrupt)
 
 

@@ -35,6 +35,7 @@ class SessionRunner:
         self.backend, self.cfg, self.inference = backend, cfg, inference
         self.jobs, self.speaker, self.speaker_fn, self.outputs = jobs, speaker, speaker_fn, outputs
         self.session = self.new_session(avatar, None)
+        self.paired_blocks_left = 0  # blocks still to be encoded in pairs of frames (pair_speech)
 
     def new_session(self, avatar: Avatar, policy: RenderPolicy | None) -> LipSyncSession:
         """A session on the engine's frame clock; ``policy`` None renders every frame (before the engine starts)."""
@@ -46,10 +47,27 @@ class SessionRunner:
     def submit_block(self, block: np.ndarray, begin: int | None, end: bool) -> None:
         """Block k into the session (``begin``: k, when it opens an utterance; ``end``: it closes one), and into
         the speaker embedding while the talker's voice is still being collected."""
-        self.jobs.submit(self.feed, self.jobs.epoch, block, begin, end)
+        group = self._speech_group_frames()
+        self.jobs.submit(self.feed, self.jobs.epoch, block, begin, end, group)
         speech = self.speaker.collect(block)
         if speech is not None:
             self.jobs.submit(self.embed_speaker, speech)
+
+    def pair_speech(self, blocks: int) -> None:
+        """Encode the speech of the next ``blocks`` blocks in pairs of frames, one encoder call for two: half the
+        encoder's work, the one cost per frame that skipping a picture does not save (``LiveConfig.
+        pair_speech_frames``). Nothing for a model without a speech encoder, or one already at its sparsest."""
+        self.paired_blocks_left = max(self.paired_blocks_left, blocks)
+
+    def _speech_group_frames(self) -> int | None:
+        if self.paired_blocks_left <= 0 or self.cfg.a2l.audio_features != "whisper":
+            return None
+        self.paired_blocks_left -= 1
+        pair = 2 * self.cfg.speech.every_frames
+        if pair > self.backend.cfg.speech.max_every_frames:  # the encoder graph returns no more frames than that
+            return None
+        self.jobs.counters.paired_blocks += 1
+        return pair
 
     def reset_speaker(self) -> None:
         """Forget the talker's voice: the next ``speaker_seconds`` of speech set a new embedding."""
@@ -71,7 +89,9 @@ class SessionRunner:
 
     # ------------------------------------------------------------------------------------------ model thread
 
-    def feed(self, epoch: int, block: np.ndarray, begin: int | None, end: bool) -> Steps:
+    def feed(
+        self, epoch: int, block: np.ndarray, begin: int | None, end: bool, speech_group_frames: int | None = None
+    ) -> Steps:
         """Model thread: one 40 ms block into the session; returns (epoch, the frames it completed). Its model
         calls are requests the worker batches with other sessions' (engine.batching)."""
         if epoch != self.jobs.epoch:
@@ -79,7 +99,7 @@ class SessionRunner:
         session = self.session
         if begin is not None:
             session.begin(begin)
-        frames = yield from session.push_audio_steps(block)
+        frames = yield from session.push_audio_steps(block, speech_group_frames)
         if end:
             frames += yield from session.finish_steps()
         for o in self.outputs.observers:
