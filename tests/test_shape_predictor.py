@@ -146,6 +146,17 @@ def test_conversion_writes_a_whole_copy_once_and_maps_it(source, tmp_path, caplo
         np.testing.assert_array_equal(getattr(again.arrays, name), getattr(first.arrays, name))
 
 
+def test_a_new_copy_replaces_the_old_copies_of_the_same_file_only(source, tmp_path):
+    copies = tmp_path / shape_predictor.CACHE_SUBDIR
+    for name, path in (("reinstalled", str(source)), ("elsewhere", "/another/env/model.dat")):
+        (copies / name).mkdir(parents=True)
+        (copies / name / shape_predictor.MANIFEST).write_text(json.dumps({"source": {"path": path}}))
+    (copies / ".half-written").mkdir()  # another process's temporary folder: no manifest yet
+    shape_predictor.load_shape_predictor(source, tmp_path)
+    kept = shape_predictor.converted_folder(source, tmp_path).name
+    assert sorted(p.name for p in copies.iterdir()) == sorted([kept, "elsewhere", ".half-written"])
+
+
 def test_the_cache_folder_follows_the_environment_and_the_source_file(tmp_path, monkeypatch):
     monkeypatch.setenv(shape_predictor.CACHE_DIR_ENV, str(tmp_path / "mine"))
     assert shape_predictor.default_cache_root() == tmp_path / "mine"

@@ -385,6 +385,21 @@ def load_converted(folder: Path) -> ShapePredictorArrays:
     return ShapePredictorArrays(**arrays)
 
 
+def remove_stale_copies(kept: Path, source_path: str) -> None:
+    """Delete the other converted copies of the file at ``source_path`` (a reinstall changes its mtime, so its
+    copy is made anew; the old 64 MB would stay for good). Copies of files elsewhere (another environment's) stay:
+    deleting them would only have that environment convert again."""
+    for folder in kept.parent.iterdir():
+        if folder == kept or not folder.is_dir():
+            continue
+        try:
+            other = json.loads((folder / MANIFEST).read_text())["source"]["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a whole copy (another process may be writing it): not ours to judge
+        if other == source_path:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def load_shape_predictor(source: Path, cache_root: Path | None = None) -> NumpyShapePredictor:
     """The numpy predictor of dlib's predictor file ``source``, from its converted copy under ``cache_root``
     (default ``default_cache_root()``). Without one, the file is converted first: once per machine (and per
@@ -413,6 +428,7 @@ def load_shape_predictor(source: Path, cache_root: Path | None = None) -> NumpyS
     except OSError as e:
         log.warning("could not keep the converted landmark model (%s): this process uses it from memory", e)
         return NumpyShapePredictor(arrays)
+    remove_stale_copies(folder, str(source))
     # the mapped copy rather than the arrays in memory: its pages are shared, not 65 MB of this process's own
     return NumpyShapePredictor(load_converted(folder))
 
