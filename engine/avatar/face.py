@@ -169,9 +169,6 @@ class DlibLandmarks:
         self.cfg = cfg
         self._detector, self._predictor = dlib_models(predictor_path, predictor_cfg)
 
-    def _shape(self, image: np.ndarray, box: Box) -> np.ndarray:
-        return self._predictor(image, box)
-
     def detect(self, image_rgb: np.ndarray) -> list[np.ndarray]:
         image = np.ascontiguousarray(image_rgb)
         scale = min(1.0, self.cfg.detect_max_px / max(image.shape[:2]))
@@ -183,14 +180,14 @@ class DlibLandmarks:
         faces = []
         for r in rects:
             box = tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.right(), r.bottom()))
-            faces.append(self._shape(image, box))
+            faces.append(self._predictor(image, box))
         return sorted(faces, key=_area, reverse=True)
 
     def refine(self, image_rgb: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
         # The predictor is run in the box of the previous frame's landmarks (tracking); a face that moved too far
         # shows up as a poor fit of the box, and is then re-detected.
         x0, y0, x1, y1 = _box_of(previous, pad=0.0)
-        lms = self._shape(np.ascontiguousarray(image_rgb), (x0, y0, x1, y1))
+        lms = self._predictor(np.ascontiguousarray(image_rgb), (x0, y0, x1, y1))
         shift = np.linalg.norm(lms.mean(0) - previous.mean(0))
         return lms if shift < 0.25 * (x1 - x0) else None
 

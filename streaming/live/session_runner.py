@@ -36,6 +36,11 @@ class SessionRunner:
         self.jobs, self.speaker, self.speaker_fn, self.outputs = jobs, speaker, speaker_fn, outputs
         self.session = self.new_session(avatar, None)
         self.paired_blocks_left = 0  # blocks still to be encoded in pairs of frames (pair_speech)
+        # Frames per encoder call while paired; None where there is no speech encoder, or where it already runs at
+        # its sparsest (its graph returns no more frames than the model's own max_every_frames).
+        pair = 2 * cfg.speech.every_frames
+        hears_whisper = cfg.a2l.audio_features == "whisper"
+        self.speech_pair_frames = pair if hears_whisper and pair <= backend.cfg.speech.max_every_frames else None
 
     def new_session(self, avatar: Avatar, policy: RenderPolicy | None) -> LipSyncSession:
         """A session on the engine's frame clock; ``policy`` None renders every frame (before the engine starts)."""
@@ -60,14 +65,11 @@ class SessionRunner:
         self.paired_blocks_left = max(self.paired_blocks_left, blocks)
 
     def _speech_group_frames(self) -> int | None:
-        if self.paired_blocks_left <= 0 or self.cfg.a2l.audio_features != "whisper":
+        if self.paired_blocks_left <= 0 or self.speech_pair_frames is None:
             return None
         self.paired_blocks_left -= 1
-        pair = 2 * self.cfg.speech.every_frames
-        if pair > self.backend.cfg.speech.max_every_frames:  # the encoder graph returns no more frames than that
-            return None
         self.jobs.counters.paired_blocks += 1
-        return pair
+        return self.speech_pair_frames
 
     def reset_speaker(self) -> None:
         """Forget the talker's voice: the next ``speaker_seconds`` of speech set a new embedding."""

@@ -112,8 +112,7 @@ class Ticker:
             return False
         jobs.new_epoch()
         self.counters.catch_ups += 1
-        if self.config.pair_speech_frames:
-            self.runner.pair_speech(self.config.pair_speech_frames)
+        self.runner.pair_speech(self.config.pair_speech_frames)  # 0: no block
         if self.counters.catch_ups == 1 or self.counters.catch_ups % 50 == 0:
             log.warning(
                 "the model is %d blocks behind: dropped them and restarted the speech at block %d (%d times so far; "
